@@ -1,0 +1,89 @@
+# MOELoRA reproduction harness. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# CPU build of torch for tests and the embedded default; GPU users: environment.yml or TORCH_SPEC=torch
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+ARTIFACTS ?= artifacts
+DATA_DIR := $(ARTIFACTS)/medsynth
+BASE_DIR := $(ARTIFACTS)/base/medsynth-tiny
+RESULTS ?= outputs
+REPORTS ?= reports
+PYTEST_ARGS ?=
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+env: $(STAMP) ## create .venv and install the project (CPU torch)
+
+data: $(STAMP) ## build MedSynth-8 (cached)
+	$(PY) -m moelora.medsynth data --out $(DATA_DIR)
+
+base: data ## train the tokenizer and pre-train the tiny base model (cached)
+	$(PY) -m moelora.medsynth base --data $(DATA_DIR) --out $(BASE_DIR)
+
+demo: base ## the main job on the embedded default: python run.py, then its scores
+	$(PY) run.py
+
+test: $(STAMP) ## the fast test suite (no slow, no GPU tests)
+	$(PY) -m pytest -m "not slow and not gpu" -q $(PYTEST_ARGS)
+
+test-all: $(STAMP) ## every CPU test, slow ones included
+	$(PY) -m pytest -m "not gpu" -q $(PYTEST_ARGS)
+
+test-gpu: $(STAMP) ## GPU checks (needs CUDA)
+	$(PY) -m pytest -m gpu -q $(PYTEST_ARGS)
+
+lint: $(STAMP) ## ruff lint
+	$(PY) -m ruff check .
+
+format: $(STAMP) ## ruff format
+	$(PY) -m ruff format .
+
+golden: $(STAMP) ## regenerate tests/golden/*.json (review the diff, say why in the commit)
+	$(PY) -m tests.make_golden
+
+bench: base ## efficiency benchmark (ratios measured in one run)
+	$(PY) experiments/bench_moelora.py
+
+smoke: base ## one trainer=smoke run of the default method
+	$(PY) run.py trainer=smoke logger=none
+
+collect: $(STAMP) ## gather every results.json under $(RESULTS) into $(REPORTS)/results.csv
+	$(PY) -m analysis.collect --root $(RESULTS) --out $(REPORTS)
+
+tables: collect ## Tables 2 and 3 (Markdown, LaTeX, CSV) under $(REPORTS)
+	$(PY) -m analysis.tables --reports $(REPORTS)
+
+figures: collect ## Figures 4-6 (PNG, PDF) under $(REPORTS)
+	$(PY) -m analysis.figures --reports $(REPORTS)
+
+report: tables figures ## $(REPORTS)/REPORT.md: environment, sha, every table and figure
+	$(PY) -m analysis.report --reports $(REPORTS)
+
+sweep-%: base ## run one experiment grid, e.g. make sweep-table2
+	$(PY) run.py experiment=$*
+
+reproduce-smoke: base ## every experiment grid with trainer=smoke and 3 seeds, then tables and figures
+	$(PY) -m experiments.reproduce --smoke --results $(RESULTS)/smoke
+	$(MAKE) report RESULTS=$(RESULTS)/smoke REPORTS=$(REPORTS)/smoke
+
+reproduce-mini: base ## every experiment grid at full MedSynth-8 length (hours on 2 cores; see experiments/README.md)
+	$(PY) -m experiments.reproduce --results $(RESULTS)
+	$(MAKE) report
+
+clean: ## remove outputs and reports (keeps artifacts and .venv)
+	rm -rf outputs multirun $(REPORTS) analysis/out
+
+.PHONY: help env data base demo test test-all test-gpu lint format golden bench smoke collect tables figures report reproduce-smoke reproduce-mini clean

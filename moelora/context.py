@@ -1,0 +1,140 @@
+"""What a pipeline gets: the composed config, the data, and the shared building blocks.
+
+A method's YAML names its pipeline (``pipeline: joint`` or a dotted path such as
+``baselines.lora_single.pipeline``). A pipeline is a function ``(ctx: RunContext) ->
+PipelineOutput``; it composes the shared pieces below (load the base, build the adapter,
+train, generate) and never re-implements them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from moelora.adapters import save_adapter
+from moelora.data import Encoder
+from moelora.generation import DecodingSettings, GenerationResult, generate_predictions
+from moelora.models import load_base_model, load_tokenizer, resolve_target_modules
+from moelora.samplers import StepSampler
+from moelora.tasks import TaskMap
+from moelora.train import TrainResult, TrainSettings, train
+
+
+@dataclass
+class PipelineOutput:
+    predictions: list[dict[str, Any]]
+    model: nn.Module | None = None
+    train: TrainResult | None = None
+    generation: GenerationResult | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunContext:
+    cfg: DictConfig
+    run_dir: Path
+    task_map: TaskMap
+    splits: dict[str, list[dict[str, Any]]]
+    accelerator: Any
+    logger: Any
+
+    # ---- model -------------------------------------------------------------------
+    def load_base(self) -> tuple[nn.Module, Any]:
+        m = self.cfg.model
+        tokenizer = load_tokenizer(m.path, trust_remote_code=m.trust_remote_code)
+        model = load_base_model(m.path, dtype=m.dtype, trust_remote_code=m.trust_remote_code,
+                                gradient_checkpointing=m.gradient_checkpointing)
+        return model.to(self.accelerator.device), tokenizer
+
+    @property
+    def target_modules(self) -> list[str]:
+        return resolve_target_modules(self.cfg.model, self.cfg.method.target_modules)
+
+    def build_adapter(self, model: nn.Module, *, tasks: list[str] | None = None) -> nn.Module:
+        """Apply the method's ``adapter`` builder (``_target_`` + hyper-parameters)."""
+        if self.cfg.method.get("adapter") is None:
+            return model
+        build = instantiate(self.cfg.method.adapter)
+        adapted = build(model, tasks=list(tasks or self.task_map.tasks),
+                        target_modules=self.target_modules)
+        return adapted.to(self.accelerator.device)
+
+    def adapter_meta(self, *, tasks: list[str] | None = None) -> dict[str, Any]:
+        hparams = OmegaConf.to_container(self.cfg.method.get("adapter") or {}, resolve=True)
+        return {
+            "method": self.cfg.method.name,
+            "hparams": {k: v for k, v in hparams.items() if not k.startswith("_")},
+            "builder": hparams.get("_target_"),
+            "tasks": list(tasks or self.task_map.tasks),
+            "task_id_scheme": self.task_map.scheme,
+            "target_modules": self.target_modules,
+            "base_model": {"name_or_path": str(self.cfg.model.path), "name": self.cfg.model.name},
+        }
+
+    def save_adapter(self, model: nn.Module, directory: Path, *, tasks: list[str] | None = None) -> Path:
+        return save_adapter(self.accelerator.unwrap_model(model), directory,
+                            meta=self.adapter_meta(tasks=tasks))
+
+    # ---- data ----------------------------------------------------------------------
+    def encoder(self, tokenizer: Any, *, task_map: TaskMap | None = None) -> Encoder:
+        d = self.cfg.data
+        return Encoder(tokenizer=tokenizer, task_map=task_map or self.task_map,
+                       max_source_length=d.max_source_length, max_target_length=d.max_target_length,
+                       truncation_side=d.truncation_side,
+                       add_special_tokens=self.cfg.model.add_special_tokens)
+
+    def sampler(self, encoder: Encoder, records: list[dict[str, Any]]) -> StepSampler:
+        t = self.cfg.trainer
+        batch = self.accelerator.num_processes * t.per_device_batch_size * t.grad_accum
+        task_ids = [encoder.task_map.id(r["task_dataset"]) for r in records]
+        return instantiate(self.cfg.method.sampler, task_ids=task_ids, batch_size=batch,
+                           seed=self.cfg.seed)
+
+    # ---- train / generate ----------------------------------------------------------
+    def train_settings(self, *, max_steps: int | None = None) -> TrainSettings:
+        t = self.cfg.trainer
+        lr = t.lr if t.lr is not None else self.cfg.method.optim.lr * t.lr_scale
+        return TrainSettings(
+            max_steps=max_steps or t.max_steps, per_device_batch_size=t.per_device_batch_size,
+            grad_accum=t.grad_accum, lr=lr, weight_decay=t.weight_decay,
+            max_grad_norm=t.max_grad_norm, warmup_steps=t.warmup_steps, save_every=t.save_every,
+            log_every=t.log_every, keep_checkpoints=t.keep_checkpoints, progress=self.cfg.progress,
+        )
+
+    def train(self, model: nn.Module, encoder: Encoder, records: list[dict[str, Any]], *,
+              ckpt_dir: Path | None = None, max_steps: int | None = None,
+              tasks: list[str] | None = None, log_prefix: str = "") -> TrainResult:
+        settings = self.train_settings(max_steps=max_steps)
+        encoder.check_prompt_budget(records, split="train",
+                                    max_truncated_fraction=self.cfg.data.max_truncated_fraction)
+
+        def log(metrics: dict[str, float], step: int) -> None:
+            self.logger.log({f"{log_prefix}{k}": v for k, v in metrics.items()}, step)
+
+        return train(model, encoder, records, settings=settings,
+                     sampler=self.sampler(encoder, records), accelerator=self.accelerator,
+                     ckpt_dir=ckpt_dir if ckpt_dir is not None else self.run_dir / "checkpoints",
+                     adapter_meta=self.adapter_meta(tasks=tasks), log=log)
+
+    def decoding(self) -> DecodingSettings:
+        e = self.cfg.trainer.eval
+        return DecodingSettings(mode=self.cfg.decoding, temperature=e.temperature, top_p=e.top_p,
+                                top_k=e.top_k, max_new_tokens=self.cfg.data.max_target_length,
+                                batch_size=e.batch_size)
+
+    def generate(self, model: nn.Module, encoder: Encoder, records: list[dict[str, Any]], *,
+                 merge: bool | None = None) -> GenerationResult:
+        infer = self.cfg.method.get("infer", "unmerged")
+        if infer not in ("unmerged", "merged_per_task"):
+            raise ValueError(f"method.infer={infer!r}; use 'unmerged' or 'merged_per_task'")
+        merge = (infer == "merged_per_task") if merge is None else merge
+        return generate_predictions(
+            self.accelerator.unwrap_model(model), encoder, records, decoding=self.decoding(),
+            seed=self.cfg.seed, merge=merge, device=self.accelerator.device,
+            progress=self.cfg.progress,
+        )

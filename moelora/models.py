@@ -1,0 +1,108 @@
+"""Loading the frozen base model and its tokenizer from a local directory.
+
+Nothing is fetched from a hub: ``model.path`` must be a local HF model directory. Problems
+(missing folder, missing config or tokenizer files, unknown target modules) are reported
+before any weights are loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.txt")
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+          "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def check_model_dir(path: str | Path) -> Path:
+    """Fail fast, with the fix, when ``path`` is not a usable local model directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"model.path={path} is not a directory. Point model.path at a local HF model folder "
+            "(for the embedded default, run `make base`)"
+        )
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: config.json is missing; this is not a HF model directory")
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise FileNotFoundError(
+            f"{path}: no tokenizer files (looked for {', '.join(TOKENIZER_FILES)}); save the "
+            "tokenizer next to the model with tokenizer.save_pretrained(path)"
+        )
+    return path
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ValueError(f"model.dtype={name!r}; use one of auto, {', '.join(DTYPES)}") from None
+
+
+def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(
+        str(check_model_dir(path)), trust_remote_code=trust_remote_code, local_files_only=True
+    )
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def load_base_model(
+    path: str | Path,
+    *,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    gradient_checkpointing: bool = False,
+) -> nn.Module:
+    """Load a causal LM, frozen, with non-reentrant gradient checkpointing if asked.
+
+    Non-reentrant checkpointing is required: task routing (moelora.routing) hands state to
+    the layers, which the reentrant variant loses in its no-grad first pass.
+    """
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(
+        str(check_model_dir(path)),
+        dtype=resolve_dtype(dtype),
+        trust_remote_code=trust_remote_code,
+        local_files_only=True,
+    )
+    model.requires_grad_(False)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    return model
+
+
+def linear_module_names(model: nn.Module) -> list[str]:
+    """Distinct name suffixes of the model's nn.Linear layers (for error messages)."""
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)})
+
+
+def resolve_target_modules(model_cfg: Any, which: str) -> list[str]:
+    """``method.target_modules`` (``all`` | ``qkv`` | an explicit list) → module-name suffixes
+    for this architecture, read from ``conf/model/*.yaml``."""
+    if isinstance(which, str):
+        table = model_cfg.target_modules
+        if which not in table:
+            raise KeyError(
+                f"method.target_modules={which!r} is not defined for model {model_cfg.name}; "
+                f"choose one of {list(table)} (conf/model/{model_cfg.name}.yaml) or give a list"
+            )
+        return list(table[which])
+    return list(which)

@@ -1,0 +1,84 @@
+"""``results.json``: the one file per run that the analysis reads (STYLE.md §5).
+
+Written atomically. ``status`` is ``running`` while a job works, then ``success`` or
+``failed`` (with the error). Secrets never enter it: config values under keys that look
+like credentials are redacted.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from moelora.io import read_json, write_json
+
+RESULTS_NAME = "results.json"
+SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd)$", re.IGNORECASE)
+PACKAGES = ("torch", "transformers", "peft", "accelerate", "hydra-core", "rouge-chinese",
+            "scikit-learn", "tokenizers", "numpy")
+
+
+def redact(obj: Any) -> Any:
+    """A copy of a config tree with credential-like values replaced by ``"***"``.
+
+    Keys that only *name* an environment variable (``api_key_env``) are kept."""
+    if isinstance(obj, dict):
+        return {k: ("***" if SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v))
+                for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def git_info(root: Path) -> dict[str, Any]:
+    def _git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    sha = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {"git_sha": sha, "git_dirty": bool(status) if status is not None else None}
+
+
+def provenance(root: Path, device: str) -> dict[str, Any]:
+    versions = {}
+    for pkg in PACKAGES:
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    info = git_info(root)
+    info.update(
+        versions=versions,
+        python=platform.python_version(),
+        device=device,
+        gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        platform=platform.platform(),
+        hostname=platform.node(),
+    )
+    return info
+
+
+def read_results(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / RESULTS_NAME
+    if not path.is_file():
+        return None
+    try:
+        return read_json(path)
+    except ValueError:
+        return None
+
+
+def write_results(run_dir: Path, results: dict[str, Any]) -> Path:
+    path = Path(run_dir) / RESULTS_NAME
+    write_json(path, results)
+    return path

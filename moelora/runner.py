@@ -1,0 +1,206 @@
+"""One job: compose → (skip | resume | run) → score → results.json. Called by ``run.py``.
+
+The job never branches on the method: the method's YAML names its adapter builder, its
+sampler and its pipeline. A failure is recorded as ``status: failed`` with the error and
+does not stop a sweep. A finished job (``status: success``) is skipped unless
+``overwrite=true``; a killed one resumes from its last checkpoint (``resume=auto``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import get_method, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from moelora.context import PipelineOutput, RunContext
+from moelora.data import apply_task_prompt, load_split
+from moelora.io import write_jsonl
+from moelora.results import provenance, read_results, redact, write_results
+from moelora.seed import seed_everything
+from moelora.tasks import TaskMap
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def resolve_pipeline(name: str):
+    return get_method(name if "." in name else f"moelora.pipelines.{name}")
+
+
+def load_splits(cfg: DictConfig, task_map: TaskMap) -> dict[str, list[dict[str, Any]]]:
+    d = cfg.data
+    root = Path(d.root)
+    if d.get("prepare") is not None and not all((root / f).is_file() for f in d.files.values()):
+        instantiate(d.prepare)
+    splits = {}
+    for split, fname in d.files.items():
+        splits[split] = load_split(root / fname, task_map, drop_unlisted_tasks=d.drop_unlisted_tasks)
+    ids = [r["sample_id"] for r in splits["test"]]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{root / d.files.test}: duplicate sample_id values; they must be unique")
+    limit = d.get("limit_test_per_task")
+    if limit:
+        seen: dict[str, int] = {}
+        kept = []
+        for r in splits["test"]:
+            if seen.get(r["task_dataset"], 0) < limit:
+                kept.append(r)
+                seen[r["task_dataset"]] = seen.get(r["task_dataset"], 0) + 1
+        splits["test"] = kept
+    return splits
+
+
+def _make_logger(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> Any:
+    return instantiate(cfg.logger, _recursive_=False, run_dir=run_dir, group=cfg.experiment_name,
+                       name=f"{cfg.method.name}-s{cfg.seed}", job_type=cfg.method.name,
+                       run_config=config)
+
+
+def _score(gold: list[dict[str, Any]], predictions: list[dict[str, Any]], tasks: list[str],
+           modes: list[str]) -> dict[str, Any]:
+    from moelora.evaluation import score_records
+
+    out: dict[str, Any] = {}
+    for mode in modes:
+        report = score_records(gold, predictions, mode=mode, tasks=tasks)
+        out[mode] = report
+    return out
+
+
+def _introspect(model: Any, task_map: TaskMap, cfg: DictConfig) -> dict[str, Any]:
+    from moelora.summary import describe_model
+
+    return describe_model(model, task_map=task_map, method_cfg=cfg.method)
+
+
+def _print_table(scores: dict[str, Any], title: str) -> None:
+    width = max(len(k) for k in scores)
+    print(f"\n{title}")
+    for k, v in scores.items():
+        print(f"  {k:<{width}}  {'n/a' if v is None else f'{v:.4f}'}")
+
+
+def run(cfg: DictConfig, run_dir: Path) -> int:
+    """Run one job in ``run_dir``; returns 0 on success or skip, 1 on failure."""
+    run_dir = Path(run_dir)
+    previous = read_results(run_dir)
+    if previous and previous.get("status") == "success" and not cfg.overwrite:
+        print(f"[skip] {run_dir} already has a successful results.json (overwrite=true reruns it)")
+        return 0
+    if cfg.overwrite and previous is not None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        shutil.move(str(run_dir / "results.json"), str(run_dir / f"results.{stamp}.previous.json"))
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    if cfg.resume == "never":
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    elif cfg.resume != "auto":
+        raise ValueError(f"resume={cfg.resume!r}; use 'auto' or 'never'")
+
+    seed_everything(cfg.seed, deterministic=cfg.deterministic)
+    resolved = redact(OmegaConf.to_container(cfg, resolve=True))
+    OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(mixed_precision=_precision(cfg.trainer.precision), cpu=cfg.device == "cpu")
+    base = {
+        "experiment": cfg.experiment_name, "method": cfg.method.name, "seed": cfg.seed,
+        "overrides": _overrides(), "benchmark": cfg.data.benchmark, "tasks": list(cfg.data.tasks),
+        "decoding": cfg.decoding, "run_dir": str(run_dir),
+        "hparams": {k: v for k, v in (resolved["method"].get("adapter") or {}).items()
+                    if not k.startswith("_")},
+        "provenance": provenance(REPO_ROOT, str(accelerator.device)), "config": resolved,
+    }
+    if accelerator.is_main_process:
+        write_results(run_dir, {**base, "status": "running"})
+    logger = _make_logger(cfg, run_dir, resolved)
+    t0 = time.perf_counter()
+    exit_code = 1
+    try:
+        task_map = TaskMap(cfg.data.tasks, scheme=cfg.data.task_ids)
+        gold = load_splits(cfg, task_map)
+        splits = apply_task_prompt(gold, cfg.method.get("task_prompt"), seed=cfg.seed)
+        ctx = RunContext(cfg=cfg, run_dir=run_dir, task_map=task_map, splits=splits,
+                         accelerator=accelerator, logger=logger)
+        out: PipelineOutput = resolve_pipeline(cfg.method.pipeline)(ctx)
+        results = _finish(cfg, ctx, out, gold["test"], base, time.perf_counter() - t0)
+        if accelerator.is_main_process:
+            write_results(run_dir, results)
+        logger.summary({f"test/{k}/score": v for k, v in results["scores"].items()})
+        _print_table(results["scores"], f"{cfg.method.name} seed={cfg.seed} "
+                     f"[{cfg.data.benchmark}, scorer={cfg.scorer.modes[0]}]")
+        print(f"results: {run_dir / 'results.json'}")
+        exit_code = 0
+    except Exception as e:  # noqa: BLE001 - recorded, then the sweep goes on
+        tb = traceback.format_exc()
+        print(tb, file=sys.stderr)
+        if accelerator.is_main_process:
+            write_results(run_dir, {**base, "status": "failed", "error": f"{type(e).__name__}: {e}",
+                                    "traceback": tb,
+                                    "timing": {"total_seconds": time.perf_counter() - t0}})
+    finally:
+        logger.finish(exit_code)
+    return exit_code
+
+
+def _finish(cfg: DictConfig, ctx: RunContext, out: PipelineOutput, gold: list[dict[str, Any]],
+            base: dict[str, Any], seconds: float) -> dict[str, Any]:
+    texts = {p["sample_id"]: p["target"] for p in out.predictions}
+    predictions = [{**g, "target": texts.get(g["sample_id"], "")} for g in gold]
+    missing = [g["sample_id"] for g in gold if g["sample_id"] not in texts]
+    if missing:
+        raise RuntimeError(f"the pipeline produced no prediction for {len(missing)} test samples, "
+                           f"e.g. {missing[:3]}")
+    write_jsonl(ctx.run_dir / "predictions.jsonl", predictions)
+    reports = _score(gold, predictions, list(ctx.task_map.tasks), list(cfg.scorer.modes))
+    primary = reports[cfg.scorer.modes[0]]
+    metrics = {f"test/{task}/{k}": v for task, d in primary.detail.items() for k, v in d.items()}
+    results = {**base, "status": "success", "scorer_mode": primary.mode,
+               "scores": primary.scores, "metrics": metrics}
+    for mode, report in reports.items():
+        if mode != primary.mode:
+            results[f"scores_{mode}"] = report.scores
+            if report.undefined:
+                results[f"undefined_{mode}"] = report.undefined
+    if out.model is not None:
+        results.update(_introspect(out.model, ctx.task_map, cfg))
+    timing: dict[str, Any] = {"total_seconds": seconds, "infer_mode": cfg.method.get("infer", "unmerged")}
+    if out.train is not None:
+        timing.update(train_seconds=out.train.seconds, train_step_seconds=out.train.step_seconds)
+        results["train"] = {"steps": out.train.steps, "losses": out.train.losses,
+                            "resumed_from": out.train.resumed_from,
+                            "peak_memory_bytes": out.train.peak_memory_bytes}
+    if out.generation is not None:
+        timing.update(eval_seconds=out.generation.seconds,
+                      latency_per_example=out.generation.latency_per_example,
+                      merge_seconds=out.generation.merge_seconds)
+    results["timing"] = timing
+    results.update(out.extra)
+    return results
+
+
+def _precision(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        if not torch.cuda.is_available():
+            return "no"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if name not in ("no", "fp16", "bf16"):
+        raise ValueError(f"trainer.precision={name!r}; use auto, no, fp16 or bf16")
+    return name
+
+
+def _overrides() -> list[str]:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+    except ValueError:
+        return []
+    skip = {"method", "seed", "experiment"}
+    return [o for o in hc.overrides.task if o.split("=", 1)[0].lstrip("+~") not in skip]

@@ -1,0 +1,166 @@
+"""The shared training loop (methods.md §1.3). One plain loop for every method.
+
+AdamW (β = 0.9/0.999, ε = 1e-8), linear decay to 0 after an optional warm-up, gradient
+clipping at a global norm, gradient accumulation and mixed precision through
+``accelerate``. Effective batch = devices × per-device batch × accumulation steps.
+The loss is the token-level cross-entropy on the answer tokens (Eq. 2). Which examples
+form a step is the sampler's business (moelora.samplers); how task ids reach the model is
+moelora.routing's. Checkpoints (adapter + optimizer + scheduler + RNG) every
+``save_every`` steps let a killed run resume with the same final weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from moelora.checkpoint import last_checkpoint, load_checkpoint, save_checkpoint
+from moelora.data import Encoder
+from moelora.routing import task_context
+from moelora.samplers import StepSampler
+
+
+@dataclass
+class TrainSettings:
+    max_steps: int
+    per_device_batch_size: int
+    grad_accum: int = 1
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    warmup_steps: int = 0
+    save_every: int = 0
+    log_every: int = 10
+    keep_checkpoints: int = 2
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    seconds: float = 0.0
+    step_seconds: float = 0.0
+    peak_memory_bytes: int | None = None
+    resumed_from: int | None = None
+
+
+def _micro_batches(indices: Sequence[int], rank: int, world: int, accum: int) -> list[list[int]]:
+    local = list(indices[rank::world])
+    size = math.ceil(len(local) / accum)
+    return [local[i: i + size] for i in range(0, len(local), size)] if local else []
+
+
+def train(
+    model: nn.Module,
+    encoder: Encoder,
+    records: Sequence[dict[str, Any]],
+    *,
+    settings: TrainSettings,
+    sampler: StepSampler,
+    accelerator: Any,
+    ckpt_dir: Path | None,
+    adapter_meta: dict[str, Any],
+    log: Callable[[dict[str, float], int], None] | None = None,
+) -> TrainResult:
+    """Train the parameters of ``model`` that require grad; returns the loss curve.
+
+    Args:
+        model: the adapted model (frozen base + trainable adapter).
+        encoder: turns records into token tensors with task ids.
+        records: the training split.
+        sampler: yields the example indices of every optimiser step.
+        accelerator: an ``accelerate.Accelerator`` (device, mixed precision, DDP).
+        ckpt_dir: where checkpoints go and where a killed run resumes from (None: never).
+        adapter_meta: saved with every checkpoint's adapter.
+        log: receives ``{"train/loss": …, "train/lr": …}`` every ``log_every`` steps.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters; did the method's build() freeze all?")
+    optimizer = torch.optim.AdamW(
+        params, lr=settings.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=settings.weight_decay
+    )
+    scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, settings.max_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    examples = [encoder.train_example(r) for r in records]
+
+    result = TrainResult(steps=settings.max_steps)
+    start = 0
+    if ckpt_dir is not None and (ckpt := last_checkpoint(ckpt_dir)) is not None:
+        state = load_checkpoint(ckpt, model=unwrapped, optimizer=optimizer, scheduler=scheduler,
+                                expected_tasks=adapter_meta.get("tasks"))
+        start = state["step"]
+        result.losses = [tuple(x) for x in state["extra"].get("losses", [])]
+        result.resumed_from = start
+        accelerator.print(f"resumed from {ckpt} (step {start})")
+
+    stream = iter(sampler)
+    for _ in range(start):  # replay the data order up to the resume point
+        next(stream)
+
+    model.train()
+    if accelerator.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    bar = tqdm(range(start, settings.max_steps), initial=start, total=settings.max_steps,
+               desc="train", disable=not (settings.progress and accelerator.is_main_process))
+    for step in bar:
+        micro = _micro_batches(next(stream), accelerator.process_index,
+                               accelerator.num_processes, settings.grad_accum)
+        step_loss = torch.zeros((), device=accelerator.device)
+        for i, idx in enumerate(micro):
+            batch = encoder.collate_train([examples[j] for j in idx])
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            task_ids = batch.pop("task_ids")
+            sync = i == len(micro) - 1
+            with accelerator.no_sync(model) if not sync else _null(), task_context(unwrapped, task_ids):
+                with accelerator.autocast():
+                    loss = model(**batch).loss / len(micro)
+                accelerator.backward(loss)  # inside the context: checkpointing recomputes here
+            step_loss += loss.detach()
+        if settings.max_grad_norm:
+            accelerator.clip_grad_norm_(params, settings.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        done = step + 1
+        if done % settings.log_every == 0 or done == settings.max_steps:
+            value = accelerator.reduce(step_loss, reduction="mean").item()
+            result.losses.append((done, value))
+            bar.set_postfix(loss=f"{value:.4f}")
+            if log is not None:
+                log({"train/loss": value, "train/lr": scheduler.get_last_lr()[0]}, done)
+        if ckpt_dir is not None and accelerator.is_main_process and settings.save_every and (
+            done % settings.save_every == 0 or done == settings.max_steps
+        ):
+            save_checkpoint(ckpt_dir, step=done, model=unwrapped, optimizer=optimizer,
+                            scheduler=scheduler, adapter_meta=adapter_meta,
+                            extra={"losses": result.losses}, keep_last=settings.keep_checkpoints)
+    accelerator.wait_for_everyone()
+    result.seconds = time.perf_counter() - t0
+    ran = settings.max_steps - start
+    result.step_seconds = result.seconds / ran if ran else 0.0
+    if accelerator.device.type == "cuda":
+        result.peak_memory_bytes = int(torch.cuda.max_memory_allocated())
+    model.eval()
+    return result
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -1,0 +1,29 @@
+"""Train and evaluate one method on one benchmark: ``python run.py [overrides]``.
+
+Sweeps: ``python run.py -m method=moelora_dense,lora_full seed=42,43,44``.
+Each job writes ``outputs/<experiment>/<method>/<other overrides>/seed=<seed>/``.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> int:
+    from moelora.runner import run
+
+    hc = HydraConfig.get()
+    code = run(cfg, hc.runtime.output_dir)
+    if code and hc.mode == RunMode.RUN:
+        sys.exit(code)
+    return code
+
+
+if __name__ == "__main__":
+    main()
