@@ -19,6 +19,7 @@ from torch import nn
 from moelora.adapters import save_adapter
 from moelora.data import Encoder
 from moelora.generation import DecodingSettings, GenerationResult, generate_predictions
+from moelora.merge import supports_merge
 from moelora.models import load_base_model, load_tokenizer, resolve_target_modules
 from moelora.samplers import StepSampler
 from moelora.tasks import TaskMap
@@ -42,6 +43,7 @@ class RunContext:
     splits: dict[str, list[dict[str, Any]]]
     accelerator: Any
     logger: Any
+    infer_mode: str | None = None   # what generate() actually ran: merged_per_task | unmerged
 
     # ---- model -------------------------------------------------------------------
     def load_base(self) -> tuple[nn.Module, Any]:
@@ -108,7 +110,8 @@ class RunContext:
 
     def train(self, model: nn.Module, encoder: Encoder, records: list[dict[str, Any]], *,
               ckpt_dir: Path | None = None, max_steps: int | None = None,
-              tasks: list[str] | None = None, log_prefix: str = "") -> TrainResult:
+              tasks: list[str] | None = None, log_prefix: str = "",
+              on_step: Any = None) -> TrainResult:
         settings = self.train_settings(max_steps=max_steps)
         encoder.check_prompt_budget(records, split="train",
                                     max_truncated_fraction=self.cfg.data.max_truncated_fraction)
@@ -119,12 +122,13 @@ class RunContext:
         return train(model, encoder, records, settings=settings,
                      sampler=self.sampler(encoder, records), accelerator=self.accelerator,
                      ckpt_dir=ckpt_dir if ckpt_dir is not None else self.run_dir / "checkpoints",
-                     adapter_meta=self.adapter_meta(tasks=tasks), log=log)
+                     adapter_meta=self.adapter_meta(tasks=tasks), log=log, on_step=on_step)
 
     def decoding(self) -> DecodingSettings:
         e = self.cfg.trainer.eval
         return DecodingSettings(mode=self.cfg.decoding, temperature=e.temperature, top_p=e.top_p,
-                                top_k=e.top_k, max_new_tokens=self.cfg.data.max_target_length,
+                                top_k=e.top_k,
+                                max_new_tokens=e.max_new_tokens or self.cfg.data.max_target_length,
                                 batch_size=e.batch_size)
 
     def generate(self, model: nn.Module, encoder: Encoder, records: list[dict[str, Any]], *,
@@ -133,6 +137,11 @@ class RunContext:
         if infer not in ("unmerged", "merged_per_task"):
             raise ValueError(f"method.infer={infer!r}; use 'unmerged' or 'merged_per_task'")
         merge = (infer == "merged_per_task") if merge is None else merge
+        if merge and not supports_merge(self.accelerator.unwrap_model(model)):
+            print(f"[infer] {self.cfg.method.name} cannot be merged per task (its expert weights "
+                  "depend on the input); generating unmerged")
+            merge = False
+        self.infer_mode = "merged_per_task" if merge else "unmerged"
         return generate_predictions(
             self.accelerator.unwrap_model(model), encoder, records, decoding=self.decoding(),
             seed=self.cfg.seed, merge=merge, device=self.accelerator.device,

@@ -32,18 +32,27 @@ def resolve_pipeline(name: str):
     return get_method(name if "." in name else f"moelora.pipelines.{name}")
 
 
+def prepare_inputs(cfg: DictConfig) -> None:
+    """Build the embedded benchmark and base model on first use (both cached); real data and
+    models have ``prepare: null`` and must already exist."""
+    d = cfg.data
+    if d.get("prepare") is not None and not all((Path(d.root) / f).is_file() for f in d.files.values()):
+        instantiate(d.prepare)
+    m = cfg.model
+    if m.get("prepare") is not None and not (Path(m.path) / "config.json").is_file():
+        instantiate(m.prepare)
+
+
 def load_splits(cfg: DictConfig, task_map: TaskMap) -> dict[str, list[dict[str, Any]]]:
     d = cfg.data
     root = Path(d.root)
-    if d.get("prepare") is not None and not all((root / f).is_file() for f in d.files.values()):
-        instantiate(d.prepare)
     splits = {}
     for split, fname in d.files.items():
         splits[split] = load_split(root / fname, task_map, drop_unlisted_tasks=d.drop_unlisted_tasks)
     ids = [r["sample_id"] for r in splits["test"]]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{root / d.files.test}: duplicate sample_id values; they must be unique")
-    limit = d.get("limit_test_per_task")
+    limit = cfg.trainer.eval.limit_per_task
     if limit:
         seen: dict[str, int] = {}
         kept = []
@@ -88,6 +97,7 @@ def _print_table(scores: dict[str, Any], title: str) -> None:
 def run(cfg: DictConfig, run_dir: Path) -> int:
     """Run one job in ``run_dir``; returns 0 on success or skip, 1 on failure."""
     run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
     previous = read_results(run_dir)
     if previous and previous.get("status") == "success" and not cfg.overwrite:
         print(f"[skip] {run_dir} already has a successful results.json (overwrite=true reruns it)")
@@ -122,6 +132,7 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
     exit_code = 1
     try:
         task_map = TaskMap(cfg.data.tasks, scheme=cfg.data.task_ids)
+        prepare_inputs(cfg)
         gold = load_splits(cfg, task_map)
         splits = apply_task_prompt(gold, cfg.method.get("task_prompt"), seed=cfg.seed)
         ctx = RunContext(cfg=cfg, run_dir=run_dir, task_map=task_map, splits=splits,
@@ -168,7 +179,8 @@ def _finish(cfg: DictConfig, ctx: RunContext, out: PipelineOutput, gold: list[di
                 results[f"undefined_{mode}"] = report.undefined
     if out.model is not None:
         results.update(_introspect(out.model, ctx.task_map, cfg))
-    timing: dict[str, Any] = {"total_seconds": seconds, "infer_mode": cfg.method.get("infer", "unmerged")}
+    timing: dict[str, Any] = {"total_seconds": seconds, "infer_requested": cfg.method.get("infer"),
+                              "infer_mode": ctx.infer_mode}
     if out.train is not None:
         timing.update(train_seconds=out.train.seconds, train_step_seconds=out.train.step_seconds)
         results["train"] = {"steps": out.train.steps, "losses": out.train.losses,

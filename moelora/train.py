@@ -71,6 +71,7 @@ def train(
     ckpt_dir: Path | None,
     adapter_meta: dict[str, Any],
     log: Callable[[dict[str, float], int], None] | None = None,
+    on_step: Callable[[int, nn.Module], None] | None = None,
 ) -> TrainResult:
     """Train the parameters of ``model`` that require grad; returns the loss curve.
 
@@ -83,6 +84,8 @@ def train(
         ckpt_dir: where checkpoints go and where a killed run resumes from (None: never).
         adapter_meta: saved with every checkpoint's adapter.
         log: receives ``{"train/loss": …, "train/lr": …}`` every ``log_every`` steps.
+        on_step: called as ``on_step(step, model)`` after every optimiser step (e.g. to
+            snapshot the adapter for checkpoint selection); ``model`` is unwrapped.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -136,6 +139,8 @@ def train(
         optimizer.zero_grad(set_to_none=True)
 
         done = step + 1
+        if on_step is not None:
+            on_step(done, unwrapped)
         if done % settings.log_every == 0 or done == settings.max_steps:
             value = accelerator.reduce(step_loss, reduction="mean").item()
             result.losses.append((done, value))

@@ -28,3 +28,57 @@ def shared_dir() -> Path:
     if not path.is_dir():
         pytest.skip("../shared is not present beside the repository")
     return path
+
+
+# ---- the tiny world every end-to-end test runs in -------------------------------------
+# A small MedSynth-8 build (seconds) + its tokenizer, and a randomly initialised tiny Llama
+# built from config on top of it. Nothing outside the repository is needed.
+
+TINY_LLAMA = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024)
+
+
+def build_tiny_model(tokenizer_dir: Path, out_dir: Path, *, seed: int = 0) -> Path:
+    """Save a random tiny Llama (and the tokenizer) as a standard HF model directory."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **TINY_LLAMA)
+    LlamaForCausalLM(config).save_pretrained(str(out_dir))
+    tok.save_pretrained(str(out_dir))
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """(data_dir, model_dir) of a tiny MedSynth-8 and a tiny random Llama."""
+    from moelora.medsynth import build_tiny_fixture
+
+    root = tmp_path_factory.mktemp("tiny_world")
+    data_dir, tokenizer_dir = build_tiny_fixture(root / "medsynth")
+    model_dir = build_tiny_model(tokenizer_dir, root / "model")
+    return data_dir, model_dir
+
+
+def tiny_overrides(tiny_world, out_dir: Path, *extra: str) -> list[str]:
+    """Overrides that point the real config at the tiny world, fast settings."""
+    data_dir, model_dir = tiny_world
+    return [
+        f"paths.root_dir={out_dir}", f"data.root={data_dir}", "data.prepare=null",
+        "model=hf", f"model.path={model_dir}", "model.dtype=float32",
+        "trainer=smoke", "logger=none", "progress=false", "trainer.eval.limit_per_task=2",
+        "data.max_target_length=16", "data.max_source_length=96",
+        "data.max_truncated_fraction=1.0", *extra,
+    ]
+
+
+def compose(overrides: list[str]):
+    """Compose conf/config.yaml in-process (no Hydra run)."""
+    from hydra import compose as _compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        return _compose(config_name="config", overrides=overrides)

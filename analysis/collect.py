@@ -1,0 +1,301 @@
+# %% [markdown]
+# # Collect: every results.json → one tidy table
+# ``python -m analysis.collect --root outputs --out reports`` writes
+# ``results.csv`` (one row per experiment × method × overrides × seed × task, plus one row per
+# run that did not succeed), ``runs.csv`` (one row per run: parameters, timings),
+# ``expert_weights.json`` (the gate's T×N matrices, Fig. 6) and ``missing.md`` (runs that the
+# experiment grids expect but that are missing or did not succeed).
+
+# %%
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO_ROOT / "conf"
+RESULTS_NAME = "results.json"
+# Overrides that do not change what a run measures (same list as hydra's override_dirname
+# exclude_keys in conf/hydra/default.yaml, which is read when present).
+DEFAULT_IGNORED_KEYS = (
+    "method", "seed", "experiment", "logger", "overwrite", "resume", "progress", "device",
+    "paths.root_dir", "paths.output_dir", "paths.artifacts_dir", "data.root", "model.path",
+    "hydra.launcher", "hydra/launcher", "debug", "local", "logger.mode", "logger.project",
+)
+RUN_COLUMNS = [
+    "experiment", "method", "seed", "variant", "overrides", "benchmark", "scorer_mode", "status",
+    "error", "num_experts", "rank", "alpha", "params_trainable", "params_total", "params_ratio",
+    "params_chatglm6b_ratio", "train_seconds", "train_step_seconds", "eval_seconds",
+    "latency_per_example", "infer_mode", "decoding", "repeat_mode", "git_sha", "git_dirty",
+    "device", "path",
+]
+TIDY_COLUMNS = RUN_COLUMNS[:8] + ["task", "task_index", "score", "score_compat"] + RUN_COLUMNS[8:]
+
+
+def ignored_keys(conf_dir: Path = CONF_DIR) -> tuple[str, ...]:
+    """Override keys that never distinguish runs (hydra's override_dirname exclude_keys)."""
+    path = conf_dir / "hydra" / "default.yaml"
+    if path.is_file():
+        from omegaconf import OmegaConf
+
+        keys = OmegaConf.select(OmegaConf.load(path), "job.config.override_dirname.exclude_keys")
+        if keys:
+            return tuple(str(k) for k in keys)
+    return DEFAULT_IGNORED_KEYS
+
+
+def split_override(item: str) -> tuple[str, str]:
+    """``"+a.b=1"`` → ``("a.b", "1")``; whitespace inside the value is removed."""
+    key, _, value = item.partition("=")
+    return key.lstrip("+~"), "".join(value.split())
+
+
+def variant_of(overrides: list[str], grid_keys: set[str], ignore: tuple[str, ...]) -> str:
+    """The overrides that are neither ignorable nor part of the grid, sorted, comma-joined."""
+    kept = sorted(f"{k}={v}" for k, v in map(split_override, overrides)
+                  if k not in ignore and k not in grid_keys)
+    return ",".join(kept)
+
+
+# %% [markdown]
+# ## Expected grids (conf/experiment/<name>.yaml, hydra.sweeper.params)
+
+# %%
+def grid_params(name: str, conf_dir: Path = CONF_DIR) -> dict[str, list[str]] | None:
+    """The sweep of one experiment file: key → list of values (None when no such file)."""
+    path = conf_dir / "experiment" / f"{name}.yaml"
+    if not path.is_file():
+        return None
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    params = OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params") or {}
+    parser = OverridesParser.create()
+    grid: dict[str, list[str]] = {}
+    for key, value in params.items():
+        (override,) = parser.parse_overrides([f"{key}={value}"])
+        values = (list(override.sweep_string_iterator()) if override.is_sweep_override()
+                  else [str(override.value())])
+        grid[str(key)] = ["".join(v.split()) for v in values]
+    return grid
+
+
+def expected_runs(name: str, conf_dir: Path = CONF_DIR) -> list[dict[str, str]]:
+    """Every job of an experiment's grid, as dicts key → value (Cartesian product)."""
+    grid = grid_params(name, conf_dir)
+    if not grid:
+        return []
+    keys = sorted(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+# %% [markdown]
+# ## Reading results.json
+
+# %%
+def _get(d: dict[str, Any] | None, *keys: str) -> Any:
+    for key in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(key)
+    return d
+
+
+def load_run(path: Path, ignore: tuple[str, ...], grid_cache: dict[str, Any]) -> dict[str, Any]:
+    """One run record (RUN_COLUMNS) plus its scores, from one results.json."""
+    try:
+        res = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return {"status": "unreadable", "error": f"{type(e).__name__}: {e}", "path": str(path),
+                "_scores": {}, "_compat": {}, "_tasks": [], "_weights": None}
+    experiment = str(res.get("experiment", "default"))
+    if experiment not in grid_cache:
+        grid_cache[experiment] = grid_params(experiment) or {}
+    overrides = [str(o) for o in res.get("overrides") or []]
+    hp = res.get("hparams") or {}
+    timing = res.get("timing") or {}
+    seed = res.get("seed")
+    return {
+        "experiment": experiment, "method": res.get("method"),
+        "seed": int(seed) if seed is not None else None,
+        "variant": variant_of(overrides, set(grid_cache[experiment]), ignore),
+        "overrides": " ".join(sorted("=".join(split_override(o)) for o in overrides
+                                     if split_override(o)[0] not in ignore)),
+        "benchmark": res.get("benchmark"), "scorer_mode": res.get("scorer_mode"),
+        "status": res.get("status", "unknown"), "error": res.get("error"),
+        "num_experts": hp.get("num_experts"), "rank": hp.get("rank"), "alpha": hp.get("alpha"),
+        "params_trainable": _get(res, "params", "trainable"),
+        "params_total": _get(res, "params", "total"),
+        "params_ratio": _get(res, "params", "ratio"),
+        "params_chatglm6b_ratio": _get(res, "params_chatglm6b", "ratio"),
+        "train_seconds": timing.get("train_seconds"),
+        "train_step_seconds": timing.get("train_step_seconds"),
+        "eval_seconds": timing.get("eval_seconds"),
+        "latency_per_example": timing.get("latency_per_example"),
+        "infer_mode": timing.get("infer_mode"), "decoding": res.get("decoding"),
+        "repeat_mode": _get(res, "config", "repeat_mode"),
+        "git_sha": _get(res, "provenance", "git_sha"),
+        "git_dirty": _get(res, "provenance", "git_dirty"),
+        "device": _get(res, "provenance", "device"), "path": str(path),
+        "_scores": res.get("scores") or {}, "_compat": res.get("scores_compat") or res.get("scores_moelora_compat") or {},
+        "_tasks": list(res.get("tasks") or []), "_weights": res.get("expert_weights"),
+    }
+
+
+def _num(x: Any) -> float:
+    try:
+        return float(x) if x is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]]]:
+    """Read every results.json under ``root``.
+
+    Returns:
+        (tidy, runs, weights): ``tidy`` has one row per (run, task) for successful runs
+        (``task == "avg"`` for the average) and one row with ``task`` NaN per other run;
+        ``runs`` one row per run; ``weights`` the expert-weight matrices of MOELoRA runs.
+    """
+    ignore = ignored_keys()
+    grid_cache: dict[str, Any] = {}
+    runs, rows, weights = [], [], []
+    for path in sorted(Path(root).rglob(RESULTS_NAME)):
+        run = load_run(path, ignore, grid_cache)
+        base = {k: run.get(k) for k in RUN_COLUMNS}
+        runs.append(base)
+        if run["status"] != "success":
+            rows.append({**base, "task": None, "task_index": None, "score": math.nan,
+                         "score_compat": math.nan})
+            continue
+        tasks = run["_tasks"] or [t for t in run["_scores"] if t != "avg"]
+        for i, task in enumerate([*tasks, "avg"]):
+            rows.append({**base, "task": task, "task_index": i if task != "avg" else len(tasks),
+                         "score": _num(run["_scores"].get(task)),
+                         "score_compat": _num(run["_compat"].get(task))})
+        if run["_weights"]:
+            weights.append({k: base[k] for k in ("experiment", "method", "seed", "variant",
+                                                 "benchmark", "num_experts", "path")}
+                           | {"tasks": run["_weights"].get("tasks"),
+                              "matrix": run["_weights"].get("matrix")})
+    tidy = pd.DataFrame(rows, columns=TIDY_COLUMNS)
+    run_df = pd.DataFrame(runs, columns=RUN_COLUMNS)
+    sort = ["experiment", "method", "variant", "overrides", "seed"]
+    tidy = tidy.sort_values(sort + ["task_index"], na_position="last", kind="stable")
+    run_df = run_df.sort_values(sort, na_position="last", kind="stable")
+    return tidy.reset_index(drop=True), run_df.reset_index(drop=True), weights
+
+
+# %% [markdown]
+# ## Missing and failed runs
+
+# %%
+def missing_runs(run_df: pd.DataFrame, conf_dir: Path = CONF_DIR) -> pd.DataFrame:
+    """Grid jobs without a successful results.json, per experiment present in ``run_df``.
+
+    A job matches a run when method, seed and every other grid key agree; every variant
+    (other overrides, e.g. ``trainer=smoke``) of an experiment is checked on its own.
+    Columns: experiment, variant, job (the overrides), status (``missing`` or the run's status).
+    """
+    out = []
+    for (experiment, variant), group in run_df.groupby(["experiment", "variant"], dropna=False):
+        jobs = expected_runs(str(experiment), conf_dir)
+        have: dict[frozenset, str] = {}
+        for _, r in group.iterrows():
+            text = r["overrides"] if isinstance(r["overrides"], str) else ""
+            kv = dict(split_override(o) for o in text.split())
+            kv.update(method=str(r["method"]), seed=str(r["seed"]))
+            have[frozenset(kv.items())] = str(r["status"])
+        for job in jobs:
+            found = [st for key, st in have.items() if set(job.items()) <= key]
+            status = "success" if "success" in found else (found[0] if found else "missing")
+            if status != "success":
+                out.append({"experiment": experiment, "variant": variant or "",
+                            "job": " ".join(f"{k}={v}" for k, v in job.items()), "status": status})
+        for _, r in group[group["status"] != "success"].iterrows():
+            if not jobs:   # no grid file: still list every run that did not succeed
+                out.append({"experiment": experiment, "variant": variant or "",
+                            "job": f"method={r['method']} seed={r['seed']}",
+                            "status": str(r["status"])})
+    return pd.DataFrame(out, columns=["experiment", "variant", "job", "status"])
+
+
+def absent_experiments(run_df: pd.DataFrame, conf_dir: Path = CONF_DIR) -> list[str]:
+    """Experiment files of conf/experiment/ without a single results.json."""
+    names = sorted(p.stem for p in (conf_dir / "experiment").glob("*.yaml"))
+    return [n for n in names if n not in set(run_df["experiment"].dropna())]
+
+
+def missing_markdown(missing: pd.DataFrame, run_df: pd.DataFrame,
+                     absent: list[str] | None = None) -> str:
+    """reports/missing.md: per-status counts, then one line per missing or failed job."""
+    lines = ["# Missing and failed runs", ""]
+    counts = run_df["status"].value_counts().to_dict()
+    lines.append("Runs found: " + (", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
+                                   or "none") + ".")
+    if absent:
+        lines.append(f"Experiments not run at all (every job missing): {', '.join(absent)}.")
+    lines.append("")
+    if missing.empty:
+        lines.append("Every job of every experiment grid found has a successful results.json.")
+    else:
+        lines += ["| experiment | variant | job | status |", "|---|---|---|---|"]
+        for _, r in missing.iterrows():
+            lines.append(f"| {r['experiment']} | {r['variant'] or '–'} | {r['job']} | "
+                         f"{r['status']} |")
+    failed = run_df[run_df["status"] != "success"]
+    if not failed.empty:
+        lines += ["", "## Errors", ""]
+        for _, r in failed.iterrows():
+            lines.append(f"- `{r['path']}`: {r['status']}: {r['error'] or '(no error message)'}")
+    return "\n".join(lines) + "\n"
+
+
+# %% [markdown]
+# ## Main
+
+# %%
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Gather every results.json into one table.")
+    parser.add_argument("--root", type=Path, default=Path("outputs"), help="results root")
+    parser.add_argument("--out", type=Path, default=Path("reports"), help="output folder")
+    args = parser.parse_args(argv)
+    if not args.root.is_dir():
+        print(f"[collect] no results folder {args.root}/; run experiments first "
+              f"(python run.py experiment=table2) or pass --root", file=sys.stderr)
+        return 1
+    tidy, run_df, weights = collect(args.root)
+    if run_df.empty:
+        print(f"[collect] no {RESULTS_NAME} under {args.root}/; nothing to collect", file=sys.stderr)
+        return 1
+    args.out.mkdir(parents=True, exist_ok=True)
+    tidy.to_csv(args.out / "results.csv", index=False)
+    run_df.to_csv(args.out / "runs.csv", index=False)
+    try:
+        tidy.to_parquet(args.out / "results.parquet", index=False)
+    except (ImportError, ValueError):
+        pass
+    (args.out / "expert_weights.json").write_text(json.dumps(weights, indent=1), encoding="utf-8")
+    missing = missing_runs(run_df)
+    absent = absent_experiments(run_df)
+    (args.out / "missing.md").write_text(missing_markdown(missing, run_df, absent),
+                                         encoding="utf-8")
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(run_df["status"].value_counts().items()))
+    print(f"[collect] {len(run_df)} runs ({counts}) → {args.out / 'results.csv'}")
+    if not missing.empty:
+        print(f"[collect] {len(missing)} grid jobs missing or not successful; see "
+              f"{args.out / 'missing.md'}")
+    if absent:
+        print(f"[collect] experiments not run at all: {', '.join(absent)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

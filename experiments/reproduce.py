@@ -1,0 +1,87 @@
+"""Run every paper artefact's grid (conf/experiment/*.yaml), in an order that respects inputs.
+
+    python -m experiments.reproduce [--smoke] [--results DIR] [--only table2 fig6_expert_weights]
+
+Each experiment runs as one Hydra multirun (`python run.py experiment=<name>`). Methods that
+compose other runs (their YAML says ``inputs: {method: …}``) need those runs first: their input
+method is run as its own sweep of the same experiment beforehand. Finished jobs are skipped, so
+the command resumes after an interruption. ``--smoke`` adds ``trainer=smoke``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+def experiment_names() -> list[str]:
+    return sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def sweep_params(name: str) -> dict[str, str]:
+    cfg = OmegaConf.load(CONF / "experiment" / f"{name}.yaml")
+    params = OmegaConf.select(cfg, "hydra.sweeper.params") or {}
+    return {str(k): str(v) for k, v in params.items()}
+
+
+def input_method(method: str) -> str | None:
+    path = CONF / "method" / f"{method}.yaml"
+    if not path.is_file():
+        return None
+    return OmegaConf.select(OmegaConf.load(path), "inputs.method")
+
+
+def commands(name: str, extra: list[str]) -> list[list[str]]:
+    params = sweep_params(name)
+    methods = [m.strip() for m in params.get("method", "").split(",") if m.strip()]
+    needed = []
+    for m in methods:
+        dep = input_method(m)
+        if dep and dep not in needed:
+            needed.append(dep)
+    base = [sys.executable, str(ROOT / "run.py"), "-m", f"experiment={name}"]
+    cmds = [base + [f"method={dep}"] + extra for dep in needed]
+    cmds.append(base + extra)
+    return cmds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="trainer=smoke (seconds per job)")
+    parser.add_argument("--results", type=Path, default=Path("outputs"))
+    parser.add_argument("--only", nargs="*", default=None, help="experiment names to run")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
+    args = parser.parse_args(argv)
+    extra = [f"paths.output_dir={args.results}", *args.overrides]
+    if args.smoke:
+        extra += ["trainer=smoke", "logger=none"]
+    names = args.only or experiment_names()
+    unknown = sorted(set(names) - set(experiment_names()))
+    if unknown:
+        print(f"unknown experiment(s) {unknown}; choose from {experiment_names()}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    failed = []
+    for name in names:
+        for cmd in commands(name, extra):
+            print("$", " ".join(cmd[1:]), flush=True)
+            if args.dry_run:
+                continue
+            if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+                failed.append(name)
+    print(f"[reproduce] {len(names)} experiment(s) in {time.perf_counter() - t0:.0f} s"
+          + (f"; failed to launch: {failed}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""Export each task of a MOELoRA model as a standard PEFT LoRA adapter (methods.md §6.5, §9b).
+
+For task ``j``: ``Σ_i ω_ji B_i A_i = B'_j A_cat`` with ``B'_j = B_cat diag(expand(ω_j))``, so
+task j's MOELoRA is an ordinary rank-r LoRA with ``lora_A = A_cat``, ``lora_B = B'_j``.
+PEFT scales by ``lora_alpha / r``; ``lora_alpha`` is set to ``s · r'`` (``r'`` the exported
+rank) so the scaling ``s`` of the MOELoRA layers is reproduced exactly (``α`` itself for
+``scaling_rank: total`` at full rank). For a −∞-masked sparse gate the all-zero rank
+blocks are dropped (``r' = K·r/N``).
+
+Command line (RUN_DIR as written by the trainer, ``RUN_DIR/adapter/``)::
+
+    python -m moelora.export RUN_DIR --out DIR [--dtype float32] [--trust-remote-code]
+
+writes ``DIR/<task>/adapter_config.json`` and ``DIR/<task>/adapter_model.safetensors``,
+loadable with ``peft.PeftModel.from_pretrained(base, DIR/<task>)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from moelora.moe import get_router, moelora_layers
+
+BUILDER = "moelora.moe.build"
+
+
+def _task_factors(layer: nn.Module, task_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(A_cat, B'_j)`` in fp32 for one layer and task."""
+    omega = layer.weight_source.task_weights(layer, task_id).float().to(layer.lora_B.device)
+    scale = omega.repeat_interleave(layer.rank // layer.num_experts)      # (r,)
+    return layer.lora_A.detach().float(), layer.lora_B.detach().float() * scale
+
+
+def export_task_adapters(
+    model: nn.Module,
+    out_dir: str | Path,
+    *,
+    tasks: Sequence[str],
+    base_name_or_path: str,
+    drop_zero_blocks: bool = True,
+) -> list[Path]:
+    """Write one PEFT LoRA adapter per task of ``model`` (built by moelora.moe.build).
+
+    Args:
+        model: the MOELoRA model (weights loaded).
+        out_dir: parent folder; task ``t`` goes to ``out_dir/t/``.
+        tasks: task names to export (must be the model's tasks).
+        base_name_or_path: recorded as ``base_model_name_or_path`` in each adapter config.
+        drop_zero_blocks: drop rank coordinates whose weight is exactly 0 (sparse gates).
+
+    Returns:
+        the adapter folders, in ``tasks`` order.
+    """
+    from peft import LoraConfig
+
+    router = get_router(model)
+    layers = moelora_layers(model)
+    if not layers:
+        raise ValueError("the model has no MOELoRA layers to export")
+    unknown = [t for t in tasks if t not in router.task_names]
+    if unknown:
+        raise ValueError(f"tasks {unknown} are not tasks of this model ({router.task_names})")
+    suffixes = sorted({name.rsplit(".", 1)[-1] for name, _ in layers})
+    first = layers[0][1]
+    out_dir = Path(out_dir)
+    written = []
+    for task in tasks:
+        task_id = router.valid_task_ids[router.task_names.index(task)]
+        factors = {name: _task_factors(layer, task_id) for name, layer in layers}
+        support = {name: _omega_support(layer, task_id) for name, layer in layers}
+        ranks = {int(k.sum()) for k in support.values()}
+        sparse = drop_zero_blocks and len(ranks) == 1 and 0 < next(iter(ranks)) < first.rank
+        state = {}
+        for name, (a, b) in factors.items():
+            if sparse:
+                idx = support[name]
+                a, b = a[idx], b[:, idx]
+            state[f"base_model.model.{name}.lora_A.weight"] = a.contiguous()
+            state[f"base_model.model.{name}.lora_B.weight"] = b.contiguous()
+        rank = next(iter(ranks)) if sparse else first.rank
+        config = LoraConfig(
+            r=rank, lora_alpha=first.scaling * rank, target_modules=suffixes,
+            lora_dropout=first.dropout_p, bias="none", task_type="CAUSAL_LM",
+            base_model_name_or_path=str(base_name_or_path), init_lora_weights=True,
+        )
+        path = out_dir / task
+        path.mkdir(parents=True, exist_ok=True)
+        config.save_pretrained(str(path))
+        save_file(state, str(path / "adapter_model.safetensors"), metadata={"format": "pt"})
+        written.append(path)
+    return written
+
+
+def _omega_support(layer: nn.Module, task_id: int) -> torch.Tensor:
+    """Boolean ``(r,)``: rank coordinates with a non-zero expert weight for this task."""
+    omega = layer.weight_source.task_weights(layer, task_id).float()
+    return (omega != 0).repeat_interleave(layer.rank // layer.num_experts).to(layer.lora_A.device)
+
+
+def load_run_model(run_dir: str | Path, *, dtype: str = "float32",
+                   trust_remote_code: bool = False) -> tuple[nn.Module, dict]:
+    """Rebuild a trained MOELoRA model from ``RUN_DIR/adapter`` (base from its recorded path)."""
+    from moelora.adapters import load_adapter, read_adapter_config
+    from moelora.models import load_base_model
+    from moelora.moe import build
+
+    adapter_dir = Path(run_dir) / "adapter"
+    meta = read_adapter_config(adapter_dir)
+    builder = meta.get("builder", BUILDER)
+    if builder != BUILDER:
+        raise ValueError(f"{adapter_dir}: adapter built by {builder!r}, not {BUILDER!r}; "
+                         "only MOELoRA runs can be exported per task")
+    allowed = set(inspect.signature(build).parameters) - {"model", "tasks", "target_modules"}
+    hparams = dict(meta.get("hparams") or {})
+    if extra := sorted(set(hparams) - allowed):
+        raise ValueError(f"{adapter_dir}: unknown MOELoRA hyper-parameters {extra}")
+    base_path = meta.get("base_model", {}).get("name_or_path")
+    if not base_path:
+        raise ValueError(f"{adapter_dir}: adapter_config.json has no base_model.name_or_path")
+    model = load_base_model(base_path, dtype=dtype, trust_remote_code=trust_remote_code)
+    if meta.get("task_id_scheme"):
+        hparams.setdefault("task_id_scheme", meta["task_id_scheme"])
+    build(model, tasks=meta["tasks"], target_modules=meta["target_modules"], **hparams)
+    load_adapter(model, adapter_dir, expected_tasks=meta["tasks"])
+    return model.eval(), meta
+
+
+def main(argv: Sequence[str] | None = None) -> list[Path]:
+    parser = argparse.ArgumentParser(prog="python -m moelora.export", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", help="a MOELoRA run directory (with adapter/)")
+    parser.add_argument("--out", required=True, help="output folder; one subfolder per task")
+    parser.add_argument("--dtype", default="float32", help="base dtype while exporting")
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="needed for bases with their own modeling code (ChatGLM-6B)")
+    args = parser.parse_args(argv)
+    model, meta = load_run_model(args.run_dir, dtype=args.dtype,
+                                 trust_remote_code=args.trust_remote_code)
+    paths = export_task_adapters(model, args.out, tasks=meta["tasks"],
+                                 base_name_or_path=meta["base_model"]["name_or_path"])
+    for p in paths:
+        print(p)
+    return paths
+
+
+if __name__ == "__main__":
+    main()

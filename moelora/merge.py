@@ -1,0 +1,83 @@
+"""Per-task recovery (Eq. 8, Algorithm 1 lines 10-14) for any adapted model.
+
+``with merged_for_task(model, task_id): model.generate(...)`` folds task ``task_id``'s update
+into every adapted base weight (fp32 compute, one cast), runs with the adapter path off
+(plain base-model compute), and restores the kept original weights on exit. It knows no
+method by name; it works on:
+
+* task-mergeable modules: ``merge(task_id)``, ``unmerge()`` and a ``merged_task`` attribute
+  (moelora.layer.MoELoRALinear);
+* peft tuner layers (LoRA): ``merge()``; the task id is ignored (one update for all tasks),
+  and the original weight is restored from a kept copy rather than by subtraction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+def _is_task_mergeable(m: nn.Module) -> bool:
+    return hasattr(m, "merged_task") and callable(getattr(m, "merge", None)) \
+        and callable(getattr(m, "unmerge", None))
+
+
+def _is_peft_layer(m: nn.Module) -> bool:
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return False
+    return isinstance(m, BaseTunerLayer)
+
+
+def _mergeable_modules(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
+    task_layers = [m for m in model.modules() if _is_task_mergeable(m)]
+    peft_layers = [m for m in model.modules() if _is_peft_layer(m) and not _is_task_mergeable(m)]
+    return task_layers, peft_layers
+
+
+def supports_merge(model: nn.Module) -> bool:
+    """Whether :func:`merged_for_task` applies: the model has adapter layers and all of them
+    depend on the task only (a token router, as MoLoRA's, cannot be merged)."""
+    task_layers, peft_layers = _mergeable_modules(model)
+    if not task_layers and not peft_layers:
+        return False
+    for m in task_layers:
+        source = getattr(m, "weight_source", None)
+        if source is not None and not getattr(source, "mergeable", False):
+            return False
+    return all(hasattr(m, "get_base_layer") for m in peft_layers)
+
+
+@contextmanager
+def merged_for_task(model: nn.Module, task_id: int) -> Iterator[nn.Module]:
+    """Run ``model`` with task ``task_id``'s weights ``W_j = W0 + ΔW_j`` merged (Eq. 8).
+
+    Raises:
+        ValueError: the model has nothing mergeable (see :func:`supports_merge`).
+    """
+    if not supports_merge(model):
+        raise ValueError(
+            "this model cannot be merged per task (no adapter layers, or expert weights that "
+            "depend on the input); use infer: unmerged for this method"
+        )
+    task_layers, peft_layers = _mergeable_modules(model)
+    kept: list[tuple[nn.Module, torch.Tensor]] = []
+    try:
+        for m in task_layers:
+            m.merge(task_id=task_id)
+        for m in peft_layers:
+            kept.append((m, m.get_base_layer().weight.detach().clone()))
+            m.merge()
+        yield model
+    finally:
+        for m in task_layers:
+            m.unmerge()
+        with torch.no_grad():
+            for m, original in kept:
+                if m.merged:
+                    m.unmerge()
+                m.get_base_layer().weight.copy_(original)

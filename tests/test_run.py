@@ -1,0 +1,163 @@
+"""run.py end to end: results.json, skip/overwrite, failures, bad input, multirun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from moelora.io import read_json
+from moelora.runner import run
+from tests.conftest import REPO_ROOT, compose, tiny_overrides
+
+
+def _run(tiny_world, out: Path, *extra: str) -> tuple[int, Path]:
+    cfg = compose(tiny_overrides(tiny_world, out, "method=lora_full", *extra))
+    run_dir = out / "job"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run(cfg, run_dir), run_dir
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_world, tmp_path_factory):
+    """One successful run shared by the read-only checks below."""
+    out = tmp_path_factory.mktemp("finished")
+    code, run_dir = _run(tiny_world, out)
+    assert code == 0
+    return out, run_dir
+
+
+def test_run_writes_results_predictions_and_config(finished):
+    _, run_dir = finished
+    r = read_json(run_dir / "results.json")
+    assert r["status"] == "success"
+    assert (r["method"], r["seed"], r["experiment"], r["benchmark"]) == ("lora_full", 42, "default", "medsynth")
+    tasks = r["tasks"]
+    assert set(r["scores"]) == set(tasks) | {"avg"}
+    assert all(0.0 <= v <= 1.0 for v in r["scores"].values())
+    assert r["scorer_mode"] == "official"
+    assert r["params"]["trainable"] > 0 and r["params"]["total"] > r["params"]["trainable"]
+    assert r["train"]["steps"] == 4 and r["timing"]["train_seconds"] > 0
+    assert {"git_sha", "git_dirty", "versions", "device"} <= set(r["provenance"])
+    preds = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 2 * len(tasks)
+    assert {"input", "target", "answer_choices", "task_dataset", "sample_id"} <= set(preds[0])
+    assert (run_dir / "config.yaml").is_file()
+    assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_same_seed_twice_gives_identical_predictions(tiny_world, tmp_path, finished):
+    _, a = finished
+    _, b = _run(tiny_world, tmp_path / "b")
+    assert (a / "predictions.jsonl").read_text() == (b / "predictions.jsonl").read_text()
+    assert read_json(a / "results.json")["train"]["losses"] == read_json(b / "results.json")["train"]["losses"]
+
+
+def test_finished_run_is_skipped_unless_overwrite(tiny_world, tmp_path, capsys):
+    _, run_dir = _run(tiny_world, tmp_path, "trainer.max_steps=1")
+    before = (run_dir / "results.json").read_text()
+    code, _ = _run(tiny_world, tmp_path, "trainer.max_steps=1")
+    assert code == 0 and "[skip]" in capsys.readouterr().out
+    assert (run_dir / "results.json").read_text() == before
+    code, _ = _run(tiny_world, tmp_path, "trainer.max_steps=1", "overwrite=true")
+    assert code == 0
+    previous = list(run_dir.glob("results.*.previous.json"))
+    assert len(previous) == 1 and previous[0].read_text() == before
+
+
+def test_failed_job_records_status_and_error(tiny_world, tmp_path):
+    code, run_dir = _run(tiny_world, tmp_path, "data.max_source_length=2",
+                         "data.max_truncated_fraction=0.5")
+    assert code == 1
+    r = read_json(run_dir / "results.json")
+    assert r["status"] == "failed"
+    assert "max_source_length=2" in r["error"] and "Raise data.max_source_length" in r["error"]
+
+
+def _write_lines(path: Path, lines: list[str]) -> None:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+
+
+@pytest.fixture
+def bad_data(tiny_world, tmp_path):
+    """A copy of the tiny data whose train split we can break."""
+    data_dir, _ = tiny_world
+    root = tmp_path / "bad"
+    root.mkdir()
+    for name in ("train.jsonl", "dev.jsonl", "test.jsonl"):
+        (root / name).write_text((data_dir / name).read_text(encoding="utf-8"), encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda lines: lines[:2] + ["{not json"] + lines[3:], r"train.jsonl:3: malformed JSON"),
+        (lambda lines: [json.dumps({k: v for k, v in json.loads(lines[0]).items() if k != "target"},
+                                   ensure_ascii=False)] + lines[1:],
+         r"train.jsonl:1: sample is missing field\(s\) \['target'\]"),
+        (lambda lines: [lines[0].replace('"task_dataset": "', '"task_dataset": "XX-')] + lines[1:],
+         r"train.jsonl:1: unknown task_dataset 'XX-"),
+        (lambda lines: [], r"train.jsonl: the split is empty"),
+    ],
+    ids=["malformed-line", "missing-field", "unknown-task", "empty-split"],
+)
+def test_bad_data_gets_a_clear_error(tiny_world, tmp_path, bad_data, mutate, message):
+    lines = (bad_data / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    _write_lines(bad_data / "train.jsonl", mutate(lines))
+    code, run_dir = _run(tiny_world, tmp_path, f"data.root={bad_data}")
+    assert code == 1
+    import re
+
+    assert re.search(message, read_json(run_dir / "results.json")["error"])
+
+
+def test_model_dir_without_tokenizer_is_rejected_early(tiny_world, tmp_path):
+    _, model_dir = tiny_world
+    broken = tmp_path / "broken_model"
+    broken.mkdir()
+    (broken / "config.json").write_text((model_dir / "config.json").read_text())
+    code, run_dir = _run(tiny_world, tmp_path, f"model.path={broken}")
+    assert code == 1
+    assert "no tokenizer files" in read_json(run_dir / "results.json")["error"]
+    code, run_dir = _run(tiny_world, tmp_path / "x", f"model.path={tmp_path / 'nowhere'}")
+    assert "is not a directory" in read_json(run_dir / "results.json")["error"]
+
+
+def _run_py(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, str(REPO_ROOT / "run.py"), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_typo_and_unknown_option_are_errors(tiny_world, tmp_path):
+    out = _run_py(["trainer.max_stepz=3", *tiny_overrides(tiny_world, tmp_path)], tmp_path)
+    assert out.returncode != 0 and "max_stepz" in out.stderr
+    out = _run_py(["method=lora_ful", *tiny_overrides(tiny_world, tmp_path)], tmp_path)
+    assert out.returncode != 0
+    assert "Available options in 'method'" in out.stderr and "lora_full" in out.stderr
+
+
+def test_multirun_through_run_py_continues_past_a_failure(tiny_world, tmp_path):
+    """The real CLI: one sweep, two seeds succeed, one job fails, the sweep goes on."""
+    args = ["-m", "method=lora_full", "seed=42,43", *tiny_overrides(tiny_world, tmp_path)]
+    out = _run_py(args, tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = sorted((tmp_path / "outputs" / "default" / "lora_full").rglob("results.json"))
+    assert [p.parent.name for p in runs] == ["seed=42", "seed=43"]
+    # the run dir is named from the config: experiment/method/other overrides/seed
+    assert "trainer=smoke" in str(runs[0].parent.parent.name)
+    assert all(read_json(p)["status"] == "success" for p in runs)
+    assert "[sweep] 2 job(s)" in out.stdout
+    base = [o for o in tiny_overrides(tiny_world, tmp_path)
+            if not o.startswith(("data.max_source_length", "data.max_truncated_fraction"))]
+    failing = _run_py(["-m", "method=lora_full", "seed=44", "data.max_source_length=2,96",
+                       *base, "data.max_truncated_fraction=0.5",
+                       "trainer.max_steps=1"], tmp_path)
+    assert failing.returncode == 0
+    statuses = sorted(read_json(p)["status"] for p in (tmp_path / "outputs").rglob("seed=44/results.json"))
+    assert statuses == ["failed", "success"]
