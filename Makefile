@@ -54,7 +54,7 @@ format: $(STAMP) ## ruff format
 golden: $(STAMP) ## regenerate tests/golden/*.json (review the diff, say why in the commit)
 	$(PY) -m tests.make_golden
 
-bench: base ## efficiency benchmark (ratios measured in one run)
+bench: $(STAMP) ## efficiency benchmark (ratios measured in one run)
 	$(PY) experiments/bench_moelora.py
 
 smoke: base ## one trainer=smoke run of the default method

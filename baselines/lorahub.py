@@ -138,8 +138,10 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
 
             def objective(w: np.ndarray, factors=factors, examples=examples) -> float:
                 set_composition(wrappers, factors, w, compose)
-                loss = teacher_forced_loss(model, encoder, examples, batch_size=batch_size,
-                                           device=ctx.accelerator.device, norm=settings["loss_norm"])
+                with merged(wrappers):
+                    loss = teacher_forced_loss(model, encoder, examples, batch_size=batch_size,
+                                               device=ctx.accelerator.device,
+                                               norm=settings["loss_norm"])
                 return loss + settings["l1"] * float(np.mean(np.abs(w)))
 
             t0 = time.perf_counter()

@@ -6,10 +6,10 @@ chosen on validation from ``ta.grid`` (0.00..1.00 step 0.05 by default) by the a
 validation score over the tasks (``ta.select_by: metric``; ``loss`` = teacher-forced CE,
 a cheap proxy, reported as such) on a seeded subset of ``ta.val_per_task`` examples per task.
 
-``ta.combine: exact`` (default) sums products, never factors: during the λ search the update
-runs as one rank-Σr concatenated adapter ``A = [A_1;…;A_8]``, ``B = [s B_1, …, s B_8]``
-with scale λ (so λ is a scalar knob); for the test the update is folded into the base
-weights (fp32 sum, cast once) and one merged model answers every task.
+``ta.combine: exact`` (default) sums products, never factors: the update is held as one
+rank-Σr concatenated adapter ``A = [A_1;…;A_8]``, ``B = [s B_1, …, s B_8]`` with scale λ,
+and for every λ (validation) and for the test it is folded into the base weights (fp32 sum,
+cast once; originals restored exactly afterwards): one merged model answers every task.
 ``ta.combine: legacy_linear`` reproduces legacy PEFT ``add_weighted_adapter``:
 ``A' = Σ_t λ s A_t``, ``B' = Σ_t λ B_t``, scaling 1 — element-wise factor averaging with
 cross terms ``B_s A_t`` (§9(e), §10 row 19). It exists only as a labelled option.
@@ -88,7 +88,8 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
     per_lambda: dict[float, dict[str, float]] = {}
     for lam in _grid(opts.grid):
         set_task_arithmetic(wrappers, factors, lam, combine)
-        per_lambda[lam] = validation_scores(ctx, model, encoder, val, select_by)
+        with merged(wrappers):  # plain base-model compute: the fastest way to decode
+            per_lambda[lam] = validation_scores(ctx, model, encoder, val, select_by)
     avg = {lam: sum(s.values()) / len(s) for lam, s in per_lambda.items()}
     best = select_lambda(avg, higher_better=higher_is_better(select_by))
     val_seconds = time.perf_counter() - t0

@@ -197,6 +197,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if device.type == "cpu":
+        torch.set_num_threads(1)      # steadier timings on a shared CPU
     reps = 3 if args.quick else 7
     shape = dict(batch=4, seq=64) if device.type == "cpu" else dict(batch=16, seq=512)
     print(f"device={device}  train batch={shape['batch']} seq={shape['seq']}  repeats={reps}")

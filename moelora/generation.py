@@ -81,7 +81,8 @@ def generate_predictions(
     """
     tok = encoder.tokenizer
     gen_kwargs = decoding.generate_kwargs()
-    gen_kwargs.update(pad_token_id=encoder.pad_id, eos_token_id=tok.eos_token_id)
+    # KV cache on, even when training turned it off for gradient checkpointing
+    gen_kwargs.update(pad_token_id=encoder.pad_id, eos_token_id=tok.eos_token_id, use_cache=True)
     lengths = [len(encoder.prompt_ids(r["input"])) for r in records]
     order = sorted(range(len(records)), key=lambda i: (lengths[i], i))
     groups: list[tuple[int | None, list[int]]]

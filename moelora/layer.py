@@ -165,6 +165,7 @@ class MoELoRALinear(nn.Module):
         merged = weight.float() + self.delta_weight(task_id).to(weight.device)
         weight.copy_(merged.to(weight.dtype))                # cast once
         self.merged_task = int(task_id)
+        self.forward = self.base_layer.forward               # plain base compute while merged
 
     @torch.no_grad()
     def unmerge(self) -> None:
@@ -174,6 +175,7 @@ class MoELoRALinear(nn.Module):
         self.base_layer.weight.copy_(self._original_weight)
         self._original_weight = None
         self.merged_task = None
+        del self.forward
 
     def extra_repr(self) -> str:
         return (f"in={self.in_features}, out={self.out_features}, num_experts={self.num_experts}, "

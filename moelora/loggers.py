@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,7 @@ class WandbLogger(NoneLogger):
         import wandb
 
         id_file = Path(run_dir) / "wandb_id.txt"
-        run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
         id_file.write_text(run_id)
         self._run = wandb.init(
             project=project, entity=entity, group=group, name=name, job_type=job_type,

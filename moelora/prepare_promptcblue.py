@@ -70,7 +70,7 @@ def prepare(src: Path, out: Path, *, seed: int = 42, tasks: tuple[str, ...] = PA
         val_idx = set(order[: min(n_test, len(pool) // 2)])
         dev += [r for i, r in enumerate(pool) if i in val_idx]
         train += [r for i, r in enumerate(pool) if i not in val_idx]
-        counts[task] = (len(pool) - len(val_idx), len(val_idx), n_test)
+        counts[task] = [len(pool) - len(val_idx), len(val_idx), n_test]
     out.mkdir(parents=True, exist_ok=True)
     write_jsonl(out / "train.jsonl", train)
     write_jsonl(out / "dev.jsonl", dev)
@@ -82,7 +82,7 @@ def prepare(src: Path, out: Path, *, seed: int = 42, tasks: tuple[str, ...] = PA
     return meta
 
 
-def format_counts(counts: dict[str, tuple[int, int, int]]) -> str:
+def format_counts(counts: dict[str, list[int]]) -> str:
     lines = [f"{'task':<14}{'train':>8}{'(paper)':>9}{'valid':>8}{'(paper)':>9}{'test':>8}{'(paper)':>9}"]
     for task, (tr, va, te) in counts.items():
         ptr, pva, pte = TABLE1.get(task, (0, 0, 0))

@@ -65,7 +65,7 @@ def load_splits(cfg: DictConfig, task_map: TaskMap) -> dict[str, list[dict[str, 
 
 
 def _make_logger(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> Any:
-    return instantiate(cfg.logger, _recursive_=False, run_dir=run_dir, group=cfg.experiment_name,
+    return instantiate(cfg.logger, _recursive_=False, _convert_="all", run_dir=run_dir, group=cfg.experiment_name,
                        name=f"{cfg.method.name}-s{cfg.seed}", job_type=cfg.method.name,
                        run_config=config)
 
@@ -111,6 +111,10 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
     elif cfg.resume != "auto":
         raise ValueError(f"resume={cfg.resume!r}; use 'auto' or 'never'")
 
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(int(cfg.threads))
     seed_everything(cfg.seed, deterministic=cfg.deterministic)
     resolved = redact(OmegaConf.to_container(cfg, resolve=True))
     OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
@@ -127,10 +131,11 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
     }
     if accelerator.is_main_process:
         write_results(run_dir, {**base, "status": "running"})
-    logger = _make_logger(cfg, run_dir, resolved)
     t0 = time.perf_counter()
     exit_code = 1
+    logger = None
     try:
+        logger = _make_logger(cfg, run_dir, resolved)
         task_map = TaskMap(cfg.data.tasks, scheme=cfg.data.task_ids)
         prepare_inputs(cfg)
         gold = load_splits(cfg, task_map)
@@ -154,7 +159,8 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
                                     "traceback": tb,
                                     "timing": {"total_seconds": time.perf_counter() - t0}})
     finally:
-        logger.finish(exit_code)
+        if logger is not None:
+            logger.finish(exit_code)
     return exit_code
 
 

@@ -83,3 +83,20 @@ def test_task_tables():
     assert {TASK_METRIC[t] for t in PAPER_TASKS} == {"micro_f1", "macro_f1", "rouge_l"}
     assert main_metric("CHIP-CTC") == "macro_f1"
     assert main_metric("CHIP-CTC", "moelora_compat") == "micro_f1"
+
+
+def test_jieba_and_rouge_are_imported_only_in_compat_mode():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys\n"
+        "from moelora.evaluation import score_records\n"
+        "g = [{'sample_id': 'a', 'task_dataset': 'CHIP-CDN', 'target': 'x', 'answer_choices': ['x']}]\n"
+        "assert score_records(g, g).scores['CHIP-CDN'] == 1.0\n"
+        "assert 'jieba' not in sys.modules and 'rouge' not in sys.modules\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr

@@ -195,5 +195,12 @@ def test_parse_answer_errors():
         parse_answer("MedDG", "x", None, parser="v9")
     with pytest.raises(ScoringError, match="answer_choices"):
         parse_answer("CHIP-CDN", "x", None)
+    with pytest.raises(ScoringError, match="answer_choices"):
+        parse_answer("CHIP-MDCFNPC", f"{MDCF_HEAD}\n痛：x", None)
+    with pytest.raises(ScoringError, match="answer_choices"):
+        parse_answer("CMeIE", "", None)  # upstream asserts a list here
+    # upstream tests CDN / MDCFNPC membership only when there is an item to test
+    assert parse_answer("CHIP-CDN", "\n", None) == []
+    assert parse_answer("CHIP-MDCFNPC", f"{MDCF_HEAD}\n没有冒号", None) == []
     with pytest.raises(ScoringError, match="string"):
         parse_answer("MedDG", None, None)

@@ -193,6 +193,9 @@ def score_files(gold_path: str | os.PathLike, pred_path: str | os.PathLike, *,
             records = read_jsonl(path)
         except (DataFormatError, FileNotFoundError) as e:
             raise ScoringError(str(e)) from None
+        except UnicodeDecodeError as e:
+            raise ScoringError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); "
+                               "write JSON Lines in UTF-8") from None
         with open(path, encoding="utf-8") as f:  # read_jsonl skips blank lines; so do we
             lines = [n for n, line in enumerate(f, start=1) if line.strip()]
         sides.append((records, _Source(str(path), lines)))
@@ -203,7 +206,7 @@ def score_files(gold_path: str | os.PathLike, pred_path: str | os.PathLike, *,
 def _score_records(gold: list[dict], pred: list[dict], mode: str, tasks: Sequence[str] | None,
                    gsrc: _Source, psrc: _Source) -> ScoreReport:
     _check_mode(mode)
-    if not isinstance(gold, list) or not isinstance(pred, list):
+    if not isinstance(gold, list | tuple) or not isinstance(pred, list | tuple):
         raise ScoringError("gold and pred must be lists of records (dicts)")
     if not gold:
         raise ScoringError(f"{gsrc.name}: no gold samples")

@@ -53,7 +53,7 @@ def score_task(task: str, gold: list[Any], pred: list[Any], ids: list[str]) -> T
         average = "macro" if metric == "macro_f1" else "micro"
         p, r, f = compat_classification_prf(list(gold), y_pred, average)
         return TaskResult(f, {"precision": p, "recall": r, metric: f})
-    keys = ("precision", "recall")
+    keys = ("rouge_l_precision", "rouge_l_recall")
     n = len(pred)
     f1 = precision = recall = 0.0
     if kind == "meddg":
@@ -67,7 +67,7 @@ def score_task(task: str, gold: list[Any], pred: list[Any], ids: list[str]) -> T
             f1 += sc["f"] / n
             precision += sc["p"] / n
             recall += sc["r"] / n
-        return TaskResult(f1, {"precision": precision, "recall": recall, metric: f1})
+        return TaskResult(f1, {keys[0]: precision, keys[1]: recall, metric: f1})
     for sid, g, p in zip(ids, gold, pred):  # mrg
         per_f1 = per_p = per_r = 0.0
         for key in g:
@@ -83,4 +83,4 @@ def score_task(task: str, gold: list[Any], pred: list[Any], ids: list[str]) -> T
         f1 += per_f1 / n
         precision += per_p / n
         recall += per_r / n
-    return TaskResult(f1, {"precision": precision, "recall": recall, metric: f1})
+    return TaskResult(f1, {keys[0]: precision, keys[1]: recall, metric: f1})

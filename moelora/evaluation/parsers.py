@@ -29,8 +29,17 @@ MDCFNPC_FALLBACK = {"v0.1": "无实际意义的不标注或者和病人当前的
 SR_FALLBACK = "无法根据上下文确定病人是否患有该症状"
 CDN_NONE = "没有对应的标准化实体"  # not a candidate, so it parses to [] (§3.2)
 
-# Tasks whose parser reads answer_choices (upstream asserts a list or tests membership in it).
-_NEEDS_CHOICES = ("CMeIE", "CMeEE-V2", "IMCS-V2-NER", "CHIP-CDN", "CHIP-MDCFNPC", "IMCS-V2-SR")
+# Upstream asserts a list of answer_choices for these; CDN, MDCFNPC and SR only test membership
+# in it, which fails (TypeError upstream, ScoringError here) once there is an item to test.
+_ASSERTS_CHOICES = ("CMeIE", "CMeEE-V2", "IMCS-V2-NER")
+
+
+def _check_choices(task: str, choices: Any) -> list[str]:
+    if not (isinstance(choices, list) and all(isinstance(c, str) for c in choices)):
+        raise ScoringError(f"{task}: answer_choices must be a list of strings (got "
+                           f"{type(choices).__name__}); keep each sample's original "
+                           "answer_choices on its prediction line")
+    return choices
 
 
 def prenormalise(text: str) -> str:
@@ -73,13 +82,16 @@ def parse_cmeie(text: str) -> list[dict[str, str]]:
     return triples
 
 
-def parse_cdn(text: str, choices: list[str]) -> list[dict[str, str]]:
+def parse_cdn(text: str, choices: list[str] | None) -> list[dict[str, str]]:
     """CHIP-CDN (§3.2): last line only, ``，``-split, kept if a candidate, deduplicated.
 
     Upstream dedupes through a ``set`` (order depends on the hash seed); first-occurrence order
     is used here, which the set-based metric cannot tell apart.
     """
-    items = [w for w in _split_items(text.split("\n")[-1]) if w in choices]
+    items = _split_items(text.split("\n")[-1])
+    if items:  # upstream tests membership only when there is an item
+        choices = _check_choices("CHIP-CDN", choices)
+        items = [w for w in items if w in choices]
     return [{"entity": w, "type": "normalization"} for w in dict.fromkeys(items)]
 
 
@@ -99,7 +111,8 @@ def parse_cdee(text: str) -> list[dict[str, Any]]:
     return events
 
 
-def parse_findings(text: str, choices: list[str], fallback: str) -> list[dict[str, str]]:
+def parse_findings(text: str, choices: list[str] | None, fallback: str,
+                   task: str = "CHIP-MDCFNPC") -> list[dict[str, str]]:
     """CHIP-MDCFNPC / IMCS-V2-SR (§3.4): drop the first line; ``entity：label`` lines (exactly one
     ``：``); the label is not stripped and falls back when it is not one of the choices."""
     items = []
@@ -108,7 +121,8 @@ def parse_findings(text: str, choices: list[str], fallback: str) -> list[dict[st
         if len(parts) != 2:
             continue
         entity, label = parts
-        items.append({"entity": entity.strip(), "attr": label if label in choices else fallback})
+        known = label in _check_choices(task, choices)
+        items.append({"entity": entity.strip(), "attr": label if known else fallback})
     return items
 
 
@@ -148,7 +162,7 @@ def parse_answer(task: str, text: str, answer_choices: list[str] | None, *,
 
     Raises:
         ScoringError: unknown task or parser, non-string text, or answer_choices that is not a
-            list for a task whose parser reads it.
+            list of strings where the parser needs it (as upstream fails there).
     """
     if parser not in PARSERS:
         raise ScoringError(f"unknown parser {parser!r}; use one of {list(PARSERS)}")
@@ -161,11 +175,8 @@ def parse_answer(task: str, text: str, answer_choices: list[str] | None, *,
         raise ScoringError(f"unknown task {task!r}; known PromptCBLUE v0.1 tasks: {list(ALL_TASKS)}")
     if not isinstance(text, str):
         raise ScoringError(f"{task}: the answer text must be a string, got {type(text).__name__}")
-    if task in _NEEDS_CHOICES and not (isinstance(answer_choices, list)
-                                       and all(isinstance(c, str) for c in answer_choices)):
-        raise ScoringError(f"{task}: answer_choices must be a list of strings (got "
-                           f"{type(answer_choices).__name__}); keep each sample's original "
-                           "answer_choices on its prediction line")
+    if task in _ASSERTS_CHOICES:
+        _check_choices(task, answer_choices)
     if parser == "v0.1":
         text = prenormalise(text)
     if task in ("CMeEE-V2", "IMCS-V2-NER"):
@@ -179,7 +190,7 @@ def parse_answer(task: str, text: str, answer_choices: list[str] | None, *,
     if task == "CHIP-MDCFNPC":
         return parse_findings(text, answer_choices, MDCFNPC_FALLBACK[parser])
     if task == "IMCS-V2-SR":
-        return parse_findings(text, answer_choices, SR_FALLBACK)
+        return parse_findings(text, answer_choices, SR_FALLBACK, task)
     if task == "IMCS-V2-MRG":
         return parse_mrg(text)
     if task == "MedDG":
