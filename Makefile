@@ -51,7 +51,7 @@ lint: $(STAMP) ## ruff lint
 format: $(STAMP) ## ruff format
 	$(PY) -m ruff format .
 
-golden: $(STAMP) ## regenerate tests/golden/*.json (review the diff, say why in the commit)
+golden: $(STAMP) ## regenerate tests/golden/losses.json (review the diff, say why in the commit)
 	$(PY) -m tests.make_golden
 
 bench: $(STAMP) ## efficiency benchmark (ratios measured in one run)

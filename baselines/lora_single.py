@@ -24,14 +24,14 @@ from __future__ import annotations
 import math
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from baselines.compose import by_task, higher_is_better, val_subset, validation_scores
-from moelora.adapters import CONFIG_NAME, load_adapter, trainable_state_dict
+from moelora.adapters import load_adapter, trainable_state_dict
 from moelora.context import PipelineOutput, RunContext
 from moelora.generation import GenerationResult
 from moelora.io import read_json, write_json
@@ -234,8 +234,3 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
                           generation=GenerationResult(predictions, gen_seconds, gen_seconds / n_test),
                           extra=extra)
 
-
-def adapter_dirs(run_dir: Path, tasks: Sequence[str]) -> dict[str, Path]:
-    """``{task: <run_dir>/adapters/<task>}`` for the tasks whose adapter exists."""
-    return {t: Path(run_dir) / "adapters" / t for t in tasks
-            if (Path(run_dir) / "adapters" / t / CONFIG_NAME).is_file()}

@@ -161,3 +161,14 @@ def test_multirun_through_run_py_continues_past_a_failure(tiny_world, tmp_path):
     assert failing.returncode == 0
     statuses = sorted(read_json(p)["status"] for p in (tmp_path / "outputs").rglob("seed=44/results.json"))
     assert statuses == ["failed", "success"]
+
+
+@pytest.mark.slow
+def test_sweep_runs_in_parallel_with_the_submitit_local_launcher(tiny_world, tmp_path):
+    """`hydra/launcher=submitit_local`: the same jobs, launched by submitit (pip extra `slurm`)."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    out = _run_py(["-m", "hydra/launcher=submitit_local", "method=lora_full", "seed=42,43",
+                   *tiny_overrides(tiny_world, tmp_path)], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = sorted((tmp_path / "outputs" / "default" / "lora_full").rglob("results.json"))
+    assert [read_json(p)["status"] for p in runs] == ["success", "success"]

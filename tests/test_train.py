@@ -12,7 +12,7 @@ from moelora.data import IGNORE_INDEX, Encoder
 from moelora.runner import load_splits
 from moelora.samplers import RandomMixSampler
 from moelora.tasks import TaskMap
-from moelora.train import TrainSettings, _micro_batches, train
+from moelora.train import _micro_batches, train
 from tests.conftest import compose, tiny_overrides
 
 

@@ -114,6 +114,129 @@ def _dialogue_paragraph(kb: KnowledgeBase, d: Disease, rng: random.Random) -> st
     )
 
 
+# ------------------------------------------------------------ restatements (copying)
+# Paragraphs that mention entities and then name them again (a summary, a reordered list,
+# a pick from an enumeration), often with entities drawn at random across the knowledge
+# base, so the only way to predict the restatement is to copy from earlier in the line.
+_SUMMARY_HEADS = (
+    "本段提到的{k}",
+    "其中提到的{k}",
+    "文中出现的{k}",
+    "以上涉及的{k}",
+    "归纳其中的{k}",
+)
+
+
+def _summary(rng: random.Random, kind: str, items: list[str]) -> str:
+    head = pick(rng, _SUMMARY_HEADS).format(k=kind)
+    sep = pick(rng, ("：", "有", "为", "是"))
+    return f"{head}{sep}{'、'.join(items)}。"
+
+
+def _mention_paragraph(kb: KnowledgeBase, d: Disease, rng: random.Random) -> str:
+    """A case note with findings, drugs and examinations, then one to three summaries."""
+    if rng.random() < 0.5:  # facts of one disease
+        syms = sample(rng, d.symptoms, rng.randint(1, 3))
+        drugs = sample(rng, d.drugs, rng.randint(1, 2))
+        exams = sample(rng, d.exams, 1)
+        dis = [d.name]
+        neg = pick(rng, [x for x in kb.symptoms if x not in syms])
+        text = (
+            f"患者{pick(rng, DURATIONS)}前出现{'、'.join(syms)}，无{neg}，"
+            f"查{exams[0]}，考虑{'或'.join(dis)}，予{'、'.join(drugs)}治疗。"
+        )
+    else:  # unrelated entities in a log that states no fact: the summary can only be copied
+        syms = sample(rng, list(kb.symptoms), rng.randint(1, 3))
+        drugs = sample(rng, kb.drugs, rng.randint(1, 2))
+        exams = sample(rng, kb.exams, 1)
+        dis = [x.name for x in sample(rng, kb.diseases, rng.randint(1, 2))]
+        text = (
+            f"今日门诊登记：有人诉{'、'.join(syms)}，有{'、'.join(dis)}的复诊病人，"
+            f"检验科做了{exams[0]}，药房发出{'、'.join(drugs)}。"
+        )
+    parts = [("症状", syms), ("药物", drugs), ("疾病", dis), ("检查", exams)]
+    rng.shuffle(parts)
+    for kind, items in parts[: rng.randint(1, 3)]:
+        order = list(items)
+        if rng.random() < 0.3:
+            rng.shuffle(order)
+        text += _summary(rng, kind, order)
+    return text
+
+
+def _reorder_paragraph(kb: KnowledgeBase, rng: random.Random) -> str:
+    """A list of entities, then the same list again, reordered or filtered."""
+    pool = pick(
+        rng, (list(kb.symptoms), list(kb.drugs), list(kb.exams), [d.name for d in kb.diseases])
+    )
+    items = sample(rng, pool, rng.randint(2, 5))
+    text = f"记录中依次写有{'、'.join(items)}。"
+    mode = rng.random()
+    if mode < 0.4:
+        again = list(items)
+        rng.shuffle(again)
+        text += f"换一个顺序是{'、'.join(again)}。"
+    elif mode < 0.7:
+        text += f"倒过来是{'、'.join(reversed(items))}。"
+    else:
+        kept = [x for x in items if rng.random() < 0.6] or items[:1]
+        text += f"后来复核保留了{'、'.join(kept)}。"
+    return text
+
+
+def _selection_paragraph(kb: KnowledgeBase, d: Disease, rng: random.Random) -> str:
+    """An enumeration of diseases or drugs, then the one that fits a clue, copied out."""
+    others = [x.name for x in sample(rng, kb.diseases, 4) if x.name != d.name][:3]
+    names = others + [d.name]
+    rng.shuffle(names)
+    enum = "、".join(names)
+    if rng.random() < 0.5:
+        clue = pick(rng, d.aliases)
+        return pick(
+            rng,
+            (
+                f"在{enum}这几种病中，俗称{clue}的是{d.name}。",
+                f"{enum}里，平时说的{clue}指的是{d.name}。",
+            ),
+        )
+    drug = pick(rng, d.drugs)
+    syms = [x for x in d.symptoms if rng.random() < 0.6] or [d.symptoms[0]]
+    return pick(
+        rng,
+        (
+            f"在{enum}中，常用{drug}治疗的是{d.name}。",
+            f"{enum}这几种病里，表现为{'、'.join(syms)}的是{d.name}，"
+            f"其中提到的症状是{'、'.join(syms)}。",
+        ),
+    )
+
+
+def _finding_paragraph(kb: KnowledgeBase, d: Disease, rng: random.Random) -> str:
+    """A finding with site and descriptors, then the same attributes named one by one."""
+    s = kb.symptoms[pick(rng, d.symptoms)]
+    descs = sample(rng, s.descriptors, rng.randint(1, 2)) if s.descriptors else []
+    other = pick(rng, [x for x in d.symptoms if x != s.name] or [s.name])
+    how = f"，呈{'、'.join(descs)}" if descs else ""
+    text = f"患者{pick(rng, DURATIONS)}前出现{s.site}{s.core}{how}，伴{other}。"
+    notes = [f"所见为{s.core}"]
+    if s.site:
+        notes.append(f"部位在{s.site}")
+    if descs:
+        notes.append(f"表现为{'、'.join(descs)}")
+    notes.append(f"另有{other}")
+    return text + "，".join(notes) + "。"
+
+
+def _polarity_paragraph(kb: KnowledgeBase, d: Disease, rng: random.Random) -> str:
+    """A dialogue snippet with present and denied findings, then a one-line recap."""
+    has = sample(rng, d.symptoms, rng.randint(1, 2))
+    no = pick(rng, [x for x in kb.symptoms if x not in d.symptoms])
+    return (
+        f"患者说：我有{'、'.join(has)}。医生问：有没有{no}？患者说：没有{no}。"
+        f"小结：有{'、'.join(has)}，无{no}。"
+    )
+
+
 def build_corpus(kb: KnowledgeBase, *, seed: int, num_chars: int) -> str:
     """Every fact at least once, then random paragraphs until ``num_chars`` characters.
 
@@ -140,18 +263,28 @@ def build_corpus(kb: KnowledgeBase, *, seed: int, num_chars: int) -> str:
     while total < num_chars:
         kind = rng.random()
         d = pick(rng, kb.diseases)
-        if kind < 0.45:
+        if kind < 0.27:
             line = _disease_paragraph(kb, d, rng)
-        elif kind < 0.6:
+        elif kind < 0.35:
             line = _case_paragraph(kb, d, rng)
-        elif kind < 0.75:
+        elif kind < 0.43:
             line = _dialogue_paragraph(kb, d, rng)
-        elif kind < 0.87:
+        elif kind < 0.50:
             line = _symptom_paragraph(kb, pick(rng, symptoms), rng)
-        elif kind < 0.95:
+        elif kind < 0.55:
             line = _drug_paragraph(kb, pick(rng, d.drugs), rng)
-        else:
+        elif kind < 0.58:
             line = _exam_paragraph(kb, pick(rng, d.exams), rng)
+        elif kind < 0.72:
+            line = _mention_paragraph(kb, d, rng)
+        elif kind < 0.80:
+            line = _reorder_paragraph(kb, rng)
+        elif kind < 0.88:
+            line = _selection_paragraph(kb, d, rng)
+        elif kind < 0.95:
+            line = _finding_paragraph(kb, d, rng)
+        else:
+            line = _polarity_paragraph(kb, d, rng)
         lines.append(line)
         total += len(line) + 1
     return "\n".join(lines) + "\n"
