@@ -30,8 +30,8 @@ def smoke_losses(method: str, tiny_world: tuple[Path, Path], out: Path) -> list[
     from accelerate import Accelerator
 
     from moelora.context import RunContext
-    from moelora.loggers import NoneLogger
     from moelora.data import apply_task_prompt
+    from moelora.loggers import NoneLogger
     from moelora.runner import load_splits
     from moelora.seed import seed_everything
     from moelora.tasks import TaskMap
