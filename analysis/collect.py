@@ -25,7 +25,7 @@ RESULTS_NAME = "results.json"
 # Overrides that do not change what a run measures (same list as hydra's override_dirname
 # exclude_keys in conf/hydra/default.yaml, which is read when present).
 DEFAULT_IGNORED_KEYS = (
-    "method", "seed", "experiment", "logger", "overwrite", "resume", "progress", "device",
+    "method", "seed", "experiment", "logger", "overwrite", "resume", "progress", "device", "threads",
     "paths.root_dir", "paths.output_dir", "paths.artifacts_dir", "data.root", "model.path",
     "hydra.launcher", "hydra/launcher", "debug", "local", "logger.mode", "logger.project",
 )

@@ -180,15 +180,23 @@ def bench_inference(device: torch.device, *, batch: int, prompt: int, new_tokens
         with torch.no_grad(), task_context(model, task_ids):
             model.generate(input_ids=ids, **kw)
 
+    def timed(fn: Callable[[], None]) -> float:
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        return time.perf_counter() - t0
+
     with merged_for_task(model, 0):
-        results = {}
-        # interleave the two measurements so machine load affects both alike
-        for _ in range(2):
-            results.setdefault("base", []).append(
-                _median_time(run_base, device, warmup=warmup, repeats=repeats))
-            results.setdefault("merged", []).append(
-                _median_time(run_merged, device, warmup=warmup, repeats=repeats))
-    return min(results["base"]), min(results["merged"])
+        for _ in range(warmup):
+            run_base()
+            run_merged()
+        # alternate single calls so that machine load affects both alike; medians of each
+        base_t, merged_t = [], []
+        for _ in range(repeats):
+            base_t.append(timed(run_base))
+            merged_t.append(timed(run_merged))
+    return statistics.median(base_t), statistics.median(merged_t)
 
 
 def main() -> None:
@@ -209,8 +217,8 @@ def main() -> None:
     for name in ("moelora", "loop"):
         t, m = rows[name]
         print(f"  {name} / lora: step time {t / lora_t:.3f}x   peak memory {m / lora_m:.3f}x")
-    base_s, merged_s = bench_inference(device, batch=4, prompt=32, new_tokens=16, warmup=1,
-                                       repeats=reps)
+    base_s, merged_s = bench_inference(device, batch=4, prompt=32, new_tokens=16, warmup=2,
+                                       repeats=5 * reps)
     print(f"generate 4x(32+16 tokens): base {base_s * 1e3:.1f} ms   merged MOELoRA "
           f"{merged_s * 1e3:.1f} ms   ratio {merged_s / base_s:.3f}x")
     print("targets: step ≤ 1.05x, peak memory ≤ 1.10x vs LoRA; merged latency ≤ 1.02x vs base")

@@ -1,8 +1,9 @@
 """Per-task recovery (Eq. 8, Algorithm 1 lines 10-14) for any adapted model.
 
 ``with merged_for_task(model, task_id): model.generate(...)`` folds task ``task_id``'s update
-into every adapted base weight (fp32 compute, one cast), runs with the adapter path off
-(plain base-model compute), and restores the kept original weights on exit. It knows no
+into every adapted base weight (fp32 compute, one cast), puts the base layers back in place of
+the adapter wrappers (the base model's modules and compute, nothing more), and on exit puts
+the wrappers back and restores the kept original weights. It knows no
 method by name; it works on:
 
 * task-mergeable modules: ``merge(task_id)``, ``unmerge()`` and a ``merged_task`` attribute
@@ -52,6 +53,26 @@ def supports_merge(model: nn.Module) -> bool:
     return all(hasattr(m, "get_base_layer") for m in peft_layers)
 
 
+def _base_of(m: nn.Module) -> nn.Module:
+    return m.get_base_layer() if hasattr(m, "get_base_layer") else m.base_layer
+
+
+def _swap_in_base_layers(model: nn.Module,
+                         wrappers: set[nn.Module]) -> list[tuple[nn.Module, str, nn.Module]]:
+    """Put each merged wrapper's base ``nn.Linear`` in its place, so the merged model runs the
+    base architecture's modules and nothing else (no wrapper call per layer). Returns
+    ``(parent, child_name, wrapper)`` triples to undo the swap."""
+    swapped = []
+    for name, m in list(model.named_modules()):
+        if m not in wrappers or not name:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child, _base_of(m))
+        swapped.append((parent, child, m))
+    return swapped
+
+
 @contextmanager
 def merged_for_task(model: nn.Module, task_id: int) -> Iterator[nn.Module]:
     """Run ``model`` with task ``task_id``'s weights ``W_j = W0 + ΔW_j`` merged (Eq. 8).
@@ -66,14 +87,18 @@ def merged_for_task(model: nn.Module, task_id: int) -> Iterator[nn.Module]:
         )
     task_layers, peft_layers = _mergeable_modules(model)
     kept: list[tuple[nn.Module, torch.Tensor]] = []
+    swapped: list[tuple[nn.Module, str, nn.Module]] = []
     try:
         for m in task_layers:
             m.merge(task_id=task_id)
         for m in peft_layers:
             kept.append((m, m.get_base_layer().weight.detach().clone()))
             m.merge()
+        swapped = _swap_in_base_layers(model, set(task_layers) | set(peft_layers))
         yield model
     finally:
+        for parent, child, wrapper in reversed(swapped):
+            setattr(parent, child, wrapper)
         for m in task_layers:
             m.unmerge()
         with torch.no_grad():

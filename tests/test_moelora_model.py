@@ -125,9 +125,15 @@ def test_merged_for_task_equals_unmerged_and_restores_base(gate):
     for t in range(3):
         task_ids = torch.full((3,), t)
         ref = _logits(model, ids, task_ids)
+        layers = moelora_layers(model)
         with merged_for_task(model, t):
-            assert all(m.merged_task == t for _, m in moelora_layers(model))
+            assert all(m.merged_task == t for _, m in layers)
+            # while merged the model holds the base architecture's modules, nothing more
+            assert moelora_layers(model) == []
+            assert all(type(model.get_submodule(n)) is type(m)
+                       for n, m in _base().named_modules())
             out = _logits(model, ids, task_ids)
+        assert [n for n, _ in moelora_layers(model)] == [n for n, _ in layers]
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
         for n, m in moelora_layers(model):
             assert torch.equal(m.base_layer.weight, originals[n]) and m.merged_task is None
