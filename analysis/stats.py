@@ -88,11 +88,14 @@ def rank_marks(means: Mapping[str, float], decimals: int = DECIMALS) -> dict[str
     """``"best"`` / ``"second"`` / ``""`` for each row, by the mean as printed.
 
     Means are compared after rounding to ``decimals`` places, so rows that print the same value
-    get the same mark (ties share the best; the second best is the next distinct value).
+    get the same mark (ties share the best; the second best is the next distinct value). A
+    column where every row prints the same value has no best: nothing is marked.
     """
     rounded = {k: round(v, decimals) for k, v in means.items() if v is not None and math.isfinite(v)}
     distinct = sorted(set(rounded.values()), reverse=True)
     marks = {k: "" for k in means}
+    if len(distinct) == 1 and len(rounded) > 1:
+        return marks
     for k, v in rounded.items():
         if v == distinct[0]:
             marks[k] = "best"

@@ -151,12 +151,11 @@ def build_table(tidy: pd.DataFrame, name: str, *, benchmark: str, scorer_mode: s
                 row.cells[c] = Cell(summaries[key][c], marks[c][key], star)
             rows.append(row)
         paper = spec["paper"].get(key)
-        if paper is not None:
+        if paper is not None and paper_numbers.is_transcribed(paper):
             prow = Row(key, display, "paper")
             for c in columns:
                 prow.cells[c] = Cell(Summary(math.nan, math.nan, 0), paper=paper.get(c))
-            prow.note = "paper" if paper_numbers.is_transcribed(paper) else \
-                f"paper: {paper_numbers.NOT_TRANSCRIBED}"
+            prow.note = "paper"
             rows.append(prow)
     test_name = next((t.test for c in tests for t in tests[c].values()), _test_name(paired))
     return Table(name, benchmark, scorer_mode, variant, columns, rows, tests, best,
@@ -181,6 +180,11 @@ def caption(name: str, benchmark: str, scorer_mode: str, variant: str, test_name
             f"among our rows. *: the improvement of {proposed} over the best baseline of that "
             f"column is significant under a two-sided {test_name}, p < {ALPHA}. Rows marked "
             f"(paper) are the paper's reported numbers on PromptCBLUE; n/a = not transcribed.")
+    missing = [d for k, d, _ in spec["rows"]
+               if k in spec["paper"] and not paper_numbers.is_transcribed(spec["paper"][k])]
+    if missing:
+        text += (f" Paper rows {paper_numbers.NOT_TRANSCRIBED} yet (no values in "
+                 f"analysis/paper_numbers.py): {', '.join(missing)}.")
     if benchmark != "promptcblue":
         text += (f" Our rows are on {SHORT_LABELS.get(benchmark, benchmark)}, not PromptCBLUE: their absolute values are not "
                  f"comparable with the paper rows.")

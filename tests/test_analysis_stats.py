@@ -69,6 +69,11 @@ def test_no_mark_for_a_significant_decrease_or_too_few_seeds():
     assert close.p_value > 0.05 and not stats.is_significant_improvement(close)
 
 
+def test_rank_marks_leave_an_all_tied_column_unmarked():
+    assert stats.rank_marks({"a": 0.0, "b": 0.00001, "c": 0.0}) == {"a": "", "b": "", "c": ""}
+    assert stats.rank_marks({"a": 0.2}) == {"a": "best"}
+
+
 def test_rank_marks_use_printed_values_and_share_ties():
     marks = stats.rank_marks({"a": 0.51, "b": 0.60001, "c": 0.60004, "d": 0.55, "e": math.nan})
     assert marks == {"a": "", "b": "best", "c": "best", "d": "second", "e": ""}
