@@ -81,7 +81,10 @@ class TokenizerCounter:
         self.add_special_tokens = add_special_tokens
 
     def _ids(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=self.add_special_tokens)["input_ids"]
+        # counting only: a text longer than the model's context is expected here, so the
+        # tokenizer's "sequence length is longer than the maximum" warning is turned off
+        return self.tokenizer(text, add_special_tokens=self.add_special_tokens,
+                              verbose=False)["input_ids"]
 
     def count(self, text: str) -> int:
         return len(self._ids(text))
