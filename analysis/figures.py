@@ -216,9 +216,10 @@ def plot_fig6(entries: list[dict], *, benchmark: str, variant: str) -> plt.Figur
 
 
 def fig6_entries(weights: list[dict]) -> dict[tuple[str, str], list[dict]]:
-    """(benchmark, variant) → expert-weight entries of MOELoRA (D): the fig6 grid, else table2."""
+    """(benchmark, variant) → expert-weight entries of MOELoRA (D): the fig6 grid, else table2,
+    else plain runs (experiment ``default``)."""
     out: dict[tuple[str, str], list[dict]] = {}
-    for source in ("fig6_expert_weights", "table2"):
+    for source in ("fig6_expert_weights", "table2", "default"):
         found: dict[tuple[str, str], list[dict]] = {}
         for e in weights:
             if e["experiment"] == source and e["method"] == "moelora_dense" and e.get("matrix"):

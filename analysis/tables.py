@@ -54,6 +54,7 @@ TABLES = {
                "proposed": ("moelora_dense",),
                "reuse": {"lora_full": "table2", "moelora_dense": "table2"}},
 }
+PLAIN_EXPERIMENT = "default"   # conf/config.yaml experiment_name: runs outside any grid
 BENCHMARK_LABELS = {
     "medsynth": "MedSynth-8 (the embedded generated benchmark, not PromptCBLUE)",
     "promptcblue": "PromptCBLUE (the paper's 8 tasks, test split)",
@@ -104,6 +105,20 @@ class Table:
 # ## Building a table from the tidy results
 
 # %%
+def row_sources(name: str, method: str) -> list[str]:
+    """Where a table's row looks for runs, in order: the table's own grid, the grid it reuses
+    for that row (Table 3 → Table 2), then plain ``python run.py method=…`` runs (experiment
+    ``default``, the same settings), so ``python run.py -m method=a,b seed=42,43,44`` followed
+    by ``make tables`` tabulates those methods."""
+    sources = [name]
+    reused = TABLES[name]["reuse"].get(method)
+    if reused:
+        sources.append(reused)
+    if PLAIN_EXPERIMENT not in sources:
+        sources.append(PLAIN_EXPERIMENT)
+    return sources
+
+
 def per_seed(tidy: pd.DataFrame, method: str, task: str) -> dict[int, float]:
     """seed → score of one method and task (successful runs only, NaN scores dropped)."""
     sel = tidy[(tidy["method"] == method) & (tidy["task"] == task)].dropna(subset=["score"])
@@ -124,12 +139,18 @@ def build_table(tidy: pd.DataFrame, name: str, *, benchmark: str, scorer_mode: s
     ok = tidy[(tidy["status"] == "success") & (tidy["benchmark"] == benchmark)
               & (tidy["scorer_mode"].fillna("") == scorer_mode)
               & (tidy["variant"].fillna("") == variant)]
-    own = ok[ok["experiment"] == name]
-    parts = [own]
-    for method, source in spec["reuse"].items():
-        if own[own["method"] == method].empty:
-            parts.append(ok[(ok["experiment"] == source) & (ok["method"] == method)])
-    data = pd.concat(parts, ignore_index=True)
+    parts, plain = [], []
+    for key, display, reported_only in spec["rows"]:
+        if reported_only:
+            continue
+        for source in row_sources(name, key):
+            runs = ok[(ok["experiment"] == source) & (ok["method"] == key)]
+            if not runs.empty:
+                parts.append(runs)
+                if source == PLAIN_EXPERIMENT and name != PLAIN_EXPERIMENT:
+                    plain.append(display)
+                break
+    data = pd.concat(parts, ignore_index=True) if parts else ok.iloc[0:0]
     columns = ordered_columns(data) if not data.empty else list(paper_numbers.TASK_COLUMNS)
     ours = [(k, d) for k, d, reported_only in spec["rows"] if not reported_only]
     scores = {k: {c: per_seed(data, k, c) for c in columns} for k, _ in ours}
@@ -158,8 +179,11 @@ def build_table(tidy: pd.DataFrame, name: str, *, benchmark: str, scorer_mode: s
             prow.note = "paper"
             rows.append(prow)
     test_name = next((t.test for c in tests for t in tests[c].values()), _test_name(paired))
-    return Table(name, benchmark, scorer_mode, variant, columns, rows, tests, best,
-                 caption(name, benchmark, scorer_mode, variant, test_name, data))
+    text = caption(name, benchmark, scorer_mode, variant, test_name, data)
+    if plain:
+        text += (f" Rows {', '.join(plain)} come from plain runs (python run.py method=…, "
+                 f"experiment {PLAIN_EXPERIMENT}): same settings as the {name} grid.")
+    return Table(name, benchmark, scorer_mode, variant, columns, rows, tests, best, text)
 
 
 def _test_name(paired: bool) -> str:
@@ -326,8 +350,14 @@ def file_stem(table: Table) -> str:
 
 # %%
 def groups(tidy: pd.DataFrame, name: str) -> list[tuple[str, str, str]]:
-    """(benchmark, scorer_mode, variant) groups with successful runs of experiment ``name``."""
-    ok = tidy[(tidy["status"] == "success") & (tidy["experiment"] == name)]
+    """(benchmark, scorer_mode, variant) groups with successful runs of experiment ``name``, or
+    plain runs (experiment ``default``) of a method that only this table shows (Table 3's
+    reused rows alone do not make a Table 3)."""
+    spec = TABLES[name]
+    own_methods = [k for k, _, reported in spec["rows"] if not reported and k not in spec["reuse"]]
+    ok = tidy[(tidy["status"] == "success")
+              & ((tidy["experiment"] == name)
+                 | ((tidy["experiment"] == PLAIN_EXPERIMENT) & tidy["method"].isin(own_methods)))]
     keys = ok[["benchmark", "scorer_mode", "variant"]].fillna("").drop_duplicates()
     return sorted(tuple(str(v) for v in r) for r in keys.itertuples(index=False))
 
@@ -367,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     written = write_tables(tidy, args.reports, paired=args.paired)
     if not written:
-        print("[tables] no successful table2/table3 runs in results.csv; nothing to tabulate "
-              "(python run.py experiment=table2)", file=sys.stderr)
+        print("[tables] no successful runs of a Table 2/3 method in results.csv; nothing to "
+              "tabulate (python run.py experiment=table2)", file=sys.stderr)
         return 0   # not an error: other artefacts may still be reported
     for path in written:
         print(f"[tables] {path} (+ .tex, .csv)")

@@ -127,3 +127,23 @@ def test_clear_message_when_nothing_to_tabulate(tmp_path, capsys):
     assert tables.main(["--reports", str(tmp_path)]) == 0      # make report goes on
     assert "nothing to tabulate" in capsys.readouterr().err
     assert not list(tmp_path.glob("table*"))
+
+
+def test_plain_runs_make_table2_and_the_grid_takes_precedence(tmp_path):
+    """`python run.py -m method=moelora_dense,lora_full seed=42,43,44` then `make tables`."""
+    make_tree(tmp_path, "default", scores={k: SCORES[k] for k in ("lora_full", "moelora_dense")})
+    reports = tmp_path / "reports"
+    assert collect.main(["--root", str(tmp_path), "--out", str(reports)]) == 0
+    assert tables.main(["--reports", str(reports)]) == 0
+    # lora_full and moelora_dense are Table 3 rows too, but only reused ones: no Table 3
+    assert sorted(p.name for p in reports.glob("table*.md")) == ["table2_medsynth.md"]
+    md = (reports / "table2_medsynth.md").read_text()
+    assert row_line(md, "LoRA (Full)").startswith("| LoRA (Full) | <u>0.5200 ± 0.0200</u> |")
+    assert "Rows LoRA (Full), MOELoRA (D) come from plain runs" in md
+    # a table2 grid run of the same method wins over the plain run
+    make_tree(tmp_path, "table2", scores={"lora_full": SCORES["molora"]})
+    tidy = collect.collect(tmp_path)[0]
+    md = tables.to_markdown(tables.build_table(tidy, "table2", benchmark="medsynth",
+                                               scorer_mode="official", variant=""))
+    assert row_line(md, "LoRA (Full)").startswith("| LoRA (Full) | <u>0.5600 ± 0.0100</u> |")
+    assert "Rows MOELoRA (D) come from plain runs" in md
