@@ -92,19 +92,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def _median_time(fn: Callable[[], None], device: torch.device, *, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 def bench_training(names: list[str], device: torch.device, *, batch: int, seq: int, warmup: int,
                    repeats: int) -> dict[str, tuple[float, float]]:
     """Median step time and peak memory per method; steps interleaved across methods so that

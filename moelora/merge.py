@@ -57,20 +57,19 @@ def _base_of(m: nn.Module) -> nn.Module:
     return m.get_base_layer() if hasattr(m, "get_base_layer") else m.base_layer
 
 
-def _swap_in_base_layers(model: nn.Module,
-                         wrappers: set[nn.Module]) -> list[tuple[nn.Module, str, nn.Module]]:
+def _swap_in_base_layers(model: nn.Module, wrappers: set[nn.Module],
+                         swapped: list[tuple[nn.Module, str, nn.Module]]) -> None:
     """Put each merged wrapper's base ``nn.Linear`` in its place, so the merged model runs the
-    base architecture's modules and nothing else (no wrapper call per layer). Returns
-    ``(parent, child_name, wrapper)`` triples to undo the swap."""
-    swapped = []
+    base architecture's modules and nothing else (no wrapper call per layer). Appends
+    ``(parent, child_name, wrapper)`` to ``swapped`` as it goes, so even a partial swap can be
+    undone."""
     for name, m in list(model.named_modules()):
         if m not in wrappers or not name:
             continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
-        setattr(parent, child, _base_of(m))
         swapped.append((parent, child, m))
-    return swapped
+        setattr(parent, child, _base_of(m))
 
 
 @contextmanager
@@ -94,7 +93,7 @@ def merged_for_task(model: nn.Module, task_id: int) -> Iterator[nn.Module]:
         for m in peft_layers:
             kept.append((m, m.get_base_layer().weight.detach().clone()))
             m.merge()
-        swapped = _swap_in_base_layers(model, set(task_layers) | set(peft_layers))
+        _swap_in_base_layers(model, set(task_layers) | set(peft_layers), swapped)
         yield model
     finally:
         for parent, child, wrapper in reversed(swapped):
