@@ -172,3 +172,23 @@ def test_sweep_runs_in_parallel_with_the_submitit_local_launcher(tiny_world, tmp
     assert out.returncode == 0, out.stderr[-3000:]
     runs = sorted((tmp_path / "outputs" / "default" / "lora_full").rglob("results.json"))
     assert [read_json(p)["status"] for p in runs] == ["success", "success"]
+
+
+def test_every_trained_method_runs_through_run_py(tiny_world, tmp_path):
+    """STYLE.md invariant: one smoke run per method through the real CLI, in one sweep.
+
+    ICL, P-Tuning and the LoRA (Single) → Task-Arithmetic → LoRAHub chain go through run.py in
+    their own tests (tests/test_baselines_icl.py, test_baselines_ptuning.py, the slow chain)."""
+    own_tests = {"icl", "ptuning", "lora_single", "task_arithmetic", "lorahub"}
+    methods = sorted(p.stem for p in (REPO_ROOT / "conf" / "method").glob("*.yaml")
+                     if p.stem not in own_tests)
+    assert {"lora_full", "moelora_dense", "moelora_rbt", "molora"} <= set(methods)
+    out = _run_py(["-m", f"method={','.join(methods)}", "seed=42",
+                   *tiny_overrides(tiny_world, tmp_path)], tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = {read_json(p)["method"]: read_json(p)
+               for p in (tmp_path / "outputs" / "default").rglob("results.json")}
+    assert sorted(results) == methods
+    for method, res in results.items():
+        assert res["status"] == "success", (method, res.get("error"))
+        assert 0.0 <= res["scores"]["avg"] <= 1.0, method
