@@ -65,9 +65,9 @@ def load_splits(cfg: DictConfig, task_map: TaskMap) -> dict[str, list[dict[str, 
 
 
 def _make_logger(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> Any:
-    return instantiate(cfg.logger, _recursive_=False, _convert_="all", run_dir=run_dir, group=cfg.experiment_name,
-                       name=f"{cfg.method.name}-s{cfg.seed}", job_type=cfg.method.name,
-                       run_config=config)
+    return instantiate(cfg.logger, _recursive_=False, _convert_="all", run_dir=run_dir,
+                       group=cfg.experiment_name, name=f"{cfg.method.name}-s{cfg.seed}",
+                       job_type=cfg.method.name, run_config=config)
 
 
 def _score(gold: list[dict[str, Any]], predictions: list[dict[str, Any]], tasks: list[str],
