@@ -25,7 +25,7 @@ RESULTS_NAME = "results.json"
 # Overrides that do not change what a run measures (same list as hydra's override_dirname
 # exclude_keys in conf/hydra/default.yaml, which is read when present).
 DEFAULT_IGNORED_KEYS = (
-    "method", "seed", "experiment", "logger", "overwrite", "resume", "progress", "device", "threads",
+    "method", "seed", "experiment", "logger", "overwrite", "reuse", "resume", "progress", "device", "threads",
     "paths.root_dir", "paths.output_dir", "paths.artifacts_dir", "data.root", "model.path",
     "hydra.launcher", "hydra/launcher", "debug", "local", "logger.mode", "logger.project",
 )
@@ -34,7 +34,7 @@ RUN_COLUMNS = [
     "error", "num_experts", "rank", "alpha", "params_trainable", "params_total", "params_ratio",
     "params_chatglm6b_ratio", "train_seconds", "train_step_seconds", "eval_seconds",
     "latency_per_example", "infer_mode", "decoding", "repeat_mode", "git_sha", "git_dirty",
-    "device", "path",
+    "device", "total_seconds", "reused_from", "trained_by", "path",
 ]
 TIDY_COLUMNS = RUN_COLUMNS[:8] + ["task", "task_index", "score", "score_compat"] + RUN_COLUMNS[8:]
 
@@ -143,7 +143,10 @@ def load_run(path: Path, ignore: tuple[str, ...], grid_cache: dict[str, Any]) ->
         "repeat_mode": _get(res, "config", "repeat_mode"),
         "git_sha": _get(res, "provenance", "git_sha"),
         "git_dirty": _get(res, "provenance", "git_dirty"),
-        "device": _get(res, "provenance", "device"), "path": str(path),
+        "device": _get(res, "provenance", "device"),
+        "total_seconds": timing.get("total_seconds"),
+        "reused_from": _get(res, "reused_from", "run_dir"), "trained_by": res.get("trained_by"),
+        "path": str(path),
         "_scores": res.get("scores") or {}, "_compat": res.get("scores_compat") or res.get("scores_moelora_compat") or {},
         "_tasks": list(res.get("tasks") or []), "_weights": res.get("expert_weights"),
     }
@@ -259,6 +262,62 @@ def missing_markdown(missing: pd.DataFrame, run_df: pd.DataFrame,
 
 
 # %% [markdown]
+# ## What the grids cost (measured job wall times)
+
+# %%
+def cost_frame(run_df: pd.DataFrame) -> pd.DataFrame:
+    """Per experiment and variant, from the successful runs' ``timing.total_seconds``.
+
+    ``computed_s`` sums the jobs that ran in this experiment's folders (evaluate-only jobs,
+    which reused another run's trained weights, count their evaluation); ``standalone_s`` also
+    counts the adopted jobs at their source's measured time: what the grid costs when it shares
+    nothing with other grids. A job resumed after a kill counts its last attempt only."""
+    ok = run_df[run_df["status"] == "success"].copy()
+    ok["adopted"] = ok["reused_from"].notna()
+    ok["evaluate_only"] = ok["trained_by"].notna()
+    ok["seconds"] = pd.to_numeric(ok["total_seconds"], errors="coerce")
+    rows = []
+    for (experiment, variant), g in ok.groupby(["experiment", "variant"], dropna=False):
+        computed = g[~g["adopted"]]
+        rows.append({"experiment": experiment, "variant": variant if isinstance(variant, str) else "",
+                     "jobs": len(g), "computed": len(computed) - int(computed["evaluate_only"].sum()),
+                     "evaluate_only": int(computed["evaluate_only"].sum()),
+                     "adopted": int(g["adopted"].sum()),
+                     "computed_s": float(computed["seconds"].sum()),
+                     "standalone_s": float(g["seconds"].sum()),
+                     "untimed": int(g["seconds"].isna().sum())})
+    return pd.DataFrame(rows, columns=["experiment", "variant", "jobs", "computed", "evaluate_only",
+                                       "adopted", "computed_s", "standalone_s", "untimed"])
+
+
+def cost_markdown(costs: pd.DataFrame) -> str:
+    """reports/costs.md: the measured cost of every grid found (see :func:`cost_frame`)."""
+    def hours(s: float) -> str:
+        return f"{s / 3600:.2f} h"
+
+    lines = ["# Measured cost of the grids", "",
+             "Sums of `timing.total_seconds` over successful jobs. *computed*: trained and "
+             "evaluated in this experiment's folders; *evaluate-only*: reused another run's final "
+             "checkpoint (only inference differs); *adopted*: an identical job of another "
+             "experiment, taken over (moelora/reuse.py). *standalone* counts adopted jobs at their "
+             "source's time. A resumed job counts its last attempt only.", "",
+             "| experiment | variant | jobs | computed | evaluate-only | adopted | computed time "
+             "| standalone time |", "|---|---|---|---|---|---|---|---|"]
+    for _, r in costs.iterrows():
+        lines.append(f"| {r['experiment']} | {r['variant'] or '–'} | {r['jobs']} | {r['computed']} "
+                     f"| {r['evaluate_only']} | {r['adopted']} | {hours(r['computed_s'])} "
+                     f"| {hours(r['standalone_s'])} |")
+    if not costs.empty:
+        lines.append(f"| **all** | | {int(costs['jobs'].sum())} | {int(costs['computed'].sum())} "
+                     f"| {int(costs['evaluate_only'].sum())} | {int(costs['adopted'].sum())} "
+                     f"| {hours(costs['computed_s'].sum())} | |")
+    untimed = int(costs["untimed"].sum()) if not costs.empty else 0
+    if untimed:
+        lines += ["", f"{untimed} successful job(s) have no recorded time."]
+    return "\n".join(lines) + "\n"
+
+
+# %% [markdown]
 # ## Main
 
 # %%
@@ -287,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     absent = absent_experiments(run_df)
     (args.out / "missing.md").write_text(missing_markdown(missing, run_df, absent),
                                          encoding="utf-8")
+    (args.out / "costs.md").write_text(cost_markdown(cost_frame(run_df)), encoding="utf-8")
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(run_df["status"].value_counts().items()))
     print(f"[collect] {len(run_df)} runs ({counts}) → {args.out / 'results.csv'}")
     if not missing.empty:

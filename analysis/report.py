@@ -81,6 +81,9 @@ def build_report(reports: Path) -> str:
         body = missing.read_text(encoding="utf-8").split("\n", 1)[1].strip()
         body = body.replace("\n## ", "\n### ")
         lines += ["## Missing and failed runs", "", body, ""]
+    costs = reports / "costs.md"
+    if costs.is_file():
+        lines += ["## Cost", "", costs.read_text(encoding="utf-8").split("\n", 1)[1].strip(), ""]
     tables = sorted(reports.glob("table*.md"))
     lines += ["## Tables", ""]
     if not tables:

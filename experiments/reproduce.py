@@ -1,11 +1,17 @@
 """Run every paper artefact's grid (conf/experiment/*.yaml), in an order that respects inputs.
 
     python -m experiments.reproduce [--smoke] [--results DIR] [--only table2 fig6_expert_weights]
+    python -m experiments.reproduce --plan [--smoke] [--results DIR]   # what is left to run
 
 Each experiment runs as one Hydra multirun (`python run.py experiment=<name>`). Methods that
 compose other runs (their YAML says ``inputs: {method: …}``) need those runs first: their input
 method is run as its own sweep of the same experiment beforehand. Finished jobs are skipped, so
 the command resumes after an interruption. ``--smoke`` adds ``trainer=smoke``.
+
+Grids share jobs (moelora/reuse.py): a job identical to a finished one is adopted, and one that
+differs only in inference evaluates the finished one's weights. ``--plan`` composes every job
+of the selected grids and prints, per experiment, how many are done, will be adopted, will only
+evaluate, or will train.
 """
 
 from __future__ import annotations
@@ -53,12 +59,54 @@ def commands(name: str, extra: list[str]) -> list[list[str]]:
     return cmds
 
 
+def plan(names: list[str], extra: list[str], results: Path) -> list[dict[str, object]]:
+    """Per experiment (in run order): jobs, done, adopt, evaluate, train (see the module doc)."""
+    from hydra import compose, initialize_config_dir
+
+    from analysis.collect import expected_runs
+    from moelora.results import read_results, redact
+    from moelora.reuse import job_fingerprint
+
+    done_jobs: dict[str, set[str]] = {}     # fingerprint → experiments that hold it
+    done_trainings = set()
+    for path in sorted(Path(results).rglob("results.json")):
+        res = read_results(path.parent)
+        if res and res.get("status") == "success" and isinstance(res.get("config"), dict):
+            done_jobs.setdefault(job_fingerprint(res["config"]), set()).add(str(res.get("experiment")))
+            done_trainings.add(job_fingerprint(res["config"], training_only=True))
+    planned_jobs, planned_trainings = set(), set()
+    rows = []
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        for name in names:
+            row = {"experiment": name, "jobs": 0, "done": 0, "adopt": 0, "evaluate": 0, "train": 0}
+            for job in expected_runs(name):
+                overrides = [f"experiment={name}", *(f"{k}={v}" for k, v in job.items()), *extra]
+                cfg = redact(OmegaConf.to_container(compose("config", overrides), resolve=True))
+                fp, tfp = job_fingerprint(cfg), job_fingerprint(cfg, training_only=True)
+                reuse = cfg.get("reuse", True) and not cfg.get("overwrite")
+                row["jobs"] += 1
+                if name in done_jobs.get(fp, ()):
+                    row["done"] += 1
+                elif reuse and (fp in done_jobs or fp in planned_jobs):
+                    row["adopt"] += 1
+                elif reuse and (tfp in done_trainings or tfp in planned_trainings):
+                    row["evaluate"] += 1
+                else:
+                    row["train"] += 1
+                planned_jobs.add(fp)
+                planned_trainings.add(tfp)
+            rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="trainer=smoke (seconds per job)")
     parser.add_argument("--results", type=Path, default=Path("outputs"))
     parser.add_argument("--only", nargs="*", default=None, help="experiment names to run")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
+    parser.add_argument("--plan", action="store_true",
+                        help="count, per grid, the jobs done / to adopt / to evaluate / to train")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
     args = parser.parse_args(argv)
     extra = [f"paths.output_dir={args.results}", *args.overrides]
@@ -69,6 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown experiment(s) {unknown}; choose from {experiment_names()}", file=sys.stderr)
         return 2
+    if args.plan:
+        rows = plan(names, extra, args.results)
+        print("| experiment | jobs | done | adopt | evaluate only | train |\n|---|---|---|---|---|---|")
+        for r in [*rows, {"experiment": "**all**", **{k: sum(int(x[k]) for x in rows) for k in
+                                                      ("jobs", "done", "adopt", "evaluate", "train")}}]:
+            print(f"| {r['experiment']} | {r['jobs']} | {r['done']} | {r['adopt']} | "
+                  f"{r['evaluate']} | {r['train']} |")
+        return 0
     t0 = time.perf_counter()
     failed = []
     for name in names:

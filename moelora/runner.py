@@ -8,6 +8,7 @@ does not stop a sweep. A finished job (``status: success``) is skipped unless
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import time
@@ -94,6 +95,37 @@ def _print_table(scores: dict[str, Any], title: str) -> None:
         print(f"  {k:<{width}}  {'n/a' if v is None else f'{v:.4f}'}")
 
 
+def _reuse(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any]) -> tuple[bool, str | None]:
+    """Reuse finished work from ``paths.output_dir`` (moelora/reuse.py).
+
+    Returns (adopted, trained_by): ``adopted`` when an identical job's results were taken over;
+    else ``trained_by`` names the run whose final checkpoint was linked in (only inference
+    differs), or is None."""
+    if not cfg.get("reuse", True) or cfg.overwrite:
+        return False, None
+    import torch
+
+    from moelora.reuse import adopt, find_reusable, find_trained, seed_checkpoint
+
+    device = "cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu"
+    output_dir = Path(cfg.paths.output_dir)
+    main_process = int(os.environ.get("RANK", "0")) == 0
+    source = find_reusable(resolved, run_dir, output_dir, device)
+    if source is not None:
+        if main_process:
+            adopt(source, run_dir, {"experiment": cfg.experiment_name, "run_dir": str(run_dir),
+                                    "overrides": _overrides(), "config": resolved})
+        print(f"[reuse] {run_dir} is the same job as {source}; its results were adopted "
+              f"(reuse=false trains it again)")
+        return True, None
+    ckpt = find_trained(resolved, run_dir, output_dir, device) if cfg.resume == "auto" else None
+    if ckpt is None or (main_process and not seed_checkpoint(ckpt, run_dir)):
+        return False, None
+    print(f"[reuse] {run_dir}: only inference differs from {ckpt.parents[1]}; its final "
+          f"checkpoint is linked and this job only evaluates (reuse=false trains it again)")
+    return False, str(ckpt.parents[1])
+
+
 def run(cfg: DictConfig, run_dir: Path) -> int:
     """Run one job in ``run_dir``; returns 0 on success or skip, 1 on failure."""
     run_dir = Path(run_dir)
@@ -118,6 +150,9 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
     seed_everything(cfg.seed, deterministic=cfg.deterministic)
     resolved = redact(OmegaConf.to_container(cfg, resolve=True))
     OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
+    adopted, trained_by = _reuse(cfg, run_dir, resolved)
+    if adopted:
+        return 0
     from accelerate import Accelerator
 
     accelerator = Accelerator(mixed_precision=_precision(cfg.trainer.precision), cpu=cfg.device == "cpu")
@@ -129,6 +164,8 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
                     if not k.startswith("_")},
         "provenance": provenance(REPO_ROOT, str(accelerator.device)), "config": resolved,
     }
+    if trained_by:
+        base["trained_by"] = trained_by
     if accelerator.is_main_process:
         write_results(run_dir, {**base, "status": "running"})
     t0 = time.perf_counter()

@@ -49,7 +49,7 @@ class TrainResult:
     steps: int
     losses: list[tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
-    step_seconds: float = 0.0
+    step_seconds: float | None = None   # None: no step ran here (resumed at the end)
     peak_memory_bytes: int | None = None
     resumed_from: int | None = None
 
@@ -156,7 +156,7 @@ def train(
     accelerator.wait_for_everyone()
     result.seconds = time.perf_counter() - t0
     ran = settings.max_steps - start
-    result.step_seconds = result.seconds / ran if ran else 0.0
+    result.step_seconds = result.seconds / ran if ran else None
     if accelerator.device.type == "cuda":
         result.peak_memory_bytes = int(torch.cuda.max_memory_allocated())
     model.eval()

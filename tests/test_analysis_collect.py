@@ -110,3 +110,26 @@ def test_main_writes_files_and_says_when_there_is_nothing(tmp_path, capsys):
     assert text.count("| table2 |") == 29
     assert "not run at all (every job missing): fig4_experts, fig4_rank" in text
     assert "table2" not in text.split("not run at all")[1].split("\n")[0]
+
+
+def test_cost_counts_computed_evaluate_only_and_adopted_jobs(tmp_path):
+    s = two_task_scores(0.2, 0.4)
+    write_run(tmp_path, "table2", "moelora_dense", 42, s, timing={"total_seconds": 600.0})
+    write_run(tmp_path, "table2", "moelora_dense", 43, s, timing={"total_seconds": 500.0})
+    write_run(tmp_path, "table2", "lora_full", 44, s, status="failed",
+              timing={"total_seconds": 9999.0})
+    write_run(tmp_path, "fig6_expert_weights", "moelora_dense", 42, s,
+              timing={"total_seconds": 600.0}, reused_from={"run_dir": "x"})
+    write_run(tmp_path, "fig5_efficiency", "moelora_dense", 42, s,
+              overrides=["method.infer=merged_per_task"], timing={"total_seconds": 30.0},
+              trained_by="y")
+    _, runs, _ = collect.collect(tmp_path)
+    costs = collect.cost_frame(runs).set_index("experiment")
+    assert costs.loc["table2", ["jobs", "computed", "adopted"]].tolist() == [2, 2, 0]
+    assert costs.loc["table2", "computed_s"] == 1100.0          # the failed run is not counted
+    assert costs.loc["fig6_expert_weights", ["computed", "adopted"]].tolist() == [0, 1]
+    assert costs.loc["fig6_expert_weights", ["computed_s", "standalone_s"]].tolist() == [0.0, 600.0]
+    assert costs.loc["fig5_efficiency", ["computed", "evaluate_only", "computed_s"]].tolist() == [
+        0, 1, 30.0]
+    text = collect.cost_markdown(collect.cost_frame(runs))
+    assert "| **all** | | 4 | 2 | 1 | 1 | 0.31 h |" in text     # (600+500+30) s

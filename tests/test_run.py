@@ -192,3 +192,59 @@ def test_every_trained_method_runs_through_run_py(tiny_world, tmp_path):
     for method, res in results.items():
         assert res["status"] == "success", (method, res.get("error"))
         assert 0.0 <= res["scores"]["avg"] <= 1.0, method
+
+
+def test_identical_job_of_another_experiment_is_reused(tiny_world, tmp_path, capsys):
+    """Fig. 4/6 cells are Table 2 cells: a second experiment adopts the finished job."""
+    out = tmp_path / "outputs"      # paths.output_dir under tiny_overrides(tmp_path)
+
+    def job(experiment: str, name: str, *extra: str) -> Path:
+        cfg = compose(tiny_overrides(tiny_world, tmp_path, "method=lora_full", "trainer.max_steps=1",
+                                     f"experiment_name={experiment}", *extra))
+        run_dir = out / experiment / name
+        run_dir.mkdir(parents=True)
+        assert run(cfg, run_dir) == 0
+        return run_dir
+
+    src = job("default", "a")
+    capsys.readouterr()
+    dst = job("fig6", "a", "threads=1")
+    assert "[reuse]" in capsys.readouterr().out
+    a, b = read_json(src / "results.json"), read_json(dst / "results.json")
+    assert b["reused_from"]["run_dir"] == str(src) and b["experiment"] == "fig6"
+    assert b["scores"] == a["scores"] and b["timing"] == a["timing"]
+    assert (dst / "predictions.jsonl").read_text() == (src / "predictions.jsonl").read_text()
+    assert (dst / "adapter" / "adapter_model.safetensors").is_file()
+    changed = job("fig6", "b", "trainer.max_steps=2")          # another job: trains
+    assert "reused_from" not in read_json(changed / "results.json")
+    forced = job("fig4", "a", "reuse=false")
+    f = read_json(forced / "results.json")
+    assert "reused_from" not in f and f["train"]["losses"] == a["train"]["losses"]
+
+
+def test_job_that_differs_only_in_inference_evaluates_the_trained_weights(tiny_world, tmp_path,
+                                                                          capsys):
+    """Fig. 5 runs each method merged and unmerged: the second job trains nothing."""
+    out = tmp_path / "outputs"
+
+    def job(experiment: str, *extra: str) -> Path:
+        cfg = compose(tiny_overrides(tiny_world, tmp_path, "method=moelora_dense",
+                                     "trainer.max_steps=2", f"experiment_name={experiment}", *extra))
+        run_dir = out / experiment / "job"
+        run_dir.mkdir(parents=True)
+        assert run(cfg, run_dir) == 0
+        return run_dir
+
+    src = job("table2", "method.infer=unmerged")
+    capsys.readouterr()
+    dst = job("fig5", "method.infer=merged_per_task")
+    assert "only inference differs" in capsys.readouterr().out
+    a, b = read_json(src / "results.json"), read_json(dst / "results.json")
+    assert b["trained_by"] == str(src) and "reused_from" not in b
+    assert b["timing"]["infer_mode"] == "merged_per_task" and a["timing"]["infer_mode"] == "unmerged"
+    assert b["train"]["resumed_from"] == 2 and b["train"]["losses"] == a["train"]["losses"]
+    assert b["timing"]["train_step_seconds"] is None
+    from safetensors.torch import load_file
+
+    wa, wb = (load_file(str(d / "adapter" / "adapter_model.safetensors")) for d in (src, dst))
+    assert wa.keys() == wb.keys() and all(wa[k].equal(wb[k]) for k in wa)

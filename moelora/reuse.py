@@ -1,0 +1,179 @@
+"""Reuse a finished identical job instead of training it again.
+
+Several paper artefacts share jobs: Fig. 4a's N = 8 point, Fig. 4b's (r = 16, N = 8) point and
+Fig. 6 are Table 2's MOELoRA (D) runs, and a plain ``python run.py method=... seed=...`` is the
+same job as the matching cell of ``experiment=table2``. Each experiment keeps its own run
+folders (the analysis reads them per experiment), so before a job trains, the runner looks
+under ``paths.output_dir`` for a successful run whose *job fingerprint* is equal and, when one
+exists, adopts it: its files are linked (or copied) into the new run folder and its
+``results.json`` is rewritten for the new experiment with ``reused_from`` naming the source.
+Scores, timings and provenance stay those of the source job, which is what ran.
+
+The fingerprint is the resolved config without the keys that never change what a job
+computes (``IGNORED_KEYS``: where results go, logging, threads, resume flags). Paths under
+``paths.artifacts_dir`` / ``paths.output_dir`` are compared relative to those folders, so a
+job launched with an absolute artifacts path matches one launched with ``./artifacts``; any
+other path (a real model or dataset) must be equal as written. A source run on another device
+type (cpu vs cuda) is never adopted. ``reuse=false`` (or ``overwrite=true``) always trains.
+
+When no identical job exists but one differs only in how it is *evaluated*
+(``INFERENCE_KEYS``: Fig. 5 runs each method merged and unmerged), its final training checkpoint
+is linked into the new run's ``checkpoints/``: the trainer resumes at the last step, trains
+nothing, and the job evaluates its own way. ``results.json`` then names the source in
+``trained_by``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from moelora.io import write_json
+from moelora.results import RESULTS_NAME, read_results, write_results
+
+# Top-level config keys that do not change what a job computes.
+IGNORED_KEYS = ("experiment_name", "threads", "overwrite", "resume", "progress", "reuse", "logger",
+                "paths")
+# Keys that change only how a trained model is evaluated, not the trained weights.
+INFERENCE_KEYS = ("decoding", "scorer", "method.infer", "trainer.eval")
+# Files of a run folder that belong to that run only (logs, resumable state, Hydra's record).
+PRIVATE = {RESULTS_NAME, "config.yaml", "run.log", "wandb_id.txt", "checkpoints", "wandb", ".hydra"}
+
+
+def _normalise(value: Any, prefixes: list[tuple[str, str]]) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _normalise(v, prefixes) for k, v in sorted(value.items())}
+    if isinstance(value, list):
+        return [_normalise(v, prefixes) for v in value]
+    if isinstance(value, str):
+        for prefix, tag in prefixes:
+            if value == prefix or value.startswith(prefix + "/"):
+                return tag + value[len(prefix):]
+    return value
+
+
+def _drop(config: dict[str, Any], dotted: str) -> None:
+    *parents, leaf = dotted.split(".")
+    node: Any = config
+    for key in parents:
+        node = node.get(key) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node.pop(leaf, None)
+
+
+def job_fingerprint(config: dict[str, Any], *, training_only: bool = False) -> str:
+    """SHA-256 of the resolved config minus ``IGNORED_KEYS``, with artifact/output paths relative.
+
+    ``training_only`` also drops ``INFERENCE_KEYS``: equal values mean equal trained weights."""
+    paths = config.get("paths") or {}
+    prefixes = sorted(((str(paths[k]).rstrip("/"), f"<{k}>") for k in ("output_dir", "artifacts_dir")
+                       if paths.get(k)), key=lambda p: -len(p[0]))
+    kept = _normalise({k: v for k, v in config.items() if k not in IGNORED_KEYS}, prefixes)
+    if training_only:
+        for dotted in INFERENCE_KEYS:
+            _drop(kept, dotted)
+    text = json.dumps(kept, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _device_type(device: str | None) -> str:
+    return str(device or "cpu").split(":")[0]
+
+
+def _candidates(run_dir: Path, output_dir: Path, device: str):
+    """(folder, results) of every other successful run under ``output_dir`` on this device type."""
+    run_dir = Path(run_dir).resolve()
+    for path in sorted(Path(output_dir).rglob(RESULTS_NAME)):
+        source = path.parent
+        if source.resolve() == run_dir:
+            continue
+        res = read_results(source)
+        if not res or res.get("status") != "success" or not isinstance(res.get("config"), dict):
+            continue
+        if _device_type((res.get("provenance") or {}).get("device")) == _device_type(device):
+            yield source, res
+
+
+def find_reusable(config: dict[str, Any], run_dir: Path, output_dir: Path,
+                  device: str) -> Path | None:
+    """The first successful run under ``output_dir`` with this job's fingerprint, or None."""
+    want = job_fingerprint(config)
+    for source, res in _candidates(run_dir, output_dir, device):
+        if job_fingerprint(res["config"]) == want:
+            return source
+    return None
+
+
+def final_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint a run saved at its last training step (``checkpoints/last.json``), or None."""
+    pointer = Path(run_dir) / "checkpoints" / "last.json"
+    res = read_results(run_dir) or {}
+    steps = (res.get("train") or {}).get("steps")
+    if not pointer.is_file() or steps is None:
+        return None
+    last = json.loads(pointer.read_text(encoding="utf-8"))
+    path = pointer.parent / str(last.get("path"))
+    return path if last.get("step") == steps and path.is_dir() else None
+
+
+def find_trained(config: dict[str, Any], run_dir: Path, output_dir: Path,
+                 device: str) -> Path | None:
+    """A successful run that trained the same weights (only ``INFERENCE_KEYS`` differ) and kept
+    its final checkpoint; returns that checkpoint folder, or None."""
+    want = job_fingerprint(config, training_only=True)
+    for source, res in _candidates(run_dir, output_dir, device):
+        if job_fingerprint(res["config"], training_only=True) == want:
+            ckpt = final_checkpoint(source)
+            if ckpt is not None:
+                return ckpt
+    return None
+
+
+def seed_checkpoint(ckpt: Path, run_dir: Path) -> bool:
+    """Link ``ckpt`` into ``run_dir/checkpoints`` as its last checkpoint, unless the run already
+    has checkpoints of its own (a resumed run keeps them). True when linked."""
+    target = Path(run_dir) / "checkpoints"
+    if (target / "last.json").exists():
+        return False
+    target.mkdir(parents=True, exist_ok=True)
+    if not (target / ckpt.name).exists():
+        shutil.copytree(ckpt, target / ckpt.name, copy_function=_link_or_copy)
+    write_json(target / "last.json", json.loads((ckpt.parent / "last.json").read_text("utf-8")))
+    return True
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
+def adopt(source: Path, run_dir: Path, updates: dict[str, Any]) -> dict[str, Any]:
+    """Link ``source``'s outputs into ``run_dir`` and write its results there with ``updates``.
+
+    ``updates`` carries what belongs to the new job (experiment, run_dir, overrides, config).
+    ``reused_from`` names the run that actually computed the results (the original one when
+    ``source`` was itself adopted). Returns the new results."""
+    source, run_dir = Path(source), Path(run_dir)
+    for item in source.iterdir():
+        if item.name in PRIVATE or item.name.endswith(".previous.json"):
+            continue
+        target = run_dir / item.name
+        if target.exists():
+            continue
+        if item.is_dir():
+            shutil.copytree(item, target, copy_function=_link_or_copy)
+        else:
+            _link_or_copy(str(item), str(target))
+    results = read_results(source) or {}
+    origin = results.get("reused_from") or {"run_dir": str(source),
+                                             "experiment": results.get("experiment")}
+    adopted = {**results, **updates, "reused_from": origin}
+    write_results(run_dir, adopted)
+    return adopted
