@@ -8,7 +8,6 @@ does not stop a sweep. A finished job (``status: success``) is skipped unless
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 import time
@@ -95,34 +94,37 @@ def _print_table(scores: dict[str, Any], title: str) -> None:
         print(f"  {k:<{width}}  {'n/a' if v is None else f'{v:.4f}'}")
 
 
-def _reuse(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any]) -> tuple[bool, str | None]:
-    """Reuse finished work from ``paths.output_dir`` (moelora/reuse.py).
+def _reuse(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any],
+           accelerator: Any) -> tuple[bool, str | None]:
+    """Reuse finished work from ``paths.output_dir`` (moelora/reuse.py). The main process links
+    files; every process waits for it, then takes the same decision.
 
     Returns (adopted, trained_by): ``adopted`` when an identical job's results were taken over;
     else ``trained_by`` names the run whose final checkpoint was linked in (only inference
     differs), or is None."""
     if not cfg.get("reuse", True) or cfg.overwrite:
         return False, None
-    import torch
-
     from moelora.reuse import adopt, find_reusable, find_trained, seed_checkpoint
 
-    device = "cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu"
+    device = accelerator.device.type
     output_dir = Path(cfg.paths.output_dir)
-    main_process = int(os.environ.get("RANK", "0")) == 0
     source = find_reusable(resolved, run_dir, output_dir, device)
     if source is not None:
-        if main_process:
+        if accelerator.is_main_process:
             adopt(source, run_dir, {"experiment": cfg.experiment_name, "run_dir": str(run_dir),
                                     "overrides": _overrides(), "config": resolved})
-        print(f"[reuse] {run_dir} is the same job as {source}; its results were adopted "
-              f"(reuse=false trains it again)")
+        accelerator.wait_for_everyone()
+        accelerator.print(f"[reuse] {run_dir} is the same job as {source}; its results were "
+                          f"adopted (reuse=false trains it again)")
         return True, None
     ckpt = find_trained(resolved, run_dir, output_dir, device) if cfg.resume == "auto" else None
-    if ckpt is None or (main_process and not seed_checkpoint(ckpt, run_dir)):
+    linked = ckpt is not None and accelerator.is_main_process and seed_checkpoint(ckpt, run_dir)
+    accelerator.wait_for_everyone()
+    if ckpt is None or (accelerator.is_main_process and not linked):
         return False, None
-    print(f"[reuse] {run_dir}: only inference differs from {ckpt.parents[1]}; its final "
-          f"checkpoint is linked and this job only evaluates (reuse=false trains it again)")
+    accelerator.print(f"[reuse] {run_dir}: only inference differs from {ckpt.parents[1]}; its "
+                      f"final checkpoint is linked and this job only evaluates "
+                      f"(reuse=false trains it again)")
     return False, str(ckpt.parents[1])
 
 
@@ -150,12 +152,12 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
     seed_everything(cfg.seed, deterministic=cfg.deterministic)
     resolved = redact(OmegaConf.to_container(cfg, resolve=True))
     OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
-    adopted, trained_by = _reuse(cfg, run_dir, resolved)
-    if adopted:
-        return 0
     from accelerate import Accelerator
 
     accelerator = Accelerator(mixed_precision=_precision(cfg.trainer.precision), cpu=cfg.device == "cpu")
+    adopted, trained_by = _reuse(cfg, run_dir, resolved, accelerator)
+    if adopted:
+        return 0
     base = {
         "experiment": cfg.experiment_name, "method": cfg.method.name, "seed": cfg.seed,
         "overrides": _overrides(), "benchmark": cfg.data.benchmark, "tasks": list(cfg.data.tasks),
