@@ -144,7 +144,8 @@ def load_run(path: Path, ignore: tuple[str, ...], grid_cache: dict[str, Any]) ->
         "git_sha": _get(res, "provenance", "git_sha"),
         "git_dirty": _get(res, "provenance", "git_dirty"),
         "device": _get(res, "provenance", "device"),
-        "total_seconds": timing.get("total_seconds"),
+        "total_seconds": (None if timing.get("total_seconds") is None else
+                          timing["total_seconds"] + (timing.get("previous_attempts_seconds") or 0.0)),
         "reused_from": _get(res, "reused_from", "run_dir"), "trained_by": res.get("trained_by"),
         "path": str(path),
         "_scores": res.get("scores") or {}, "_compat": res.get("scores_compat") or res.get("scores_moelora_compat") or {},
@@ -271,7 +272,8 @@ def cost_frame(run_df: pd.DataFrame) -> pd.DataFrame:
     ``computed_s`` sums the jobs that ran in this experiment's folders (evaluate-only jobs,
     which reused another run's trained weights, count their evaluation); ``standalone_s`` also
     counts the adopted jobs at their source's measured time: what the grid costs when it shares
-    nothing with other grids. A job resumed after a kill counts its last attempt only."""
+    nothing with other grids. A resumed job adds its earlier attempts up to their last saved
+    progress (``timing.previous_attempts_seconds``)."""
     ok = run_df[run_df["status"] == "success"].copy()
     ok["adopted"] = ok["reused_from"].notna()
     ok["evaluate_only"] = ok["trained_by"].notna()
@@ -300,7 +302,7 @@ def cost_markdown(costs: pd.DataFrame) -> str:
              "evaluated in this experiment's folders; *evaluate-only*: reused another run's final "
              "checkpoint (only inference differs); *adopted*: an identical job of another "
              "experiment, taken over (moelora/reuse.py). *standalone* counts adopted jobs at their "
-             "source's time. A resumed job counts its last attempt only.", "",
+             "source's time. A resumed job adds its earlier attempts up to their last saved progress.", "",
              "| experiment | variant | jobs | computed | evaluate-only | adopted | computed time "
              "| standalone time |", "|---|---|---|---|---|---|---|---|"]
     for _, r in costs.iterrows():

@@ -128,6 +128,30 @@ def _reuse(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any],
     return False, str(ckpt.parents[1])
 
 
+# Files that record a run rather than its progress (ignored when dating the last saved progress).
+_RECORDS = {"results.json", "config.yaml", "run.log", "wandb_id.txt", "metrics.csv"}
+
+
+def _previous_attempts_seconds(previous: dict[str, Any] | None, run_dir: Path) -> float:
+    """Wall time of earlier attempts whose progress this attempt continues from.
+
+    A failed attempt recorded its time; a killed one (``status: running``) counts from its start
+    to its last saved progress (the newest checkpoint or adapter file), since work after that is
+    redone. Earlier attempts of those attempts are carried along."""
+    if not previous:
+        return 0.0
+    timing = previous.get("timing") or {}
+    carried = float(timing.get("previous_attempts_seconds") or 0.0)
+    if previous.get("status") == "failed":
+        return carried + float(timing.get("total_seconds") or 0.0)
+    started = previous.get("started_at")
+    saved = [p.stat().st_mtime for p in run_dir.rglob("*") if p.is_file()
+             and p.name not in _RECORDS and not {".hydra", "wandb"} & set(p.relative_to(run_dir).parts)]
+    if previous.get("status") != "running" or started is None or not saved:
+        return carried
+    return carried + max(0.0, max(saved) - float(started))
+
+
 def run(cfg: DictConfig, run_dir: Path) -> int:
     """Run one job in ``run_dir``; returns 0 on success or skip, 1 on failure."""
     run_dir = Path(run_dir)
@@ -140,7 +164,9 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         shutil.move(str(run_dir / "results.json"), str(run_dir / f"results.{stamp}.previous.json"))
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    earlier = 0.0 if cfg.overwrite else _previous_attempts_seconds(previous, run_dir)
     if cfg.resume == "never":
+        earlier = 0.0
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     elif cfg.resume != "auto":
         raise ValueError(f"resume={cfg.resume!r}; use 'auto' or 'never'")
@@ -169,7 +195,8 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
     if trained_by:
         base["trained_by"] = trained_by
     if accelerator.is_main_process:
-        write_results(run_dir, {**base, "status": "running"})
+        write_results(run_dir, {**base, "status": "running", "started_at": time.time(),
+                                "timing": {"previous_attempts_seconds": earlier}})
     t0 = time.perf_counter()
     exit_code = 1
     logger = None
@@ -183,6 +210,7 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
                          accelerator=accelerator, logger=logger)
         out: PipelineOutput = resolve_pipeline(cfg.method.pipeline)(ctx)
         results = _finish(cfg, ctx, out, gold["test"], base, time.perf_counter() - t0)
+        results["timing"]["previous_attempts_seconds"] = earlier
         if accelerator.is_main_process:
             write_results(run_dir, results)
         logger.summary({f"test/{k}/score": v for k, v in results["scores"].items()})
@@ -196,7 +224,8 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
         if accelerator.is_main_process:
             write_results(run_dir, {**base, "status": "failed", "error": f"{type(e).__name__}: {e}",
                                     "traceback": tb,
-                                    "timing": {"total_seconds": time.perf_counter() - t0}})
+                                    "timing": {"total_seconds": time.perf_counter() - t0,
+                                               "previous_attempts_seconds": earlier}})
     finally:
         if logger is not None:
             logger.finish(exit_code)

@@ -115,7 +115,8 @@ def test_main_writes_files_and_says_when_there_is_nothing(tmp_path, capsys):
 def test_cost_counts_computed_evaluate_only_and_adopted_jobs(tmp_path):
     s = two_task_scores(0.2, 0.4)
     write_run(tmp_path, "table2", "moelora_dense", 42, s, timing={"total_seconds": 600.0})
-    write_run(tmp_path, "table2", "moelora_dense", 43, s, timing={"total_seconds": 500.0})
+    write_run(tmp_path, "table2", "moelora_dense", 43, s,       # resumed once: 100 s before
+              timing={"total_seconds": 400.0, "previous_attempts_seconds": 100.0})
     write_run(tmp_path, "table2", "lora_full", 44, s, status="failed",
               timing={"total_seconds": 9999.0})
     write_run(tmp_path, "fig6_expert_weights", "moelora_dense", 42, s,

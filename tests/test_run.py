@@ -248,3 +248,21 @@ def test_job_that_differs_only_in_inference_evaluates_the_trained_weights(tiny_w
 
     wa, wb = (load_file(str(d / "adapter" / "adapter_model.safetensors")) for d in (src, dst))
     assert wa.keys() == wb.keys() and all(wa[k].equal(wb[k]) for k in wa)
+
+
+def test_resumed_job_adds_the_time_of_the_killed_attempt(tiny_world, tmp_path):
+    """A killed attempt counts from its start to its last saved progress (reports/costs.md)."""
+    import time
+
+    run_dir = tmp_path / "job"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    progress = run_dir / "checkpoints" / "last.json"
+    progress.write_text('{"step": 0, "path": "gone"}')
+    now = time.time()
+    os.utime(progress, (now - 40, now - 40))
+    (run_dir / "results.json").write_text(json.dumps({"status": "running", "started_at": now - 100,
+                                                      "timing": {"previous_attempts_seconds": 7.0}}))
+    cfg = compose(tiny_overrides(tiny_world, tmp_path, "method=lora_full", "trainer.max_steps=1"))
+    assert run(cfg, run_dir) == 0
+    timing = read_json(run_dir / "results.json")["timing"]
+    assert timing["previous_attempts_seconds"] == pytest.approx(7.0 + 60.0, abs=1.0)
