@@ -295,7 +295,7 @@ def cost_frame(run_df: pd.DataFrame) -> pd.DataFrame:
 def cost_markdown(costs: pd.DataFrame) -> str:
     """reports/costs.md: the measured cost of every grid found (see :func:`cost_frame`)."""
     def hours(s: float) -> str:
-        return f"{s / 3600:.2f} h"
+        return f"{s / 60:.1f} min" if s < 3600 else f"{s / 3600:.2f} h"
 
     lines = ["# Measured cost of the grids", "",
              "Sums of `timing.total_seconds` over successful jobs. *computed*: trained and "

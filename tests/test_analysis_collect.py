@@ -133,4 +133,4 @@ def test_cost_counts_computed_evaluate_only_and_adopted_jobs(tmp_path):
     assert costs.loc["fig5_efficiency", ["computed", "evaluate_only", "computed_s"]].tolist() == [
         0, 1, 30.0]
     text = collect.cost_markdown(collect.cost_frame(runs))
-    assert "| **all** | | 4 | 2 | 1 | 1 | 0.31 h |" in text     # (600+500+30) s
+    assert "| **all** | | 4 | 2 | 1 | 1 | 18.8 min |" in text   # (600+500+30) s
