@@ -37,7 +37,8 @@ def reports(tmp_path_factory):
                 write_run(root, "fig5_efficiency", method, seed, {t: 0.5 for t in TASKS},
                           overrides=[f"method.infer={infer}"],
                           params={"ratio": 0.02}, params_chatglm6b={"ratio": 0.004756},
-                          timing={"train_step_seconds": 0.1, "infer_mode": infer,
+                          timing={"train_step_seconds": 0.1,     # MoLoRA always runs unmerged
+                                  "infer_mode": "unmerged" if method == "molora" else infer,
                                   "latency_per_example": 0.02 if infer == "unmerged" else 0.01})
         write_run(root, "table2", "moelora_dense", seed, {t: 0.6 for t in TASKS},
                   expert_weights=weights(seed))
@@ -101,3 +102,10 @@ def test_nothing_to_plot_is_a_notice_not_an_error(tmp_path, capsys):
     assert figures.main(["--reports", str(tmp_path)]) == 0
     assert "nothing to plot" in capsys.readouterr().err
     assert not list(tmp_path.glob("fig*.png"))
+
+
+def test_fig5_counts_each_molora_seed_once(reports):
+    runs = figures.fig5_runs(pd.read_csv(reports / "runs.csv"))
+    molora = runs[runs["method"] == "molora"]
+    assert sorted(molora["seed"]) == [42, 43]
+    assert len(runs[runs["method"] == "lora_full"]) == 4          # both inference modes kept
