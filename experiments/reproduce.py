@@ -64,16 +64,14 @@ def plan(names: list[str], extra: list[str], results: Path) -> list[dict[str, ob
     from hydra import compose, initialize_config_dir
 
     from analysis.collect import expected_runs
-    from moelora.results import read_results, redact
-    from moelora.reuse import job_fingerprint
+    from moelora.results import redact
+    from moelora.reuse import finished_runs, job_fingerprint
 
     done_jobs: dict[str, set[str]] = {}     # fingerprint → experiments that hold it
     done_trainings = set()
-    for path in sorted(Path(results).rglob("results.json")):
-        res = read_results(path.parent)
-        if res and res.get("status") == "success" and isinstance(res.get("config"), dict):
-            done_jobs.setdefault(job_fingerprint(res["config"]), set()).add(str(res.get("experiment")))
-            done_trainings.add(job_fingerprint(res["config"], training_only=True))
+    for _, res in finished_runs(results):
+        done_jobs.setdefault(job_fingerprint(res["config"]), set()).add(str(res.get("experiment")))
+        done_trainings.add(job_fingerprint(res["config"], training_only=True))
     planned_jobs, planned_trainings = set(), set()
     rows = []
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -84,53 +84,51 @@ def _device_type(device: str | None) -> str:
     return str(device or "cpu").split(":")[0]
 
 
-def _candidates(run_dir: Path, output_dir: Path, device: str):
-    """(folder, results) of every other successful run under ``output_dir`` on this device type."""
-    run_dir = Path(run_dir).resolve()
+def finished_runs(output_dir: Path):
+    """(folder, results) of every successful run under ``output_dir`` that saved its config."""
     for path in sorted(Path(output_dir).rglob(RESULTS_NAME)):
-        source = path.parent
+        res = read_results(path.parent)
+        if res and res.get("status") == "success" and isinstance(res.get("config"), dict):
+            yield path.parent, res
+
+
+def find_reuse(config: dict[str, Any], run_dir: Path, output_dir: Path,
+               device: str) -> tuple[Path | None, Path | None]:
+    """One pass over the other finished runs on this device type under ``output_dir``.
+
+    Returns (source, checkpoint): ``source`` is the first run of the same job (adopt it); when
+    there is none, ``checkpoint`` is the final checkpoint of a run that trained the same weights
+    (only ``INFERENCE_KEYS`` differ), or None."""
+    run_dir = Path(run_dir).resolve()
+    want, want_trained = job_fingerprint(config), job_fingerprint(config, training_only=True)
+    trained = None
+    for source, res in finished_runs(output_dir):
         if source.resolve() == run_dir:
             continue
-        res = read_results(source)
-        if not res or res.get("status") != "success" or not isinstance(res.get("config"), dict):
+        if _device_type((res.get("provenance") or {}).get("device")) != _device_type(device):
             continue
-        if _device_type((res.get("provenance") or {}).get("device")) == _device_type(device):
-            yield source, res
+        if job_fingerprint(res["config"]) == want:
+            return source, None
+        if trained is None and job_fingerprint(res["config"], training_only=True) == want_trained:
+            trained = final_checkpoint(source, res)
+    return None, trained
 
 
 def find_reusable(config: dict[str, Any], run_dir: Path, output_dir: Path,
                   device: str) -> Path | None:
     """The first successful run under ``output_dir`` with this job's fingerprint, or None."""
-    want = job_fingerprint(config)
-    for source, res in _candidates(run_dir, output_dir, device):
-        if job_fingerprint(res["config"]) == want:
-            return source
-    return None
+    return find_reuse(config, run_dir, output_dir, device)[0]
 
 
-def final_checkpoint(run_dir: Path) -> Path | None:
+def final_checkpoint(run_dir: Path, results: dict[str, Any]) -> Path | None:
     """The checkpoint a run saved at its last training step (``checkpoints/last.json``), or None."""
     pointer = Path(run_dir) / "checkpoints" / "last.json"
-    res = read_results(run_dir) or {}
-    steps = (res.get("train") or {}).get("steps")
+    steps = (results.get("train") or {}).get("steps")
     if not pointer.is_file() or steps is None:
         return None
     last = json.loads(pointer.read_text(encoding="utf-8"))
     path = pointer.parent / str(last.get("path"))
     return path if last.get("step") == steps and path.is_dir() else None
-
-
-def find_trained(config: dict[str, Any], run_dir: Path, output_dir: Path,
-                 device: str) -> Path | None:
-    """A successful run that trained the same weights (only ``INFERENCE_KEYS`` differ) and kept
-    its final checkpoint; returns that checkpoint folder, or None."""
-    want = job_fingerprint(config, training_only=True)
-    for source, res in _candidates(run_dir, output_dir, device):
-        if job_fingerprint(res["config"], training_only=True) == want:
-            ckpt = final_checkpoint(source)
-            if ckpt is not None:
-                return ckpt
-    return None
 
 
 def seed_checkpoint(ckpt: Path, run_dir: Path) -> bool:

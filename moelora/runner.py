@@ -104,11 +104,9 @@ def _reuse(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any],
     differs), or is None."""
     if not cfg.get("reuse", True) or cfg.overwrite:
         return False, None
-    from moelora.reuse import adopt, find_reusable, find_trained, seed_checkpoint
+    from moelora.reuse import adopt, find_reuse, seed_checkpoint
 
-    device = accelerator.device.type
-    output_dir = Path(cfg.paths.output_dir)
-    source = find_reusable(resolved, run_dir, output_dir, device)
+    source, ckpt = find_reuse(resolved, run_dir, Path(cfg.paths.output_dir), accelerator.device.type)
     if source is not None:
         if accelerator.is_main_process:
             adopt(source, run_dir, {"experiment": cfg.experiment_name, "run_dir": str(run_dir),
@@ -117,7 +115,7 @@ def _reuse(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any],
         accelerator.print(f"[reuse] {run_dir} is the same job as {source}; its results were "
                           f"adopted (reuse=false trains it again)")
         return True, None
-    ckpt = find_trained(resolved, run_dir, output_dir, device) if cfg.resume == "auto" else None
+    ckpt = ckpt if cfg.resume == "auto" else None
     linked = ckpt is not None and accelerator.is_main_process and seed_checkpoint(ckpt, run_dir)
     accelerator.wait_for_everyone()
     if ckpt is None or (accelerator.is_main_process and not linked):
