@@ -271,13 +271,16 @@ def cost_frame(run_df: pd.DataFrame) -> pd.DataFrame:
 
     ``computed_s`` sums the jobs that ran in this experiment's folders (evaluate-only jobs,
     which reused another run's trained weights, count their evaluation); ``standalone_s`` also
-    counts the adopted jobs at their source's measured time: what the grid costs when it shares
-    nothing with other grids. A resumed job adds its earlier attempts up to their last saved
+    counts the adopted jobs at their source's measured time, and adds to each job that evaluated
+    another run's weights the time that run took to train them (:func:`_training_seconds`): what
+    the grid costs when it shares nothing with other grids. A resumed job adds its earlier attempts up to their last saved
     progress (``timing.previous_attempts_seconds``)."""
     ok = run_df[run_df["status"] == "success"].copy()
     ok["adopted"] = ok["reused_from"].notna()
     ok["evaluate_only"] = ok["trained_by"].notna()
     ok["seconds"] = pd.to_numeric(ok["total_seconds"], errors="coerce")
+    training = _training_seconds(ok)
+    ok["training_s"] = [training(ref) if isinstance(ref, str) else 0.0 for ref in ok["trained_by"]]
     rows = []
     for (experiment, variant), g in ok.groupby(["experiment", "variant"], dropna=False):
         computed = g[~g["adopted"]]
@@ -286,10 +289,43 @@ def cost_frame(run_df: pd.DataFrame) -> pd.DataFrame:
                      "evaluate_only": int(computed["evaluate_only"].sum()),
                      "adopted": int(g["adopted"].sum()),
                      "computed_s": float(computed["seconds"].sum()),
-                     "standalone_s": float(g["seconds"].sum()),
-                     "untimed": int(g["seconds"].isna().sum())})
+                     "standalone_s": float(g["seconds"].sum() + g["training_s"].sum(skipna=True)),
+                     "untimed": int(g["seconds"].isna().sum() + g["training_s"].isna().sum())})
     return pd.DataFrame(rows, columns=["experiment", "variant", "jobs", "computed", "evaluate_only",
                                        "adopted", "computed_s", "standalone_s", "untimed"])
+
+
+def _training_seconds(ok: pd.DataFrame):
+    """``trained_by`` run directory → the seconds that run spent before its evaluation.
+
+    An evaluate-only job (and a job adopted from one) stands on another run's training; its
+    standalone cost adds that run's time less its evaluation. A results tree copied to another
+    machine keeps the source's absolute paths, so a directory not found as such is matched by
+    the longest common tail of path parts (at least experiment/method/seed, and only if unique).
+    NaN when the run is not among the successful runs read."""
+    dirs = {Path(str(p)).parent: (s, _num(e)) for p, s, e in
+            zip(ok["path"], ok["seconds"], ok["eval_seconds"])}
+
+    def tail(a: Path, b: Path) -> int:
+        n = 0
+        for x, y in zip(reversed(a.parts), reversed(b.parts)):
+            if x != y:
+                break
+            n += 1
+        return n
+
+    def seconds(ref: str) -> float:
+        ref_dir = Path(ref)
+        found = dirs.get(ref_dir)
+        if found is None:
+            scored = sorted(((tail(ref_dir, d), d) for d in dirs), key=lambda t: -t[0])
+            if not scored or scored[0][0] < 3 or (len(scored) > 1 and scored[1][0] == scored[0][0]):
+                return math.nan
+            found = dirs[scored[0][1]]
+        total, evaluation = found
+        return float(total) - (0.0 if math.isnan(evaluation) else evaluation)
+
+    return seconds
 
 
 def cost_markdown(costs: pd.DataFrame) -> str:
@@ -302,7 +338,9 @@ def cost_markdown(costs: pd.DataFrame) -> str:
              "evaluated in this experiment's folders; *evaluate-only*: reused another run's final "
              "checkpoint (only inference differs); *adopted*: an identical job of another "
              "experiment, taken over (moelora/reuse.py). *standalone* counts adopted jobs at their "
-             "source's time. A resumed job adds its earlier attempts up to their last saved progress.", "",
+             "source's time, and adds to an evaluate-only job (or one adopted from it) the time of "
+             "the run that trained its weights, less that run's evaluation. A resumed job adds its "
+             "earlier attempts up to their last saved progress.", "",
              "| experiment | variant | jobs | computed | evaluate-only | adopted | computed time "
              "| standalone time |", "|---|---|---|---|---|---|---|---|"]
     for _, r in costs.iterrows():
@@ -315,7 +353,9 @@ def cost_markdown(costs: pd.DataFrame) -> str:
                      f"| {hours(costs['computed_s'].sum())} | |")
     untimed = int(costs["untimed"].sum()) if not costs.empty else 0
     if untimed:
-        lines += ["", f"{untimed} successful job(s) have no recorded time."]
+        lines += ["", f"{untimed} successful job(s), or the runs that trained their weights, "
+                  "have no recorded time (or were not found under the results root): the "
+                  "standalone time leaves them out."]
     return "\n".join(lines) + "\n"
 
 

@@ -134,3 +134,30 @@ def test_cost_counts_computed_evaluate_only_and_adopted_jobs(tmp_path):
         0, 1, 30.0]
     text = collect.cost_markdown(collect.cost_frame(runs))
     assert "| **all** | | 4 | 2 | 1 | 1 | 18.8 min |" in text   # (600+500+30) s
+
+
+def test_standalone_cost_adds_the_training_an_evaluate_only_job_stands_on(tmp_path):
+    """A chain: fig5 trains (500 s, 40 s of it evaluation), a fig5 job only evaluates its
+    weights (30 s), and table3 adopts that evaluate-only job. Standalone, each of the two later
+    jobs costs its own time plus the 460 s of training; a source not found is reported."""
+    s = two_task_scores(0.2, 0.4)
+    src = write_run(tmp_path / "elsewhere" / "outputs", "fig5_efficiency", "moelora_multi_gate", 42,
+                    s, overrides=["method.infer=merged_per_task"],
+                    timing={"total_seconds": 500.0, "eval_seconds": 40.0})
+    copied = tmp_path / "root"                     # the tree was copied: absolute paths differ
+    src_rel = src.relative_to(tmp_path / "elsewhere" / "outputs")
+    (copied / src_rel).mkdir(parents=True)
+    (copied / src_rel / "results.json").write_bytes((src / "results.json").read_bytes())
+    write_run(copied, "fig5_efficiency", "moelora_multi_gate", 42, s,
+              overrides=["method.infer=unmerged"], timing={"total_seconds": 30.0},
+              trained_by=str(src))
+    write_run(copied, "table3", "moelora_multi_gate", 42, s, timing={"total_seconds": 30.0},
+              trained_by=str(src), reused_from={"run_dir": "fig5 unmerged"})
+    write_run(copied, "table3", "moelora_multi_gate", 43, s, timing={"total_seconds": 30.0},
+              trained_by="/nowhere/outputs/other/x/seed=43", reused_from={"run_dir": "z"})
+    _, runs, _ = collect.collect(copied)
+    costs = collect.cost_frame(runs).set_index("experiment")
+    assert costs.loc["fig5_efficiency", ["computed_s", "standalone_s"]].tolist() == [530.0, 990.0]
+    assert costs.loc["table3", ["computed_s", "standalone_s", "untimed"]].tolist() == [0.0, 520.0, 1]
+    assert "have no recorded time (or were not found" in collect.cost_markdown(
+        collect.cost_frame(runs))
