@@ -1,13 +1,21 @@
-"""Small, careful file I/O: JSON Lines with line-numbered errors, and atomic writes."""
+"""Small, careful file I/O: JSON Lines with line-numbered errors, atomic writes, job locks."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: jobs are not locked
+    fcntl = None
+
+LOCK_NAME = ".job.lock"
 
 
 class DataFormatError(ValueError):
@@ -75,3 +83,38 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DataFormatError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+
+
+class JobBusyError(RuntimeError):
+    """Another process holds the run folder's lock: the same job is already running."""
+
+
+@contextlib.contextmanager
+def job_lock(run_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on ``run_dir`` for one job (two sweeps that share a job, or the
+    same command started twice, would otherwise write one folder at once).
+
+    An advisory ``flock`` on ``run_dir/.job.lock``: the operating system releases it when the
+    process ends, killed or not, so a crashed job never leaves a stale lock. Raises
+    ``JobBusyError`` naming the folder and the holder's pid when the lock is taken."""
+    path = Path(run_dir) / LOCK_NAME
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    with open(path, "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise JobBusyError(f"{path.parent}: another process (pid {holder}) is running this job; "
+                               "wait for it to finish (it is then skipped) or stop that process"
+                               ) from None
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)

@@ -32,7 +32,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from moelora.io import write_json
+from moelora.io import LOCK_NAME, write_json
 from moelora.results import RESULTS_NAME, read_results, write_results
 
 # Top-level config keys that do not change what a job computes.
@@ -41,7 +41,8 @@ IGNORED_KEYS = ("experiment_name", "threads", "overwrite", "resume", "progress",
 # Keys that change only how a trained model is evaluated, not the trained weights.
 INFERENCE_KEYS = ("decoding", "scorer", "method.infer", "trainer.eval")
 # Files of a run folder that belong to that run only (logs, resumable state, Hydra's record).
-PRIVATE = {RESULTS_NAME, "config.yaml", "run.log", "wandb_id.txt", "checkpoints", "wandb", ".hydra"}
+PRIVATE = {RESULTS_NAME, "config.yaml", "run.log", "wandb_id.txt", "checkpoints", "wandb", ".hydra",
+           LOCK_NAME}
 
 
 def _normalise(value: Any, prefixes: list[tuple[str, str]]) -> Any:

@@ -8,6 +8,8 @@ does not stop a sweep. A finished job (``status: success``) is skipped unless
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import sys
 import time
@@ -20,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from moelora.context import PipelineOutput, RunContext
 from moelora.data import apply_task_prompt, load_split
-from moelora.io import write_jsonl
+from moelora.io import LOCK_NAME, JobBusyError, job_lock, write_jsonl
 from moelora.results import provenance, read_results, redact, write_results
 from moelora.seed import seed_everything
 from moelora.tasks import TaskMap
@@ -127,7 +129,7 @@ def _reuse(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any],
 
 
 # Files that record a run rather than its progress (ignored when dating the last saved progress).
-_RECORDS = {"results.json", "config.yaml", "run.log", "wandb_id.txt", "metrics.csv"}
+_RECORDS = {"results.json", "config.yaml", "run.log", "wandb_id.txt", "metrics.csv", LOCK_NAME}
 
 
 def _previous_attempts_seconds(previous: dict[str, Any] | None, run_dir: Path) -> float:
@@ -151,9 +153,21 @@ def _previous_attempts_seconds(previous: dict[str, Any] | None, run_dir: Path) -
 
 
 def run(cfg: DictConfig, run_dir: Path) -> int:
-    """Run one job in ``run_dir``; returns 0 on success or skip, 1 on failure."""
+    """Run one job in ``run_dir``; returns 0 on success or skip, 1 on failure, and 1 without
+    touching the folder when another process is running the same job (``moelora.io.job_lock``;
+    under a multi-process launch only rank 0 takes the lock)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = job_lock(run_dir) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
+    try:
+        with lock:
+            return _run(cfg, run_dir)
+    except JobBusyError as e:
+        print(f"[busy] {e}", file=sys.stderr)
+        return 1
+
+
+def _run(cfg: DictConfig, run_dir: Path) -> int:
     previous = read_results(run_dir)
     if previous and previous.get("status") == "success" and not cfg.overwrite:
         print(f"[skip] {run_dir} already has a successful results.json (overwrite=true reruns it)")

@@ -266,3 +266,38 @@ def test_resumed_job_adds_the_time_of_the_killed_attempt(tiny_world, tmp_path):
     assert run(cfg, run_dir) == 0
     timing = read_json(run_dir / "results.json")["timing"]
     assert timing["previous_attempts_seconds"] == pytest.approx(7.0 + 60.0, abs=1.0)
+
+
+def test_a_job_already_running_elsewhere_is_left_alone(tiny_world, tmp_path, capsys):
+    """Two sweeps that share a job (or one command started twice) must not write one folder
+    at once: the second gets a clear error and the folder is untouched."""
+    from moelora.io import job_lock
+
+    cfg = compose(tiny_overrides(tiny_world, tmp_path, "method=lora_full"))
+    run_dir = tmp_path / "job"
+    run_dir.mkdir()
+    with job_lock(run_dir):
+        assert run(cfg, run_dir) == 1
+        assert sorted(p.name for p in run_dir.iterdir()) == [".job.lock"]
+    err = capsys.readouterr().err
+    assert f"[busy] {run_dir}: another process (pid {os.getpid()}) is running this job" in err
+
+
+def test_a_killed_job_leaves_no_stale_lock(tmp_path):
+    """The lock is the operating system's: a process killed while holding it releases it."""
+    from moelora.io import JobBusyError, job_lock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from moelora.io import job_lock\n"
+         f"with job_lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)"],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(JobBusyError, match=f"pid {holder.pid}"):
+            with job_lock(tmp_path):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with job_lock(tmp_path):        # free again once the holder is gone
+        assert (tmp_path / ".job.lock").read_text() == str(os.getpid())
