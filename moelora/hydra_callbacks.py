@@ -8,11 +8,14 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from moelora.io import read_json
+from moelora.io import job_is_running, read_json
 
 
 class SweepSummary(Callback):
-    """At the end of a multirun, print one line per job: status, method, seed, avg score."""
+    """At the end of a multirun, print one line per job: status, method, seed, avg score.
+
+    A job whose results.json says ``running`` is shown as ``running`` while another process
+    holds its lock, and as ``stopped`` (killed or crashed; a rerun resumes it) otherwise."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         root = Path(config.hydra.sweep.dir)
@@ -24,7 +27,10 @@ class SweepSummary(Callback):
                 rows.append(("unreadable", "?", "?", None, path.parent))
                 continue
             avg = (r.get("scores") or {}).get("avg")
-            rows.append((r.get("status", "?"), r.get("method", "?"), r.get("seed", "?"), avg, path.parent))
+            status = r.get("status", "?")
+            if status == "running" and not job_is_running(path.parent):
+                status = "stopped"
+            rows.append((status, r.get("method", "?"), r.get("seed", "?"), avg, path.parent))
         if not rows:
             print(f"[sweep] no results.json under {root}")
             return
@@ -32,6 +38,13 @@ class SweepSummary(Callback):
         for status, method, seed, avg, run_dir in rows:
             score = "" if avg is None else f"avg={avg:.4f}"
             print(f"  {status:<8} {method:<22} seed={seed!s:<4} {score:<12} {run_dir.relative_to(root)}")
-        failed = [r for r in rows if r[0] != "success"]
+        count = {s: sum(r[0] == s for r in rows) for s in ("running", "stopped")}
+        failed = len(rows) - sum(r[0] == "success" for r in rows) - sum(count.values())
+        if count["running"]:
+            print(f"[sweep] {count['running']} job(s) are running in another process; a rerun "
+                  "once they finish skips them")
+        if count["stopped"]:
+            print(f"[sweep] {count['stopped']} job(s) stopped before finishing (killed or "
+                  "crashed); rerun the same command to resume them")
         if failed:
-            print(f"[sweep] {len(failed)} job(s) did not succeed; see their results.json 'error'")
+            print(f"[sweep] {failed} job(s) failed; see their results.json 'error'")

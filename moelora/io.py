@@ -118,3 +118,20 @@ def job_lock(run_dir: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def job_is_running(run_dir: str | os.PathLike) -> bool:
+    """Whether a process holds ``run_dir``'s job lock right now (see :func:`job_lock`).
+
+    Read-only: the lock file is neither created nor written. A ``status: running`` results.json
+    whose lock is free belongs to a job that was killed or crashed; rerunning resumes it."""
+    path = Path(run_dir) / LOCK_NAME
+    if fcntl is None or not path.is_file():
+        return False
+    with open(path, encoding="utf-8") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    return False

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from moelora.io import read_json
+from moelora.io import read_json, write_json
 from moelora.runner import run
 from tests.conftest import REPO_ROOT, compose, tiny_overrides
 
@@ -301,3 +301,27 @@ def test_a_killed_job_leaves_no_stale_lock(tmp_path):
         holder.wait()
     with job_lock(tmp_path):        # free again once the holder is gone
         assert (tmp_path / ".job.lock").read_text() == str(os.getpid())
+
+
+def test_sweep_summary_tells_failed_running_and_stopped_jobs_apart(tmp_path, capsys):
+    """A sweep that meets a job another process runs, or one that was killed, says what to do
+    about each instead of calling them all failures."""
+    from omegaconf import OmegaConf
+
+    from moelora.hydra_callbacks import SweepSummary
+    from moelora.io import job_lock
+
+    for name, status in [("a", "success"), ("b", "failed"), ("c", "running"), ("d", "running")]:
+        (tmp_path / name).mkdir()
+        write_json(tmp_path / name / "results.json", {"status": status, "method": "lora_full",
+                                                      "seed": 42, "scores": {"avg": 0.5}})
+    (tmp_path / "d" / ".job.lock").write_text("12345")      # left by a killed job: lock free
+    with job_lock(tmp_path / "c"):
+        SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+    out = capsys.readouterr().out
+    statuses = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
+    assert statuses == ["success", "failed", "running", "stopped"]
+    assert "[sweep] 1 job(s) are running in another process" in out
+    assert "[sweep] 1 job(s) stopped before finishing (killed or crashed); rerun" in out
+    assert "[sweep] 1 job(s) failed; see their results.json 'error'" in out
+    assert (tmp_path / "d" / ".job.lock").read_text() == "12345"     # the check wrote nothing
