@@ -81,11 +81,11 @@ def plot_fig4(points: pd.DataFrame, *, x: str, which: str, benchmark: str, varia
     std = points["std"].fillna(0.0)
     ax.errorbar(points[x], points["mean"], yerr=std, marker="o", capsize=4,
                 label=f"MOELoRA (D), ours (mean ± std, n = {int(points['n'].max())} seeds)")
-    for _, p in points.iterrows():
+    for (_, p), top in zip(points.iterrows(), points["mean"] + std):
         text = f"{100 * p['ratio']:.3g} %" if math.isfinite(p["ratio"]) else ""
         if math.isfinite(p["ratio_chatglm6b"]):
             text += f"\n(GLM-6B {100 * p['ratio_chatglm6b']:.3g} %)"
-        ax.annotate(text, (p[x], p["mean"]), textcoords="offset points", xytext=(0, 10),
+        ax.annotate(text, (p[x], top), textcoords="offset points", xytext=(0, 5),  # above the bar
                     ha="center", fontsize=7)
     if benchmark == "promptcblue":
         for (rank, n_exp), value in paper_numbers.FIG4.items():
@@ -94,7 +94,7 @@ def plot_fig4(points: pd.DataFrame, *, x: str, which: str, benchmark: str, varia
                 approx = (rank, n_exp) in paper_numbers.FIG4_APPROXIMATE
                 ax.plot(px, value, marker="*", color="tab:red", ms=11, ls="none",
                         label="paper" + (" (≈, read off Fig. 4a)" if approx else " (Table 2)"))
-    ax.margins(y=0.25)
+    ax.margins(x=0.12, y=0.25)     # room for the end labels
     ax.set_xscale("log", base=2)
     ax.set_xticks(points[x].tolist(), [str(int(v)) for v in points[x]])
     if which == "a":
@@ -170,7 +170,8 @@ def plot_fig5(runs: pd.DataFrame, *, benchmark: str, variant: str) -> plt.Figure
                yerr=[v[1] for v in vals], capsize=3, label=mode)
     ax.set_ylabel("inference latency (s per test example)")
     ax.set_title("(c) inference latency")
-    ax.legend(fontsize=7, title="inference", title_fontsize=7)
+    ax.set_ylim(0, 1.3 * ax.get_ylim()[1])      # headroom: the legend sits above the bars
+    ax.legend(fontsize=7, title="inference", title_fontsize=7, loc="upper center", ncol=len(modes))
     for ax in axes:
         ax.set_xticks(xs, labels, rotation=20, ha="right")
         ax.grid(axis="y", alpha=0.3)
