@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,8 @@ class SweepSummary(Callback):
         for status, method, seed, avg, run_dir in rows:
             score = "" if avg is None else f"avg={avg:.4f}"
             print(f"  {status:<8} {method:<22} seed={seed!s:<4} {score:<12} {run_dir.relative_to(root)}")
-        count = {s: sum(r[0] == s for r in rows) for s in ("running", "stopped")}
-        failed = len(rows) - sum(r[0] == "success" for r in rows) - sum(count.values())
+        count = Counter(r[0] for r in rows)
+        failed = len(rows) - count["success"] - count["running"] - count["stopped"]
         if count["running"]:
             print(f"[sweep] {count['running']} job(s) are running in another process; a rerun "
                   "once they finish skips them")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from moelora.io import read_json, write_json
+from moelora.io import JobBusyError, job_lock, read_json, write_json
 from moelora.runner import run
 from tests.conftest import REPO_ROOT, compose, tiny_overrides
 
@@ -271,8 +271,6 @@ def test_resumed_job_adds_the_time_of_the_killed_attempt(tiny_world, tmp_path):
 def test_a_job_already_running_elsewhere_is_left_alone(tiny_world, tmp_path, capsys):
     """Two sweeps that share a job (or one command started twice) must not write one folder
     at once: the second gets a clear error and the folder is untouched."""
-    from moelora.io import job_lock
-
     cfg = compose(tiny_overrides(tiny_world, tmp_path, "method=lora_full"))
     run_dir = tmp_path / "job"
     run_dir.mkdir()
@@ -285,8 +283,6 @@ def test_a_job_already_running_elsewhere_is_left_alone(tiny_world, tmp_path, cap
 
 def test_a_killed_job_leaves_no_stale_lock(tmp_path):
     """The lock is the operating system's: a process killed while holding it releases it."""
-    from moelora.io import JobBusyError, job_lock
-
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from moelora.io import job_lock\n"
          f"with job_lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)"],
@@ -309,7 +305,6 @@ def test_sweep_summary_tells_failed_running_and_stopped_jobs_apart(tmp_path, cap
     from omegaconf import OmegaConf
 
     from moelora.hydra_callbacks import SweepSummary
-    from moelora.io import job_lock
 
     for name, status in [("a", "success"), ("b", "failed"), ("c", "running"), ("d", "running")]:
         (tmp_path / name).mkdir()
