@@ -36,6 +36,7 @@ class BaseConfig:
     Defaults take about 4–5 minutes on 2 CPU cores (about 1.8M parameters).
     """
 
+    vocab_size: int = 3000
     hidden_size: int = 192
     intermediate_size: int = 512
     num_hidden_layers: int = 4
@@ -206,7 +207,7 @@ def build_base(
     if is_built(out, stamp):
         print(f"cached: {out} (base model, seed={seed})")
         return out
-    tokenizer = build_tokenizer(data_dir, out)
+    tokenizer = build_tokenizer(data_dir, out, vocab_size=cfg.vocab_size)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(llama_config(cfg, tokenizer))
     blocks = pack_corpus(
