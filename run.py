@@ -28,6 +28,8 @@ def main(cfg: DictConfig) -> int:
 
 if __name__ == "__main__":
     from moelora.distributed import hydra_overrides_for_rank
+    from moelora.hydra_callbacks import register_launchers
 
+    register_launchers()                    # submitit_local: no literal .submitit/%j folder
     sys.argv += hydra_overrides_for_rank()  # only rank 0 writes Hydra's files into the run folder
     main()
