@@ -157,3 +157,74 @@ def test_real_launchers_that_would_run_independent_copies_fail(tiny_world, tmp_p
     out = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode != 0 and fix in out.stderr, out.stderr[-3000:]
     assert not (tmp_path / "job" / "results.json").exists()
+
+
+# ---- the trainer's side: accumulation weights, DeepSpeed settings ---------------------------
+
+def _train_weights(tiny_world, tmp_path, *extra):
+    """Train MOELoRA (dropout 0) for 3 steps in this process; return losses, adapter and the
+    ``sync_gradients`` flag seen at every backward."""
+    import torch
+    from accelerate import Accelerator
+
+    from moelora.adapters import trainable_state_dict
+    from moelora.context import RunContext
+    from moelora.loggers import NoneLogger
+    from moelora.runner import load_splits
+    from moelora.tasks import TaskMap
+    from moelora.train import train
+
+    cfg = compose(tiny_overrides(tiny_world, tmp_path, "method=moelora_dense",
+                                 "method.adapter.dropout=0", *extra))
+    task_map = TaskMap(cfg.data.tasks)
+    accelerator = Accelerator(cpu=True)
+    ctx = RunContext(cfg=cfg, run_dir=tmp_path, task_map=task_map,
+                     splits=load_splits(cfg, task_map), accelerator=accelerator,
+                     logger=NoneLogger())
+    torch.manual_seed(0)
+    model, tok = ctx.load_base()
+    model = ctx.build_adapter(model)
+    enc = ctx.encoder(tok)
+    flags, backward = [], accelerator.backward
+    accelerator.backward = lambda loss, **kw: (flags.append(accelerator.sync_gradients),
+                                               backward(loss, **kw))
+    try:
+        out = train(model, enc, ctx.splits["train"], settings=ctx.train_settings(max_steps=3),
+                    sampler=ctx.sampler(enc, ctx.splits["train"]), accelerator=accelerator,
+                    ckpt_dir=None, adapter_meta=ctx.adapter_meta())
+    finally:
+        accelerator.backward = backward
+    return [v for _, v in out.losses], trainable_state_dict(model), flags
+
+
+def test_accumulated_micro_batches_train_what_one_batch_trains(tiny_world, tmp_path):
+    """1 × 4 × accumulation 2 = 1 × 8: each micro-batch weighs by its share of the step's answer
+    tokens (the per-micro-batch mean would not be equal)."""
+    one_loss, one, one_flags = _train_weights(tiny_world, tmp_path / "a",
+                                              "trainer.per_device_batch_size=8")
+    acc_loss, acc, acc_flags = _train_weights(tiny_world, tmp_path / "b",
+                                              "trainer.per_device_batch_size=4",
+                                              "trainer.grad_accum=2")
+    assert one_flags == [True] * 3 and acc_flags == [False, True] * 3   # DeepSpeed's boundary
+    assert max(abs(a - b) for a, b in zip(one_loss, acc_loss)) < 1e-5
+    assert max(float((one[k] - acc[k]).abs().max()) for k in one) < 1e-5
+
+
+def test_deepspeed_settings_come_from_the_trainer_config():
+    from types import SimpleNamespace
+
+    from moelora.distributed import configure_deepspeed
+
+    def accelerator(config):
+        return SimpleNamespace(state=SimpleNamespace(
+            deepspeed_plugin=SimpleNamespace(deepspeed_config=config)))
+
+    trainer = SimpleNamespace(per_device_batch_size=4, grad_accum=4)
+    config = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": 4}
+    configure_deepspeed(accelerator(config), trainer)
+    assert config == {"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 4}
+    with pytest.raises(LaunchError, match=r"accumulates 2 micro-batches per step, the trainer 4 "
+                                          r"\(trainer.grad_accum\); set deepspeed_config."
+                                          r"gradient_accumulation_steps: 4"):
+        configure_deepspeed(accelerator({"gradient_accumulation_steps": 2}), trainer)
+    configure_deepspeed(SimpleNamespace(state=SimpleNamespace()), trainer)   # no DeepSpeed: no-op
