@@ -72,7 +72,7 @@ MAX_NEW_TOKENS = 12
 IMAGE_TOKENS_VARIANT = 16          # a second tokenizer with a non-zero num_image_tokens
 BENCH_SIZES = {"hidden_size": 512, "num_layers": 4, "num_attention_heads": 8,
                "inner_hidden_size": 2048, "max_sequence_length": 512}
-BENCH_BATCH = (4, 128)             # prompts x tokens
+BENCH_BATCH = (4, 128)             # prompts x tokens of the longest (the others shorter, left-padded)
 
 
 # ---- worker side: runs under either environment, imports nothing from the project ---------
@@ -159,8 +159,8 @@ def bench_worker(ckpt: Path, native: bool, attn: str | None = None) -> None:
         model = AutoModel.from_pretrained(str(ckpt), trust_remote_code=True).float()
     model.eval()
     batch_size, length = BENCH_BATCH
-    words = "患者咳嗽三天伴有发热头痛恶心呕吐请给出诊断"
-    prompts = [(words * 20)[: length - 2 - 7 * i] for i in range(batch_size)]
+    ids = tok("患者咳嗽三天伴有发热头痛恶心呕吐请给出诊断" * 40, add_special_tokens=False)["input_ids"]
+    prompts = [tok.decode(ids[: length - 2 - 7 * i]) for i in range(batch_size)]
     batch = tok(prompts, padding=True, return_tensors="pt")
     print(json.dumps({"ready": True, "shape": list(batch["input_ids"].shape)}), flush=True)
     for line in sys.stdin:

@@ -61,14 +61,16 @@ def register_native_models() -> None:
     register()
 
 
-def _remote_code_allowed(path: Path, trust_remote_code: bool) -> bool:
-    """``trust_remote_code``, except for natively implemented model types (always off)."""
+def _is_native(path: Path) -> bool:
     import json
 
-    if not trust_remote_code:
-        return False
-    model_type = json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
-    return model_type not in NATIVE_MODEL_TYPES
+    return json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type") \
+        in NATIVE_MODEL_TYPES
+
+
+def _remote_code_allowed(path: Path, trust_remote_code: bool) -> bool:
+    """``trust_remote_code``, except for natively implemented model types (always off)."""
+    return trust_remote_code and not _is_native(path)
 
 
 def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False) -> Any:
@@ -105,6 +107,11 @@ def load_base_model(
 
     register_native_models()
     path = check_model_dir(path)
+    if _is_native(path):
+        from moelora.chatglm.checkpoint import conversion_hint
+
+        if hint := conversion_hint(path):
+            print(hint)
     model = AutoModelForCausalLM.from_pretrained(
         str(path),
         dtype=resolve_dtype(dtype),

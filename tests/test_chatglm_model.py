@@ -68,11 +68,11 @@ def test_a_shard_that_is_not_plain_tensors_is_refused_unexecuted(tiny_chatglm, t
     ckpt = tmp_path / "chatglm-6b"
     shutil.copytree(tiny_chatglm, ckpt)
     marker = tmp_path / "unpickled"
-    shard = ckpt / "pytorch_model-00002-of-00002.bin"
+    shard = ckpt / "pytorch_model-00008-of-00008.bin"
     tensors = torch.load(shard, weights_only=True)
     with open(shard, "wb") as f:
         pickle.dump({**tensors, "extra": _Marker(str(marker))}, f)
-    with pytest.raises(ValueError, match="pytorch_model-00002-of-00002.bin.*weights_only"):
+    with pytest.raises(ValueError, match="pytorch_model-00008-of-00008.bin.*weights_only"):
         load_bin(shard)
     with pytest.raises(Exception):                   # noqa: B017 - transformers' own refusal
         load_base_model(ckpt, dtype="float32")
@@ -80,12 +80,16 @@ def test_a_shard_that_is_not_plain_tensors_is_refused_unexecuted(tiny_chatglm, t
 
 
 def test_conversion_to_safetensors_keeps_the_model(tiny_chatglm, tmp_path, tok, model, capsys):
+    load_base_model(tiny_chatglm, dtype="float32")
+    assert "convert once to safetensors with: python -m moelora.chatglm.checkpoint" in \
+        capsys.readouterr().out
     out = tmp_path / "chatglm-6b-st"
     main([str(tiny_chatglm), "--out", str(out)])
     assert "tensors written" in capsys.readouterr().out
     assert not list(out.glob("*.bin")) and list(out.glob("*.safetensors"))
     assert not list(out.glob("*.py"))
     converted = load_base_model(out, dtype="float32").eval()
+    assert "convert once" not in capsys.readouterr().out
     want, real = _logits(model, tok, PROMPTS)
     got, _ = _logits(converted, tok, PROMPTS)
     assert torch.equal(got[real], want[real])

@@ -54,6 +54,16 @@ def load_bin(path: Path) -> dict[str, torch.Tensor]:
                          "it is not a weights-only checkpoint shard and will not be unpickled") from e
 
 
+def conversion_hint(ckpt_dir: str | Path) -> str | None:
+    """A one-line suggestion to convert, when a checkpoint has ``.bin`` shards only."""
+    ckpt = Path(ckpt_dir)
+    if any(ckpt.glob("*.safetensors")) or not any(ckpt.glob("pytorch_model*.bin")):
+        return None
+    return (f"[chatglm] {ckpt}: reading pickled .bin shards as plain tensors (weights_only=True); "
+            f"convert once to safetensors with: python -m moelora.chatglm.checkpoint {ckpt} "
+            f"--out {ckpt}-safetensors")
+
+
 def load_original_state_dict(ckpt_dir: str | Path) -> dict[str, torch.Tensor]:
     """Every tensor of a checkpoint directory, safetensors preferred over ``.bin``."""
     from safetensors.torch import load_file

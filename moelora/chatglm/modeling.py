@@ -287,9 +287,14 @@ class ChatGLMForConditionalGeneration(ChatGLMPreTrainedModel, GenerationMixin):
         fp32 as the original does. ``position_ids`` (b, 2, s) may be passed as a keyword; it is
         not a named parameter so that ``generate`` does not invent 1D ones from the padding mask
         (the layout is derived here instead). Other keyword arguments of generic callers
-        (``return_dict``, ``output_attentions=False`` …) are accepted and ignored.
+        (``return_dict``, ``output_attentions=False`` …) are accepted and ignored; asking for
+        attentions or hidden states is an error.
         """
         position_ids = kwargs.pop("position_ids", None)
+        for name in ("output_attentions", "output_hidden_states"):
+            if kwargs.get(name):
+                raise NotImplementedError(f"{name}=True: the native ChatGLM-6B returns logits, "
+                                          "loss and cache only")
         hidden_states, cache = self.transformer(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
             past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache)

@@ -139,7 +139,7 @@ def save_sharded_bin(state_dict: dict[str, torch.Tensor], out_dir: Path, *, num_
 
 
 def build_tiny_checkpoint(out_dir: str | Path, *, num_image_tokens: int = 0, seed: int = 0,
-                          sizes: dict[str, int] | None = None, num_shards: int = 2) -> Path:
+                          sizes: dict[str, int] | None = None, num_shards: int = 8) -> Path:
     """Write a tiny ChatGLM-6B directory in the release's layout and return its path.
 
     Args:
