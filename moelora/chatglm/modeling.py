@@ -77,7 +77,7 @@ def attention_mask_for(allowed: torch.Tensor, implementation: str, dtype: torch.
     """
     if implementation == "eager":
         return allowed
-    b, _, s, total = allowed.shape
+    s, total = allowed.shape[-2:]
     empty = ~allowed.any(dim=-1, keepdim=True)                               # (b, 1, s, 1)
     key = torch.arange(total, device=allowed.device)
     diagonal = key[None, :] == key[total - s:, None]                           # (s, total)
