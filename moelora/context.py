@@ -51,7 +51,8 @@ class RunContext:
         m = self.cfg.model
         tokenizer = load_tokenizer(m.path, trust_remote_code=m.trust_remote_code)
         model = load_base_model(m.path, dtype=m.dtype, trust_remote_code=m.trust_remote_code,
-                                gradient_checkpointing=m.gradient_checkpointing)
+                                gradient_checkpointing=m.gradient_checkpointing,
+                                attn_implementation=m.get("attn_implementation"))
         return model.to(self.accelerator.device), tokenizer
 
     @property

@@ -152,7 +152,8 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     parser.add_argument("--out", required=True, help="output folder; one subfolder per task")
     parser.add_argument("--dtype", default="float32", help="base dtype while exporting")
     parser.add_argument("--trust-remote-code", action="store_true",
-                        help="needed for bases with their own modeling code (ChatGLM-6B)")
+                        help="for bases with their own modeling code (ChatGLM-6B is built in "
+                             "and never needs it)")
     args = parser.parse_args(argv)
     model, meta = load_run_model(args.run_dir, dtype=args.dtype,
                                  trust_remote_code=args.trust_remote_code)

@@ -2,7 +2,9 @@
 
 Nothing is fetched from a hub: ``model.path`` must be a local HF model directory. Problems
 (missing folder, missing config or tokenizer files, unknown target modules) are reported
-before any weights are loaded.
+before any weights are loaded. Architectures the harness implements itself (ChatGLM-6B,
+moelora/chatglm/) are registered with the ``transformers`` auto classes first, so their
+checkpoints load without remote code.
 """
 
 from __future__ import annotations
@@ -50,11 +52,37 @@ def resolve_dtype(name: str) -> torch.dtype:
         raise ValueError(f"model.dtype={name!r}; use one of auto, {', '.join(DTYPES)}") from None
 
 
+# model types the harness implements itself; their checkpoints' code files are never run
+NATIVE_MODEL_TYPES = ("chatglm",)
+
+
+def register_native_models() -> None:
+    """Make ``model_type: chatglm`` resolve to the native ChatGLM-6B (moelora/chatglm/)."""
+    from moelora.chatglm import register
+
+    register()
+
+
+def _is_native(path: Path) -> bool:
+    import json
+
+    return json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type") \
+        in NATIVE_MODEL_TYPES
+
+
+def _remote_code_allowed(path: Path, trust_remote_code: bool) -> bool:
+    """``trust_remote_code``, except for natively implemented model types (always off)."""
+    return trust_remote_code and not _is_native(path)
+
+
 def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
+    register_native_models()
+    path = check_model_dir(path)
     tok = AutoTokenizer.from_pretrained(
-        str(check_model_dir(path)), trust_remote_code=trust_remote_code, local_files_only=True
+        str(path), trust_remote_code=_remote_code_allowed(path, trust_remote_code),
+        local_files_only=True,
     )
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -68,19 +96,30 @@ def load_base_model(
     dtype: str = "auto",
     trust_remote_code: bool = False,
     gradient_checkpointing: bool = False,
+    attn_implementation: str | None = None,
 ) -> nn.Module:
     """Load a causal LM, frozen, with non-reentrant gradient checkpointing if asked.
 
     Non-reentrant checkpointing is required: task routing (moelora.routing) hands state to
     the layers, which the reentrant variant loses in its no-grad first pass.
+    ``attn_implementation`` (``model.attn_implementation``, e.g. ``eager`` | ``sdpa``): None
+    leaves the choice to ``transformers``.
     """
     from transformers import AutoModelForCausalLM
 
+    register_native_models()
+    path = check_model_dir(path)
+    if _is_native(path):
+        from moelora.chatglm.checkpoint import conversion_hint
+
+        if hint := conversion_hint(path):
+            print(hint)
     model = AutoModelForCausalLM.from_pretrained(
-        str(check_model_dir(path)),
+        str(path),
         dtype=resolve_dtype(dtype),
-        trust_remote_code=trust_remote_code,
+        trust_remote_code=_remote_code_allowed(path, trust_remote_code),
         local_files_only=True,
+        **({"attn_implementation": attn_implementation} if attn_implementation else {}),
     )
     model.requires_grad_(False)
     if gradient_checkpointing:

@@ -67,6 +67,15 @@ def tiny_world(tmp_path_factory):
     return data_dir, model_dir
 
 
+@pytest.fixture(scope="session")
+def tiny_chatglm(tmp_path_factory) -> Path:
+    """A tiny ChatGLM-6B directory in the release's layout (moelora/chatglm/tiny.py): the
+    checkpoint the goldens of tests/golden/chatglm_v1.* were made with."""
+    from moelora.chatglm.tiny import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny_chatglm") / "chatglm-6b")
+
+
 def tiny_overrides(tiny_world, out_dir: Path, *extra: str) -> list[str]:
     """Overrides that point the real config at the tiny world, fast settings."""
     data_dir, model_dir = tiny_world
