@@ -8,6 +8,7 @@ train, generate) and never re-implements them.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,7 +76,9 @@ class RunContext:
             "tasks": list(tasks or self.task_map.tasks),
             "task_id_scheme": self.task_map.scheme,
             "target_modules": self.target_modules,
-            "base_model": {"name_or_path": str(self.cfg.model.path), "name": self.cfg.model.name},
+            # absolute, so the adapter finds its base from any working directory (export)
+            "base_model": {"name_or_path": os.path.abspath(str(self.cfg.model.path)),
+                           "name": self.cfg.model.name},
         }
 
     def save_adapter(self, model: nn.Module, directory: Path, *, tasks: list[str] | None = None) -> Path:
