@@ -51,9 +51,6 @@ def load_splits(cfg: DictConfig, task_map: TaskMap) -> dict[str, list[dict[str, 
     splits = {}
     for split, fname in d.files.items():
         splits[split] = load_split(root / fname, task_map, drop_unlisted_tasks=d.drop_unlisted_tasks)
-    ids = [r["sample_id"] for r in splits["test"]]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{root / d.files.test}: duplicate sample_id values; they must be unique")
     limit = cfg.trainer.eval.limit_per_task
     if limit:
         seen: dict[str, int] = {}
@@ -263,6 +260,8 @@ def _finish(cfg: DictConfig, ctx: RunContext, out: PipelineOutput, gold: list[di
             results[f"scores_{mode}"] = report.scores
             if report.undefined:
                 results[f"undefined_{mode}"] = report.undefined
+    if ctx.token_stats:
+        results["token_stats"] = ctx.token_stats
     if out.model is not None:
         results.update(_introspect(out.model, ctx.task_map, cfg))
     timing: dict[str, Any] = {"total_seconds": seconds, "infer_requested": cfg.method.get("infer"),
