@@ -13,6 +13,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from moelora.naming import register_resolvers
+from moelora.redaction import RedactingStream, secret_values
+
+register_resolvers()    # ${moelora.dirname:...} in conf/hydra/default.yaml
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> int:
@@ -26,4 +31,8 @@ def main(cfg: DictConfig) -> int:
 
 
 if __name__ == "__main__":
+    # A secret typed on the command line is masked in everything printed (moelora.redaction).
+    if secrets := secret_values(a for a in sys.argv[1:] if "=" in a and not a.startswith("-")):
+        sys.stdout = RedactingStream(sys.stdout, secrets)
+        sys.stderr = RedactingStream(sys.stderr, secrets)
     main()

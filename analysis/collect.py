@@ -26,7 +26,7 @@ RESULTS_NAME = "results.json"
 # exclude_keys in conf/hydra/default.yaml, which is read when present).
 DEFAULT_IGNORED_KEYS = (
     "method", "seed", "experiment", "logger", "overwrite", "reuse", "resume", "progress", "device", "threads",
-    "paths.root_dir", "paths.output_dir", "paths.artifacts_dir", "data.root", "model.path",
+    "paths.root_dir", "paths.output_dir", "paths.artifacts_dir",
     "hydra.launcher", "hydra/launcher", "debug", "local", "logger.mode", "logger.project",
 )
 RUN_COLUMNS = [
@@ -58,8 +58,11 @@ def split_override(item: str) -> tuple[str, str]:
 
 
 def variant_of(overrides: list[str], grid_keys: set[str], ignore: tuple[str, ...]) -> str:
-    """The overrides that are neither ignorable nor part of the grid, sorted, comma-joined."""
-    kept = sorted(f"{k}={v}" for k, v in map(split_override, overrides)
+    """The overrides that are neither ignorable nor part of the grid, sorted, comma-joined;
+    paths and URLs shortened as in run directory names (``model.path=Qwen2-7B-1a2b3c4d``)."""
+    from moelora.naming import safe_item
+
+    kept = sorted(safe_item(f"{k}={v}") for k, v in map(split_override, overrides)
                   if k not in ignore and k not in grid_keys)
     return ",".join(kept)
 

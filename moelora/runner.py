@@ -1,16 +1,25 @@
-"""One job: compose → (skip | resume | run) → score → results.json. Called by ``run.py``.
+"""One job: check → inputs → identity → (skip | resume | run) → score → results.json.
+Called by ``run.py``.
+
+1. The whole config is checked (moelora.schema, moelora.inputs.check_input_paths) before the
+   run directory is touched: a bad value, a key nothing reads or a missing typed path stops
+   the job with every problem named.
+2. The inputs are prepared (the embedded benchmark and base, only where the defaults point)
+   and fingerprinted; with the config and the world size they make the job identity
+   (moelora.identity).
+3. A finished run of the same identity is skipped unless ``overwrite=true``; a folder that
+   holds another job's results or checkpoints is never skipped nor overwritten (an error
+   names what differs); a killed run resumes from its last checkpoint (``resume=auto``).
 
 The job never branches on the method: the method's YAML names its adapter builder, its
 sampler and its pipeline. A failure is recorded as ``status: failed`` with the error and
-does not stop a sweep. A finished job (``status: success``) is skipped unless
-``overwrite=true``; a killed one resumes from its last checkpoint (``resume=auto``).
+does not stop a sweep.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import sys
 import time
 import traceback
@@ -22,8 +31,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from moelora.context import PipelineOutput, RunContext
 from moelora.data import apply_task_prompt, load_split
-from moelora.io import LOCK_NAME, JobBusyError, job_lock, write_jsonl
+from moelora.identity import IdentityMismatchError, check_previous, job_identity
+from moelora.inputs import check_input_paths, describe_inputs, prepare_inputs
+from moelora.io import JobBusyError, job_lock, remove_stray_temp_files, write_jsonl
+from moelora.redaction import redact_override, redact_text, secret_values
 from moelora.results import provenance, read_results, redact, write_results
+from moelora.rundir import previous_attempts_seconds, start_over
+from moelora.schema import ConfigError, check_config
 from moelora.seed import seed_everything
 from moelora.tasks import TaskMap
 
@@ -32,17 +46,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def resolve_pipeline(name: str):
     return get_method(name if "." in name else f"moelora.pipelines.{name}")
-
-
-def prepare_inputs(cfg: DictConfig) -> None:
-    """Build the embedded benchmark and base model on first use (both cached); real data and
-    models have ``prepare: null`` and must already exist."""
-    d = cfg.data
-    if d.get("prepare") is not None and not all((Path(d.root) / f).is_file() for f in d.files.values()):
-        instantiate(d.prepare)
-    m = cfg.model
-    if m.get("prepare") is not None and not (Path(m.path) / "config.json").is_file():
-        instantiate(m.prepare)
 
 
 def load_splits(cfg: DictConfig, task_map: TaskMap) -> dict[str, list[dict[str, Any]]]:
@@ -93,8 +96,8 @@ def _print_table(scores: dict[str, Any], title: str) -> None:
         print(f"  {k:<{width}}  {'n/a' if v is None else f'{v:.4f}'}")
 
 
-def _reuse(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any],
-           accelerator: Any) -> tuple[bool, str | None]:
+def _reuse(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any], identity: dict[str, Any],
+           accelerator: Any, extra: dict[str, Any]) -> tuple[bool, str | None]:
     """Reuse finished work from ``paths.output_dir`` (moelora/reuse.py). The main process links
     files; every process waits for it, then takes the same decision.
 
@@ -105,11 +108,11 @@ def _reuse(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any],
         return False, None
     from moelora.reuse import adopt, find_reuse, seed_checkpoint
 
-    source, ckpt = find_reuse(resolved, run_dir, Path(cfg.paths.output_dir), accelerator.device.type)
+    source, ckpt = find_reuse(identity, run_dir, Path(cfg.paths.output_dir), accelerator.device.type)
     if source is not None:
         if accelerator.is_main_process:
             adopt(source, run_dir, {"experiment": cfg.experiment_name, "run_dir": str(run_dir),
-                                    "overrides": _overrides(), "config": resolved})
+                                    "overrides": _overrides(), "config": resolved, **extra})
         accelerator.wait_for_everyone()
         accelerator.print(f"[reuse] {run_dir} is the same job as {source}; its results were "
                           f"adopted (reuse=false trains it again)")
@@ -123,30 +126,6 @@ def _reuse(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any],
                       f"final checkpoint is linked and this job only evaluates "
                       f"(reuse=false trains it again)")
     return False, str(ckpt.parents[1])
-
-
-# Files that record a run rather than its progress (ignored when dating the last saved progress).
-_RECORDS = {"results.json", "config.yaml", "run.log", "wandb_id.txt", "metrics.csv", LOCK_NAME}
-
-
-def _previous_attempts_seconds(previous: dict[str, Any] | None, run_dir: Path) -> float:
-    """Wall time of earlier attempts whose progress this attempt continues from.
-
-    A failed attempt recorded its time; a killed one (``status: running``) counts from its start
-    to its last saved progress (the newest checkpoint or adapter file), since work after that is
-    redone. Earlier attempts of those attempts are carried along."""
-    if not previous:
-        return 0.0
-    timing = previous.get("timing") or {}
-    carried = float(timing.get("previous_attempts_seconds") or 0.0)
-    if previous.get("status") == "failed":
-        return carried + float(timing.get("total_seconds") or 0.0)
-    started = previous.get("started_at")
-    saved = [p.stat().st_mtime for p in run_dir.rglob("*") if p.is_file()
-             and p.name not in _RECORDS and not {".hydra", "wandb"} & set(p.relative_to(run_dir).parts)]
-    if previous.get("status") != "running" or started is None or not saved:
-        return carried
-    return carried + max(0.0, max(saved) - float(started))
 
 
 def run(cfg: DictConfig, run_dir: Path) -> int:
@@ -164,33 +143,91 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
         return 1
 
 
-def _run(cfg: DictConfig, run_dir: Path) -> int:
+def _refuse(cfg: DictConfig, run_dir: Path, tag: str, error: Exception) -> int:
+    """Report a job that cannot start; record it as failed only where nothing of value is
+    (no results.json yet, or a failed one): a finished or killed run's record is kept."""
+    message = redact_text(str(error), secret_values(_raw_overrides()))
+    print(f"[{tag}] {message}", file=sys.stderr)
     previous = read_results(run_dir)
-    if previous and previous.get("status") == "success" and not cfg.overwrite:
-        print(f"[skip] {run_dir} already has a successful results.json (overwrite=true reruns it)")
-        return 0
-    if cfg.overwrite and previous is not None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        shutil.move(str(run_dir / "results.json"), str(run_dir / f"results.{stamp}.previous.json"))
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    earlier = 0.0 if cfg.overwrite else _previous_attempts_seconds(previous, run_dir)
-    if cfg.resume == "never":
-        earlier = 0.0
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    elif cfg.resume != "auto":
-        raise ValueError(f"resume={cfg.resume!r}; use 'auto' or 'never'")
+    if int(os.environ.get("RANK", "0")) == 0 and (previous is None or previous.get("status") == "failed"):
+        write_results(run_dir, {"experiment": cfg.get("experiment_name"), "method": _select(cfg, "method.name"),
+                                "seed": _select(cfg, "seed"), "overrides": _overrides(),
+                                "run_dir": str(run_dir), "status": "failed",
+                                "error": f"{type(error).__name__}: {message}"})
+    return 1
 
+
+def _select(cfg: DictConfig, key: str) -> Any:
+    try:
+        return OmegaConf.select(cfg, key)
+    except Exception:  # noqa: BLE001 - an unresolvable value is what the error is about
+        return None
+
+
+def _choices() -> dict[str, str]:
+    """Hydra's config group choices of this job (model=tiny, trainer=smoke, ...), if known."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return {str(k): str(v) for k, v in HydraConfig.get().runtime.choices.items()
+                if v is not None and not str(k).startswith("hydra")}
+    except ValueError:
+        return {}
+
+
+def _run(cfg: DictConfig, run_dir: Path) -> int:
+    choices = _choices()
+    try:                                        # 1. the whole config, before anything changes
+        check_config(cfg, choices or None)
+        check_input_paths(cfg)
+    except (ConfigError, FileNotFoundError) as e:
+        return _refuse(cfg, run_dir, "config", e)
     if cfg.threads:
         import torch
 
         torch.set_num_threads(int(cfg.threads))
-    seed_everything(cfg.seed, deterministic=cfg.deterministic)
-    resolved = redact(OmegaConf.to_container(cfg, resolve=True))
-    OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
     from accelerate import Accelerator
 
     accelerator = Accelerator(mixed_precision=_precision(cfg.trainer.precision), cpu=cfg.device == "cpu")
-    adopted, trained_by = _reuse(cfg, run_dir, resolved, accelerator)
+    try:                                        # 2. inputs and identity
+        prepare_inputs(cfg)
+        inputs = describe_inputs(cfg, world_size=accelerator.num_processes)
+    except Exception as e:  # noqa: BLE001 - a build or a fingerprint failed: reported, not raised
+        return _refuse(cfg, run_dir, "inputs", e)
+    resolved = redact(OmegaConf.to_container(cfg, resolve=True))
+    identity = job_identity(resolved, inputs)
+    previous = read_results(run_dir)
+    if cfg.overwrite:                           # 3. skip | start over | resume
+        state = "new"
+        if previous is not None and accelerator.is_main_process:
+            start_over(run_dir, keep_results=True)
+    else:
+        try:
+            state = check_previous(previous, run_dir, config=resolved, inputs=inputs,
+                                   identity=identity, resume=cfg.resume == "auto")
+        except IdentityMismatchError as e:
+            print(f"[mismatch] {e}", file=sys.stderr)
+            return 1
+    if state in ("done", "legacy-done"):
+        note = ("" if state == "done" else "; it was recorded before input fingerprints, so its "
+                "model and data are not verified")
+        print(f"[skip] {run_dir} already has a successful results.json{note} "
+              "(overwrite=true reruns it)")
+        return 0
+    earlier = 0.0 if cfg.overwrite else previous_attempts_seconds(previous, run_dir)
+    if accelerator.is_main_process:
+        remove_stray_temp_files(run_dir)
+        if cfg.resume == "never":
+            start_over(run_dir, keep_results=False)
+    accelerator.wait_for_everyone()
+    if cfg.resume == "never":
+        earlier = 0.0
+
+    seed_everything(cfg.seed, deterministic=cfg.deterministic)
+    OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
+    recorded = {"identity": identity, "inputs": inputs, "world_size": accelerator.num_processes,
+                "choices": choices}
+    adopted, trained_by = _reuse(cfg, run_dir, resolved, identity, accelerator, recorded)
     if adopted:
         return 0
     base = {
@@ -200,6 +237,7 @@ def _run(cfg: DictConfig, run_dir: Path) -> int:
         "hparams": {k: v for k, v in (resolved["method"].get("adapter") or {}).items()
                     if not k.startswith("_")},
         "provenance": provenance(REPO_ROOT, str(accelerator.device)), "config": resolved,
+        **recorded,
     }
     if trained_by:
         base["trained_by"] = trained_by
@@ -212,7 +250,6 @@ def _run(cfg: DictConfig, run_dir: Path) -> int:
     try:
         logger = _make_logger(cfg, run_dir, resolved)
         task_map = TaskMap(cfg.data.tasks, scheme=cfg.data.task_ids)
-        prepare_inputs(cfg)
         gold = load_splits(cfg, task_map)
         splits = apply_task_prompt(gold, cfg.method.get("task_prompt"), seed=cfg.seed)
         ctx = RunContext(cfg=cfg, run_dir=run_dir, task_map=task_map, splits=splits,
@@ -228,10 +265,12 @@ def _run(cfg: DictConfig, run_dir: Path) -> int:
         print(f"results: {run_dir / 'results.json'}")
         exit_code = 0
     except Exception as e:  # noqa: BLE001 - recorded, then the sweep goes on
-        tb = traceback.format_exc()
+        secrets = secret_values(_raw_overrides())
+        tb = redact_text(traceback.format_exc(), secrets)
         print(tb, file=sys.stderr)
         if accelerator.is_main_process:
-            write_results(run_dir, {**base, "status": "failed", "error": f"{type(e).__name__}: {e}",
+            write_results(run_dir, {**base, "status": "failed",
+                                    "error": redact_text(f"{type(e).__name__}: {e}", secrets),
                                     "traceback": tb,
                                     "timing": {"total_seconds": time.perf_counter() - t0,
                                                "previous_attempts_seconds": earlier}})
@@ -292,12 +331,17 @@ def _precision(name: str) -> str:
     return name
 
 
-def _overrides() -> list[str]:
+def _raw_overrides() -> list[str]:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        hc = HydraConfig.get()
+        return [str(o) for o in HydraConfig.get().overrides.task]
     except ValueError:
         return []
+
+
+def _overrides() -> list[str]:
+    """This job's command-line overrides (secrets masked), without method, seed, experiment."""
     skip = {"method", "seed", "experiment"}
-    return [o for o in hc.overrides.task if o.split("=", 1)[0].lstrip("+~") not in skip]
+    return [redact_override(o) for o in _raw_overrides()
+            if o.split("=", 1)[0].lstrip("+~") not in skip]
