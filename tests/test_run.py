@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -48,6 +49,11 @@ def test_run_writes_results_predictions_and_config(finished):
     assert {"input", "target", "answer_choices", "task_dataset", "sample_id"} <= set(preds[0])
     assert (run_dir / "config.yaml").is_file()
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    stats = r["token_stats"]                 # #12: unknown tokens and truncation per task
+    assert set(stats) == {"train", "dev", "test"} and set(stats["train"]["tasks"]) == set(tasks)
+    cell = stats["train"]["tasks"][tasks[0]]
+    assert cell["samples"] > 0 and cell["prompt_tokens"] > 0
+    assert 0.0 <= cell["prompt_unk_share"] <= 1.0 and 0.0 <= cell["answer_truncated_share"] <= 1.0
 
 
 def test_same_seed_twice_gives_identical_predictions(tiny_world, tmp_path, finished):
@@ -161,17 +167,31 @@ def test_multirun_through_run_py_continues_past_a_failure(tiny_world, tmp_path):
     assert failing.returncode == 0
     statuses = sorted(read_json(p)["status"] for p in (tmp_path / "outputs").rglob("seed=44/results.json"))
     assert statuses == ["failed", "success"]
+    # the summary lists this sweep's two jobs, not the earlier sweep's in the same folder
+    summary = failing.stdout[failing.stdout.index("[sweep]"):]
+    assert "[sweep] 2 job(s)" in summary and "seed=42" not in summary
+    assert "[sweep] 1 job(s) failed" in summary
+    assert not (tmp_path / "outputs" / "default" / ".sweeps").exists()    # markers removed
 
 
 @pytest.mark.slow
 def test_sweep_runs_in_parallel_with_the_submitit_local_launcher(tiny_world, tmp_path):
-    """`hydra/launcher=submitit_local`: the same jobs, launched by submitit (pip extra `slurm`)."""
+    """`hydra/launcher=submitit_local`: the same jobs, launched by submitit (pip extra `slurm`);
+    each sweep's summary lists its own jobs, and no literal `.submitit/%j` folder appears."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    out = _run_py(["-m", "hydra/launcher=submitit_local", "method=lora_full", "seed=42,43",
-                   *tiny_overrides(tiny_world, tmp_path)], tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
+    sweeps = []
+    for seeds in ("42,43", "44"):
+        out = _run_py(["-m", "hydra/launcher=submitit_local", "method=lora_full", f"seed={seeds}",
+                       *tiny_overrides(tiny_world, tmp_path), "trainer.max_steps=1"], tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+        sweeps.append(out.stdout[out.stdout.index("[sweep]"):])
     runs = sorted((tmp_path / "outputs" / "default" / "lora_full").rglob("results.json"))
-    assert [read_json(p)["status"] for p in runs] == ["success", "success"]
+    assert [read_json(p)["status"] for p in runs] == ["success"] * 3
+    assert "[sweep] 2 job(s)" in sweeps[0] and "[sweep] 1 job(s)" in sweeps[1]
+    assert "seed=44" in sweeps[1] and "seed=42" not in sweeps[1]
+    submitit = tmp_path / "outputs" / "default" / ".submitit"
+    assert submitit.is_dir() and not list(tmp_path.rglob("%j"))
+    assert len(list(submitit.glob("*_0_log.out"))) == 3
 
 
 def test_every_trained_method_runs_through_run_py(tiny_world, tmp_path):
@@ -301,22 +321,109 @@ def test_a_killed_job_leaves_no_stale_lock(tmp_path):
 
 def test_sweep_summary_tells_failed_running_and_stopped_jobs_apart(tmp_path, capsys):
     """A sweep that meets a job another process runs, or one that was killed, says what to do
-    about each instead of calling them all failures."""
+    about each instead of calling them all failures; it lists only the jobs it started (the
+    callbacks run as Hydra calls them), not those of earlier sweeps into the same folder."""
     from omegaconf import OmegaConf
 
     from moelora.hydra_callbacks import SweepSummary
 
-    for name, status in [("a", "success"), ("b", "failed"), ("c", "running"), ("d", "running")]:
+    def job_config(num: int, run_dir: Path):
+        return OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}, "job": {"num": num},
+                                           "runtime": {"output_dir": str(run_dir)}}})
+
+    for name, status in [("a", "success"), ("b", "failed"), ("c", "running"), ("d", "running"),
+                         ("earlier", "success")]:
         (tmp_path / name).mkdir()
         write_json(tmp_path / name / "results.json", {"status": status, "method": "lora_full",
                                                       "seed": 42, "scores": {"avg": 0.5}})
     (tmp_path / "d" / ".job.lock").write_text("12345")      # left by a killed job: lock free
+    summary = SweepSummary()
+    sweep = job_config(0, tmp_path)
+    summary.on_multirun_start(sweep)
+    for num, name in enumerate(["a", "b", "c", "d", "e"]):   # e: a job that wrote nothing
+        summary.on_job_start(job_config(num, tmp_path / name))
     with job_lock(tmp_path / "c"):
-        SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+        summary.on_multirun_end(sweep)
     out = capsys.readouterr().out
-    statuses = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
-    assert statuses == ["success", "failed", "running", "stopped"]
+    rows = [line.split() for line in out.splitlines() if line.startswith("  ")]
+    assert [r[0] for r in rows] == ["success", "failed", "running", "stopped", "no-result"]
+    assert [r[-1] for r in rows] == ["a", "b", "c", "d", "e"]            # not "earlier"
+    assert "[sweep] 5 job(s)" in out
     assert "[sweep] 1 job(s) are running in another process" in out
     assert "[sweep] 1 job(s) stopped before finishing (killed or crashed); rerun" in out
+    assert "[sweep] 1 job(s) wrote no results.json; see their run.log" in out
     assert "[sweep] 1 job(s) failed; see their results.json 'error'" in out
     assert (tmp_path / "d" / ".job.lock").read_text() == "12345"     # the check wrote nothing
+    assert not (tmp_path / ".sweeps").exists()
+
+
+def test_local_submitit_launcher_keeps_its_files_without_a_literal_job_id_folder():
+    """submitit's local executor creates its folder as written: the plugin's default
+    `.submitit/%j` would leave a folder named `%j` (run.py registers the fix)."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from moelora.hydra_callbacks import register_launchers
+
+    register_launchers()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", return_hydra_config=True,
+                            overrides=["hydra/launcher=submitit_local", "model=hf", "model.path=/x"])
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    assert launcher["submitit_folder"] == "${hydra.sweep.dir}/.submitit"
+    assert launcher["_target_"].endswith("LocalLauncher")
+
+
+KILLER = """
+import os, runpy, signal, sys
+import torch
+
+calls = 0
+step = torch.optim.AdamW.step
+
+
+def dying_step(self, *args, **kwargs):
+    global calls
+    calls += 1
+    if calls == int(os.environ["KILL_AT_STEP"]):
+        os.kill(os.getpid(), signal.SIGKILL)      # no cleanup, no flush: a real kill -9
+    return step(self, *args, **kwargs)
+
+
+torch.optim.AdamW.step = dying_step
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_killed_run_py_resumes_to_bit_identical_adapters(tiny_world, tmp_path, finished):
+    """kill -9 during training (step 4 of 4, after the step-2 checkpoint and the step-3 log),
+    then the same command again: the final adapter is byte for byte the uninterrupted run's
+    (``finished``), metrics.csv has every (step, key) once, and the temp file a kill during a
+    results.json write leaves is gone."""
+    _, reference = finished
+    run_dir = tmp_path / "killed"
+    overrides = tiny_overrides(tiny_world, tmp_path, "method=lora_full", "logger=csv")
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "KILL_AT_STEP": "4"}
+    killed = subprocess.run([sys.executable, "-c", KILLER, str(REPO_ROOT / "run.py"), *overrides,
+                             f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert read_json(run_dir / "results.json")["status"] == "running"
+    assert json.loads((run_dir / "checkpoints" / "last.json").read_text())["step"] == 2
+    stray = run_dir / ".results.json.k1ll3d.tmp"      # what a kill inside write_json leaves
+    stray.write_text('{"status": "succ')
+    assert run(compose(overrides), run_dir) == 0      # the rerun: resume=auto
+    r = read_json(run_dir / "results.json")
+    assert r["status"] == "success" and r["train"]["resumed_from"] == 2
+    assert r["train"]["losses"] == read_json(reference / "results.json")["train"]["losses"]
+    name = "adapter/adapter_model.safetensors"
+    assert (run_dir / name).read_bytes() == (reference / name).read_bytes()
+    assert (run_dir / "predictions.jsonl").read_text() == (reference / "predictions.jsonl").read_text()
+    with (run_dir / "metrics.csv").open(newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    keys = [(step, key) for step, key, _ in rows]
+    assert len(keys) == len(set(keys)) and ("3", "train/loss") in keys and ("4", "train/loss") in keys
+    assert not stray.exists()
