@@ -86,3 +86,27 @@ def compose(overrides: list[str]):
 
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
         return _compose(config_name="config", overrides=overrides)
+
+
+# Greedy smoke runs of the methods that inference and the efficiency measurement rebuild
+# (moelora/runs.py): trained once per session, read by several test modules.
+SMOKE_RUN_METHODS = ("lora_full", "moelora_dense", "lora_single", "molora", "moelora_multi_gate")
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(tiny_world, tmp_path_factory):
+    """method → a finished run directory (trainer=smoke, 2 steps, greedy decoding)."""
+    from moelora.runner import run
+
+    out = tmp_path_factory.mktemp("smoke_runs")
+    fast_single = ["method.single.select_by=loss", "method.single.val_per_task=2"]
+    dirs = {}
+    for method in SMOKE_RUN_METHODS:
+        extra = fast_single if method == "lora_single" else []
+        cfg = compose(tiny_overrides(tiny_world, out, f"method={method}", "trainer.max_steps=2",
+                                     "decoding=greedy", *extra))
+        run_dir = out / "outputs" / "default" / method / "seed=42"
+        run_dir.mkdir(parents=True)
+        assert run(cfg, run_dir) == 0, (run_dir / "results.json").read_text()
+        dirs[method] = run_dir
+    return dirs
