@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))   # run as a script from anywhere
 
 from experiments.bench_moelora import TARGETS, TASKS, make_base  # noqa: E402
 from moelora.io import write_json  # noqa: E402
+from moelora.measure import alternating, spread, sync  # noqa: E402
 from moelora.merge import merged_for_task  # noqa: E402
 from moelora.moe import build  # noqa: E402
 from moelora.routing import task_context  # noqa: E402
@@ -176,11 +177,6 @@ def batches_of(stream: list[Request], size: int, one_task: bool) -> list[list[Re
     return ready + sorted(waiting.values(), key=lambda b: b[-1].arrival)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def serve(setup: Setup, batches: list[list[Request]], *, new_tokens: int, pad_id: int,
           device: torch.device) -> tuple[list[float], float]:
     """Run every batch; returns each batch's seconds (merges included) and the merge seconds."""
@@ -201,7 +197,7 @@ def serve(setup: Setup, batches: list[list[Request]], *, new_tokens: int, pad_id
             tasks = [r.task for r in batch]
             task_ids = torch.tensor(tasks, device=device)
             extra = setup.row_kwargs(tasks) if setup.row_kwargs else {}
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             if setup.merged and tasks[0] != current:
                 merged.close()
@@ -210,7 +206,7 @@ def serve(setup: Setup, batches: list[list[Request]], *, new_tokens: int, pad_id
                 merge_s += time.perf_counter() - t0
             with torch.no_grad(), task_context(setup.model, task_ids):
                 setup.model.generate(input_ids=ids, attention_mask=mask, **kw, **extra)
-            _sync(device)
+            sync(device)
             times.append(time.perf_counter() - t0)
     if device.type == "cuda":
         setup.peak_bytes.append(int(torch.cuda.max_memory_allocated(device)))
@@ -243,10 +239,6 @@ def adapter_flops_fraction(moelora: nn.Module, base: nn.Module) -> float:
 
 
 # ---- one measurement -------------------------------------------------------------------
-def _spread(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
 def measure(setups: dict[str, Setup], prompts: Callable[[int], list[list[int]]], *, pad_id: int,
             batch_size: int, per_task: int, new_tokens: int, repeats: int, load: float,
             device: torch.device) -> dict:
@@ -256,8 +248,7 @@ def measure(setups: dict[str, Setup], prompts: Callable[[int], list[list[int]]],
     for name, setup in setups.items():                             # warm-up, not recorded
         serve(setup, plans[name][:2], new_tokens=new_tokens, pad_id=pad_id, device=device)
     raw: dict[str, list[dict]] = {n: [] for n in setups}
-    for rep in range(repeats):
-        order = list(setups) if rep % 2 == 0 else list(reversed(setups))
+    for _, order in alternating(list(setups), repeats):
         for name in order:
             times, merge_s = serve(setups[name], plans[name], new_tokens=new_tokens,
                                    pad_id=pad_id, device=device)
@@ -280,7 +271,7 @@ def measure(setups: dict[str, Setup], prompts: Callable[[int], list[list[int]]],
     processed = sum(len(r.prompt) for r in stream) + tokens
     for name, setup in setups.items():
         reps = raw[name]
-        entry = {k: _spread([r[k] for r in reps])
+        entry = {k: spread([r[k] for r in reps])
                  for k in ("seconds", "tokens_per_s", "latency_p50", "latency_p95", "merge_seconds")}
         entry.update(param_bytes=setup.param_bytes, adapter_bytes=setup.adapter_bytes,
                      batches=len(plans[name]), raw=reps)
@@ -288,11 +279,11 @@ def measure(setups: dict[str, Setup], prompts: Callable[[int], list[list[int]]],
             entry["peak_bytes"] = max(setup.peak_bytes)
         if device.type == "cuda":
             flops = 2 * linear_params(setups["base"].model) * processed
-            entry["model_tflops_per_s"] = _spread([flops / r["seconds"] / 1e12 for r in reps])
+            entry["model_tflops_per_s"] = spread([flops / r["seconds"] / 1e12 for r in reps])
         out["setups"][name] = entry
 
     def ratio(a: str, b: str, key: str) -> dict[str, float]:
-        return _spread([raw[a][i][key] / raw[b][i][key] for i in range(repeats)])
+        return spread([raw[a][i][key] / raw[b][i][key] for i in range(repeats)])
 
     out["ratios"] = {
         "moelora_mixed_vs_single_mixed_throughput": ratio("moelora_mixed", "single_mixed",
