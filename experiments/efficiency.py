@@ -2,7 +2,8 @@
 every method of the Fig. 5 grid, rebuilt from its saved adapter and measured in one process.
 
     python -m experiments.efficiency --results outputs [--experiment fig5_efficiency]
-        [--out FILE] [--repeats 7] [--steps 3] [--per-task 4] [--new-tokens 32] [--threads 1]
+        [--out FILE] [--repeats 7] [--steps 3] [--per-task 4] [--new-tokens 16] [--threads 1]
+    python -m experiments.efficiency --compare FIRST.json SECOND.json   # a rerun's stability
 
 For each (benchmark, variant) of the experiment's successful runs, one run per method is
 rebuilt (moelora.runs.load_run; the run that trained, lowest seed; the others, e.g. its
@@ -216,8 +217,29 @@ def measure_group(entries: dict[str, dict[str, Any]], *, accelerator: Any, repea
     return {"orders": orders, "methods": out, "ratios": _ratios(out)}
 
 
+def compare(first: dict[str, Any], second: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
+    """Rerun stability: every ratio of ``second`` against ``first``'s min–max spread (and
+    back). Returns ``(group, method, ratio, within)`` rows."""
+    def ratios(doc: dict[str, Any]) -> dict[tuple[str, str, str], Any]:
+        return {(f"{g['benchmark']} {g.get('variant') or ''}".strip(), m, k): v
+                for g in doc["groups"] for m, r in g["ratios"].items() for k, v in r.items()}
+
+    a, b = ratios(first), ratios(second)
+    rows = []
+    for key in sorted(a.keys() & b.keys()):
+        x, y = a[key], b[key]
+        if isinstance(x, dict):
+            within = (x["min"] <= y["median"] <= x["max"]) and (y["min"] <= x["median"] <= y["max"])
+        else:
+            within = abs(x - y) <= 1e-9 + 0.02 * abs(x)    # memory: one deterministic value
+        rows.append((*key, within))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--compare", nargs=2, type=Path, metavar=("FIRST", "SECOND"),
+                        help="check that no ratio of a rerun moved beyond the other's min–max")
     parser.add_argument("--results", type=Path, default=Path("outputs"), help="results root")
     parser.add_argument("--experiment", default="fig5_efficiency")
     parser.add_argument("--out", type=Path, default=None,
@@ -225,11 +247,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per call")
     parser.add_argument("--per-task", type=int, default=4, help="test examples per task")
-    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=16)
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--threads", type=int, default=1, help="CPU intra-op threads")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
+    if args.compare:
+        from moelora.io import read_json
+
+        rows = compare(*(read_json(p) for p in args.compare))
+        for group, method, key, within in rows:
+            print(f"{'ok   ' if within else 'MOVED'} {group} {method} {key}")
+        moved = sum(not r[3] for r in rows)
+        print(f"[efficiency] {len(rows) - moved} of {len(rows)} ratios within the other run's "
+              f"min–max" + (f"; {moved} moved" if moved else ""))
+        return 1 if moved else 0
     from accelerate import Accelerator
 
     from moelora.io import write_json

@@ -61,3 +61,19 @@ def test_training_measurement_leaves_the_adapter_as_saved(smoke_runs):
     assert len(s.train(2)) == 2
     assert all(torch.equal(a, b) for a, b in zip(before, s.params))
     assert not s.run.model.training and "forward" not in vars(s.run.model)
+
+
+def test_compare_flags_a_ratio_that_moved_beyond_the_spread(measured, tmp_path, capsys):
+    import copy
+
+    from experiments.efficiency import compare
+    from moelora.io import write_json
+
+    assert all(row[3] for row in compare(measured, measured))
+    moved = copy.deepcopy(measured)
+    r = moved["groups"][0]["ratios"]["molora"]["train_step_seconds"]
+    r.update(median=r["max"] + 1, min=r["max"] + 0.5, max=r["max"] + 1.5)
+    write_json(tmp_path / "a.json", measured)
+    write_json(tmp_path / "b.json", moved)
+    assert main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 1
+    assert "MOVED medsynth molora train_step_seconds" in capsys.readouterr().out

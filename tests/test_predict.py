@@ -1,6 +1,6 @@
-"""moelora.runs.load_run and moelora.predict on finished smoke runs (MOELoRA, LoRA (Full),
-LoRA (Single)): the rebuilt model reproduces the run's answers, and the three serving
-strategies give the same greedy answers on batches that mix all tasks."""
+"""moelora.runs.load_run and moelora.predict on finished smoke runs: every trained method's
+rebuilt model reproduces the run's answers, and on MOELoRA, LoRA (Full) and LoRA (Single) the
+three serving strategies give the same greedy answers on batches that mix all tasks."""
 
 from __future__ import annotations
 
@@ -26,10 +26,12 @@ def _gold(run_dir):
     return records[::2] + records[1::2]
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_rebuilt_run_reproduces_its_own_answers(smoke_runs, method):
-    """Same model, same decoding settings (the run's greedy ones), same batches as the job."""
-    run_dir = smoke_runs[method]
+@pytest.mark.parametrize("method", [*METHODS, "molora", "moelora_multi_gate", "lora_full_tp",
+                                    "ptuning"])
+def test_rebuilt_run_reproduces_its_own_answers(smoke_runs, more_smoke_runs, method):
+    """Same model, same decoding settings (the run's greedy ones), same batches as the job; the
+    run's task prompt (LoRA (Full+TP)) is applied, the saved records keep their own input."""
+    run_dir = {**smoke_runs, **more_smoke_runs}[method]
     run = load_run(run_dir)
     saved = read_jsonl(run_dir / "predictions.jsonl")
     # LoRA (Single) answered task by task; the joint runs in mixed batches (infer: unmerged)
