@@ -2,6 +2,7 @@
 
 Sweeps: ``python run.py -m method=moelora_dense,lora_full seed=42,43,44``.
 Each job writes ``outputs/<experiment>/<method>/<other overrides>/seed=<seed>/``.
+Several processes: ``torchrun --nproc_per_node 2 run.py device=cpu`` (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -26,4 +27,9 @@ def main(cfg: DictConfig) -> int:
 
 
 if __name__ == "__main__":
+    from moelora.distributed import hydra_overrides_for_rank
+    from moelora.hydra_callbacks import register_launchers
+
+    register_launchers()                    # submitit_local: no literal .submitit/%j folder
+    sys.argv += hydra_overrides_for_rank()  # only rank 0 writes Hydra's files into the run folder
     main()

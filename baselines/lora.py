@@ -13,38 +13,36 @@ from collections.abc import Sequence
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from moelora.models import linear_module_names
+from moelora.models import ALL_LINEAR, find_targets, is_conv1d
 
 
 def build(
     model: nn.Module,
     *,
     tasks: Sequence[str],
-    target_modules: Sequence[str],
+    target_modules: str | Sequence[str],
     rank: int = 16,
     alpha: float = 32,
     dropout: float = 0.1,
 ) -> nn.Module:
-    """Wrap ``model`` with rank-``rank`` LoRA on every linear whose name ends with one of
-    ``target_modules``; everything else is frozen. ``tasks`` is unused: LoRA sees no task id.
+    """Wrap ``model`` with rank-``rank`` LoRA on every linear layer (``nn.Linear`` or
+    ``Conv1D``, which peft handles with ``fan_in_fan_out``) whose name ends with one of
+    ``target_modules``, or on every one but the output head for ``all-linear`` (peft's own
+    shorthand; moelora.models.find_targets selects the same layers). Everything else is
+    frozen. ``tasks`` is unused: LoRA sees no task id.
 
     Returns:
         a ``peft.PeftModel``.
     """
     if rank < 1:
         raise ValueError(f"rank={rank}; LoRA needs rank >= 1")
-    available = set(linear_module_names(model))
-    unknown = [t for t in target_modules if t not in available]
-    if unknown:
-        raise ValueError(
-            f"target modules {unknown} match no linear layer of this model; its linear layers "
-            f"are named {sorted(available)} (set target_modules in conf/model/)"
-        )
+    targets = find_targets(model, target_modules)        # a clear error for unknown names
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,
         lora_dropout=dropout,
-        target_modules=list(target_modules),
+        target_modules=ALL_LINEAR if target_modules == ALL_LINEAR else list(target_modules),
+        fan_in_fan_out=any(is_conv1d(m) for _, m in targets),
         bias="none",
         task_type="CAUSAL_LM",
         init_lora_weights=True,

@@ -168,6 +168,7 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
     init_state = {k: v.clone() for k, v in trainable_state_dict(model).items()}
 
     root = ctx.run_dir / "single"
+    main = ctx.accelerator.is_main_process   # only rank 0 writes; the others read after it
     info: dict[str, dict[str, Any]] = {}
     for task in tasks:
         task_dir = root / task
@@ -178,8 +179,9 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
             print(f"[lora_single] {task}: finished earlier, not retrained")
             info[task] = done
             continue
-        if done:  # finished under other settings: start this task over
+        if done and main:  # finished under other settings: start this task over
             shutil.rmtree(task_dir)
+        ctx.accelerator.wait_for_everyone()
         result = _train_task(ctx, model, encoder, task, train_groups[task], budgets[task],
                              fractions, init_state, task_dir)
         t0 = time.perf_counter()
@@ -195,7 +197,8 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
             "val_seconds": time.perf_counter() - t0, "losses": result.losses,
             "resumed_from": result.resumed_from,
         }
-        write_json(task_dir / "val.json", info[task])
+        if main:
+            write_json(task_dir / "val.json", info[task])
 
     scores = {float(f): {t: info[t]["fractions"][f]["score"] for t in tasks}
               for f in info[tasks[0]]["fractions"]}
@@ -203,7 +206,9 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
     adapters_dir = ctx.run_dir / "adapters"
     for task in tasks:
         step = info[task]["fractions"][str(chosen[task])]["step"]
-        _keep_snapshot(root / task, step, adapters_dir / task)
+        if main:
+            _keep_snapshot(root / task, step, adapters_dir / task)
+    ctx.accelerator.wait_for_everyone()  # every rank loads the kept adapters below
 
     # Test: every task's examples are answered by its own adapter.
     predictions: list[dict[str, Any]] = []
@@ -232,8 +237,9 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
         "losses": {t: info[t]["losses"] for t in tasks},
         "adapters_dir": str(adapters_dir),
     }}
-    write_json(adapters_dir / "selection.json", extra["single"])
-    if not opts.keep_snapshots:
+    if main:
+        write_json(adapters_dir / "selection.json", extra["single"])
+    if not opts.keep_snapshots and main:
         for task in tasks:
             shutil.rmtree(root / task / "snapshots", ignore_errors=True)
             shutil.rmtree(root / task / "checkpoints", ignore_errors=True)

@@ -155,7 +155,8 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
                 "val_examples": len(examples), "search_seconds": time.perf_counter() - t0,
                 "history": history,
             }
-            write_json(path, per_task[task])
+            if ctx.accelerator.is_main_process:
+                write_json(path, per_task[task])
         if not test.get(task):
             continue
         set_composition(wrappers, factors, weights, compose)

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from moelora.context import PipelineOutput, RunContext
 from moelora.layer import MoELoRALinear
-from moelora.models import linear_module_names
+from moelora.models import find_targets
 
 ROUTER_INITS = ("default_linear", "normal_0.02")
 
@@ -87,7 +87,7 @@ def build(
     model: nn.Module,
     *,
     tasks: Sequence[str],
-    target_modules: Sequence[str],
+    target_modules: str | Sequence[str],
     num_experts: int = 8,
     rank: int = 16,
     alpha: float = 32,
@@ -96,32 +96,24 @@ def build(
     router_init: str = "default_linear",
     scaling_rank: str = "total",
 ) -> nn.Module:
-    """Replace every linear whose name ends with one of ``target_modules`` by a fused
-    :class:`moelora.layer.MoELoRALinear` whose expert weights come from its own
-    :class:`TokenRouter`; freeze everything else. ``tasks`` is unused (no task id).
+    """Replace every linear layer (``nn.Linear`` or ``Conv1D``) whose name ends with one of
+    ``target_modules`` (every one but the output head for ``all-linear``, see
+    moelora.models.find_targets) by a fused :class:`moelora.layer.MoELoRALinear` whose expert
+    weights come from its own :class:`TokenRouter`; freeze everything else. ``tasks`` is unused
+    (no task id).
 
     Returns:
         ``model`` itself, adapted in place.
     """
-    available = set(linear_module_names(model))
-    unknown = [t for t in target_modules if t not in available]
-    if unknown:
-        raise ValueError(
-            f"target modules {unknown} match no linear layer of this model; its linear layers "
-            f"are named {sorted(available)} (set target_modules in conf/model/)"
-        )
+    targets = find_targets(model, target_modules)
     model.requires_grad_(False)
-    suffixes = tuple(target_modules)
-    targets = [name for name, m in model.named_modules()
-               if isinstance(m, nn.Linear) and name.rsplit(".", 1)[-1] in suffixes]
-    for name in targets:
+    for name, base in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        base = getattr(parent, child)
         layer = MoELoRALinear(base, num_experts=num_experts, rank=rank, alpha=alpha,
                               dropout=dropout, expert_init="normal_0.01", dropout_mode="shared",
                               scaling_rank=scaling_rank)
-        router = TokenRouter(base.in_features, num_experts, top_k=top_k, router_init=router_init,
+        router = TokenRouter(layer.in_features, num_experts, top_k=top_k, router_init=router_init,
                              device=base.weight.device)
         layer.add_module("router", router)  # registered (trained, saved) with its layer
         layer.set_weight_source(router)

@@ -275,12 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     if not cuda:
         torch.set_num_threads(args.threads)
-    from moelora.runner import _precision
+    from moelora.distributed import precision as mixed_precision
     from moelora.runs import read_run_config
 
     first = next(iter(next(iter(groups.values())).values()))["run_dir"]
     precision = (read_run_config(first) or {}).get("trainer", {}).get("precision", "no")
-    accelerator = Accelerator(cpu=not cuda, mixed_precision=_precision(precision) if cuda else "no")
+    accelerator = Accelerator(cpu=not cuda,
+                              mixed_precision=mixed_precision(precision) if cuda else "no")
     device = accelerator.device
     prov = provenance(ROOT, str(device))
     result: dict[str, Any] = {

@@ -18,6 +18,7 @@ from torch import nn
 
 from moelora.adapters import save_adapter
 from moelora.data import Encoder
+from moelora.distributed import effective_batch_size
 from moelora.generation import DecodingSettings, GenerationResult, generate_predictions
 from moelora.merge import supports_merge
 from moelora.models import load_base_model, load_tokenizer, resolve_target_modules
@@ -50,7 +51,8 @@ class RunContext:
         m = self.cfg.model
         tokenizer = load_tokenizer(m.path, trust_remote_code=m.trust_remote_code)
         model = load_base_model(m.path, dtype=m.dtype, trust_remote_code=m.trust_remote_code,
-                                gradient_checkpointing=m.gradient_checkpointing)
+                                gradient_checkpointing=m.gradient_checkpointing,
+                                attn_implementation=m.get("attn_implementation"))
         return model.to(self.accelerator.device), tokenizer
 
     @property
@@ -79,8 +81,11 @@ class RunContext:
         }
 
     def save_adapter(self, model: nn.Module, directory: Path, *, tasks: list[str] | None = None) -> Path:
-        return save_adapter(self.accelerator.unwrap_model(model), directory,
-                            meta=self.adapter_meta(tasks=tasks))
+        """Save the adapter (rank 0 only: every rank holds the same weights)."""
+        if self.accelerator.is_main_process:
+            save_adapter(self.accelerator.unwrap_model(model), directory,
+                         meta=self.adapter_meta(tasks=tasks))
+        return directory
 
     # ---- data ----------------------------------------------------------------------
     def encoder(self, tokenizer: Any, *, task_map: TaskMap | None = None) -> Encoder:
@@ -91,8 +96,7 @@ class RunContext:
                        add_special_tokens=self.cfg.model.add_special_tokens)
 
     def sampler(self, encoder: Encoder, records: list[dict[str, Any]]) -> StepSampler:
-        t = self.cfg.trainer
-        batch = self.accelerator.num_processes * t.per_device_batch_size * t.grad_accum
+        batch = effective_batch_size(self.accelerator.num_processes, self.cfg.trainer)
         task_ids = [encoder.task_map.id(r["task_dataset"]) for r in records]
         return instantiate(self.cfg.method.sampler, task_ids=task_ids, batch_size=batch,
                            seed=self.cfg.seed)

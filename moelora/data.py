@@ -182,10 +182,20 @@ class Encoder:
         return self.tokenizer.eos_token_id if pad is None else pad
 
     def prompt_ids(self, text: str) -> list[int]:
-        ids = self.tokenizer(text, add_special_tokens=self.add_special_tokens)["input_ids"]
-        if len(ids) > self.max_source_length:
-            ids = ids[: self.max_source_length] if self.truncation_side == "right" else ids[-self.max_source_length:]
-        return ids
+        """The prompt's ids within ``max_source_length``. Truncation cuts the text, never the
+        special tokens the tokenizer adds (ChatGLM's prompt must end in ``[gMASK]`` + ``<sop>``)."""
+        tok = self.tokenizer
+        ids = tok(text, add_special_tokens=self.add_special_tokens)["input_ids"]
+        if len(ids) <= self.max_source_length:
+            return ids
+        if not self.add_special_tokens:
+            return ids[: self.max_source_length] if self.truncation_side == "right" else ids[-self.max_source_length:]
+        side, tok.truncation_side = tok.truncation_side, self.truncation_side
+        try:
+            return tok(text, add_special_tokens=True, truncation=True,
+                       max_length=self.max_source_length)["input_ids"]
+        finally:
+            tok.truncation_side = side
 
     def train_example(self, rec: dict[str, Any]) -> dict[str, Any]:
         prompt = self.prompt_ids(rec["input"])

@@ -5,7 +5,9 @@ task j's MOELoRA is an ordinary rank-r LoRA with ``lora_A = A_cat``, ``lora_B = 
 PEFT scales by ``lora_alpha / r``; ``lora_alpha`` is set to ``s · r'`` (``r'`` the exported
 rank) so the scaling ``s`` of the MOELoRA layers is reproduced exactly (``α`` itself for
 ``scaling_rank: total`` at full rank). For a −∞-masked sparse gate the all-zero rank
-blocks are dropped (``r' = K·r/N``).
+blocks are dropped (``r' = K·r/N``). Layers that wrap transformers' ``Conv1D`` (GPT-2) are
+exported with peft's ``fan_in_fan_out`` (the factors are the same; peft transposes ΔW when
+it merges).
 
 Command line (RUN_DIR as written by the trainer, ``RUN_DIR/adapter/``)::
 
@@ -28,6 +30,17 @@ from torch import nn
 from moelora.moe import get_router, moelora_layers
 
 BUILDER = "moelora.moe.build"
+
+
+def _peft_targets(model: nn.Module, names: list[str]) -> list[str]:
+    """``target_modules`` for peft that select exactly the adapted layers ``names``: their name
+    suffixes when those match nothing else, else the full names (GPT-2's ``c_proj`` names the
+    attention and the MLP output, and a preset may adapt only one of them)."""
+    suffixes = sorted({n.rsplit(".", 1)[-1] for n in names})
+    tails = tuple("." + s for s in suffixes)
+    matched = {n for n, _ in model.named_modules()
+               if n.endswith(tails) and not n.endswith(".base_layer")}
+    return suffixes if matched == set(names) else sorted(names)
 
 
 def _task_factors(layer: nn.Module, task_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,7 +79,7 @@ def export_task_adapters(
     unknown = [t for t in tasks if t not in router.task_names]
     if unknown:
         raise ValueError(f"tasks {unknown} are not tasks of this model ({router.task_names})")
-    suffixes = sorted({name.rsplit(".", 1)[-1] for name, _ in layers})
+    targets = _peft_targets(model, [name for name, _ in layers])
     first = layers[0][1]
     out_dir = Path(out_dir)
     written = []
@@ -85,7 +98,8 @@ def export_task_adapters(
             state[f"base_model.model.{name}.lora_B.weight"] = b.contiguous()
         rank = next(iter(ranks)) if sparse else first.rank
         config = LoraConfig(
-            r=rank, lora_alpha=first.scaling * rank, target_modules=suffixes,
+            r=rank, lora_alpha=first.scaling * rank, target_modules=targets,
+            fan_in_fan_out=any(layer.fan_in_fan_out for _, layer in layers),
             lora_dropout=first.dropout_p, bias="none", task_type="CAUSAL_LM",
             base_model_name_or_path=str(base_name_or_path), init_lora_weights=True,
         )
@@ -129,8 +143,8 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     parser.add_argument("--out", required=True, help="output folder; one subfolder per task")
     parser.add_argument("--dtype", default="float32", help="base dtype while exporting")
     parser.add_argument("--trust-remote-code", action="store_true", default=None,
-                        help="needed for bases with their own modeling code (ChatGLM-6B); "
-                             "default: the run's model.trust_remote_code")
+                        help="for bases with their own modeling code (ChatGLM-6B is built in "
+                             "and never needs it); default: the run's model.trust_remote_code")
     args = parser.parse_args(argv)
     model, meta = load_run_model(args.run_dir, dtype=args.dtype,
                                  trust_remote_code=args.trust_remote_code)

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moelora.models import is_conv1d, linear_shape
+
 EXPERT_INITS = ("normal_0.01", "kaiming")
 DROPOUT_MODES = ("shared", "per_expert")
 SCALING_RANKS = ("total", "expert")
@@ -45,7 +47,9 @@ class MoELoRALinear(nn.Module):
     """``h = W0 x + b + s · B_cat (expand(ω) ⊙ A_cat drop(x))`` (Eq. 4, fused form).
 
     Args:
-        base_layer: the frozen ``nn.Linear`` (``W0``: ``d_out×d_in``).
+        base_layer: the frozen ``nn.Linear`` (``W0``: ``d_out×d_in``), or transformers'
+            ``Conv1D`` (GPT-2), which stores ``W0`` transposed (``d_in×d_out``); ``lora_A`` and
+            ``lora_B`` have the same shapes either way, and merging adds ``ΔWᵀ`` to a Conv1D.
         num_experts: ``N`` (``expert_num`` in MOELoRA-peft).
         rank: TOTAL rank ``r`` (``lora_r``); each expert has rank ``r/N``.
         alpha: ``α`` (``lora_alpha``); ``s = α/r`` (``scaling_rank="total"``) or
@@ -73,8 +77,8 @@ class MoELoRALinear(nn.Module):
                             expert_init=expert_init, dropout_mode=dropout_mode,
                             scaling_rank=scaling_rank, batch_axis=batch_axis)
         self.base_layer = base_layer
-        self.in_features = base_layer.in_features
-        self.out_features = base_layer.out_features
+        self.fan_in_fan_out = is_conv1d(base_layer)    # weight stored (d_in, d_out)
+        self.in_features, self.out_features = linear_shape(base_layer)
         self.num_experts = num_experts
         self.rank = rank
         self.alpha = alpha
@@ -113,7 +117,7 @@ class MoELoRALinear(nn.Module):
 
     @property
     def bias(self) -> torch.Tensor | None:
-        return self.base_layer.bias
+        return getattr(self.base_layer, "bias", None)
 
     def _broadcast(self, w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """Per-example ``(batch, r)`` → a shape that broadcasts over ``x``'s other axes."""
@@ -163,7 +167,10 @@ class MoELoRALinear(nn.Module):
             self.unmerge()
         weight = self.base_layer.weight
         self._original_weight = weight.detach().clone()
-        merged = weight.float() + self.delta_weight(task_id).to(weight.device)
+        delta = self.delta_weight(task_id)
+        if self.fan_in_fan_out:
+            delta = delta.T                                  # Conv1D: (d_in, d_out)
+        merged = weight.float() + delta.to(weight.device)
         weight.copy_(merged.to(weight.dtype))                # cast once
         self.merged_task = int(task_id)
         self.forward = self.base_layer.forward               # plain base compute while merged

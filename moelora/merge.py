@@ -59,8 +59,9 @@ def _base_of(m: nn.Module) -> nn.Module:
 
 def _swap_in_base_layers(model: nn.Module, wrappers: set[nn.Module],
                          swapped: list[tuple[nn.Module, str, nn.Module]]) -> None:
-    """Put each merged wrapper's base ``nn.Linear`` in its place, so the merged model runs the
-    base architecture's modules and nothing else (no wrapper call per layer). Appends
+    """Put each merged wrapper's base linear (``nn.Linear`` or ``Conv1D``) in its place, so the
+    merged model runs the base architecture's modules and nothing else (no wrapper call per
+    layer). Appends
     ``(parent, child_name, wrapper)`` to ``swapped`` as it goes, so even a partial swap can be
     undone."""
     for name, m in list(model.named_modules()):

@@ -2,11 +2,15 @@
 
 Nothing is fetched from a hub: ``model.path`` must be a local HF model directory. Problems
 (missing folder, missing config or tokenizer files, unknown target modules) are reported
-before any weights are loaded.
+before any weights are loaded. Architectures the harness implements itself (ChatGLM-6B,
+moelora/chatglm/) are registered with the ``transformers`` auto classes first, so their
+checkpoints load without remote code.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +52,37 @@ def resolve_dtype(name: str) -> torch.dtype:
         raise ValueError(f"model.dtype={name!r}; use one of auto, {', '.join(DTYPES)}") from None
 
 
+# model types the harness implements itself; their checkpoints' code files are never run
+NATIVE_MODEL_TYPES = ("chatglm",)
+
+
+def register_native_models() -> None:
+    """Make ``model_type: chatglm`` resolve to the native ChatGLM-6B (moelora/chatglm/)."""
+    from moelora.chatglm import register
+
+    register()
+
+
+def _is_native(path: Path) -> bool:
+    import json
+
+    return json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type") \
+        in NATIVE_MODEL_TYPES
+
+
+def _remote_code_allowed(path: Path, trust_remote_code: bool) -> bool:
+    """``trust_remote_code``, except for natively implemented model types (always off)."""
+    return trust_remote_code and not _is_native(path)
+
+
 def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
+    register_native_models()
+    path = check_model_dir(path)
     tok = AutoTokenizer.from_pretrained(
-        str(check_model_dir(path)), trust_remote_code=trust_remote_code, local_files_only=True
+        str(path), trust_remote_code=_remote_code_allowed(path, trust_remote_code),
+        local_files_only=True,
     )
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
@@ -66,19 +96,30 @@ def load_base_model(
     dtype: str = "auto",
     trust_remote_code: bool = False,
     gradient_checkpointing: bool = False,
+    attn_implementation: str | None = None,
 ) -> nn.Module:
     """Load a causal LM, frozen, with non-reentrant gradient checkpointing if asked.
 
     Non-reentrant checkpointing is required: task routing (moelora.routing) hands state to
     the layers, which the reentrant variant loses in its no-grad first pass.
+    ``attn_implementation`` (``model.attn_implementation``, e.g. ``eager`` | ``sdpa``): None
+    leaves the choice to ``transformers``.
     """
     from transformers import AutoModelForCausalLM
 
+    register_native_models()
+    path = check_model_dir(path)
+    if _is_native(path):
+        from moelora.chatglm.checkpoint import conversion_hint
+
+        if hint := conversion_hint(path):
+            print(hint)
     model = AutoModelForCausalLM.from_pretrained(
-        str(check_model_dir(path)),
+        str(path),
         dtype=resolve_dtype(dtype),
-        trust_remote_code=trust_remote_code,
+        trust_remote_code=_remote_code_allowed(path, trust_remote_code),
         local_files_only=True,
+        **({"attn_implementation": attn_implementation} if attn_implementation else {}),
     )
     model.requires_grad_(False)
     if gradient_checkpointing:
@@ -89,20 +130,137 @@ def load_base_model(
     return model
 
 
+ALL_LINEAR = "all-linear"
+
+
+def is_conv1d(module: nn.Module) -> bool:
+    """Whether ``module`` is transformers' ``Conv1D`` (GPT-2): a linear layer whose weight is
+    stored transposed, ``(d_in, d_out)``."""
+    from transformers.pytorch_utils import Conv1D
+
+    return isinstance(module, Conv1D)
+
+
+def linear_shape(module: nn.Module) -> tuple[int, int]:
+    """``(d_in, d_out)`` of an ``nn.Linear`` or a ``Conv1D``."""
+    d0, d1 = module.weight.shape
+    return (d0, d1) if is_conv1d(module) else (d1, d0)
+
+
+def _is_adaptable(module: nn.Module) -> bool:
+    return isinstance(module, nn.Linear) or is_conv1d(module)
+
+
+def _matches(name: str, suffixes: Sequence[str]) -> bool:
+    return any(name == s or name.endswith("." + s) for s in suffixes)
+
+
 def linear_module_names(model: nn.Module) -> list[str]:
-    """Distinct name suffixes of the model's nn.Linear layers (for error messages)."""
-    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)})
+    """Distinct name suffixes of the model's linear layers (``nn.Linear`` and ``Conv1D``), with
+    ``parent.child`` for a suffix that names layers of different parents (GPT-2's
+    ``attn.c_proj``, ``mlp.c_proj``); for error messages."""
+    names = [n for n, m in model.named_modules() if _is_adaptable(m) and n]
+    suffixes = sorted({n.rsplit(".", 1)[-1] for n in names})
+    out = list(suffixes)
+    for suffix in suffixes:
+        parents = {n.rsplit(".", 2)[-2] for n in names if n.endswith("." + suffix) and n.count(".")}
+        if len(parents) > 1:
+            out += sorted(f"{p}.{suffix}" for p in parents)
+    return out
 
 
-def resolve_target_modules(model_cfg: Any, which: str) -> list[str]:
-    """``method.target_modules`` (``all`` | ``qkv`` | an explicit list) → module-name suffixes
-    for this architecture, read from ``conf/model/*.yaml``."""
-    if isinstance(which, str):
-        table = model_cfg.target_modules
-        if which not in table:
-            raise KeyError(
-                f"method.target_modules={which!r} is not defined for model {model_cfg.name}; "
-                f"choose one of {list(table)} (conf/model/{model_cfg.name}.yaml) or give a list"
+def find_targets(model: nn.Module, target_modules: str | Sequence[str]) -> list[tuple[str, nn.Module]]:
+    """The layers an adapter wraps, in ``named_modules`` order.
+
+    Args:
+        model: the base model.
+        target_modules: ``"all-linear"``: every ``nn.Linear`` / ``Conv1D`` except the output
+            head (what peft's ``all-linear`` selects); or module-name suffixes (``q_proj``,
+            ``attn.c_proj``): the linear layers whose name ends with one of them, each suffix
+            matching at least one.
+
+    Raises:
+        ValueError: a suffix matches no linear layer; the message lists the names that exist
+            and what to set.
+    """
+    layers = [(n, m) for n, m in model.named_modules() if _is_adaptable(m) and n]
+    if isinstance(target_modules, str):
+        if target_modules != ALL_LINEAR:
+            raise ValueError(f"target_modules={target_modules!r}; use {ALL_LINEAR!r} or a list of "
+                             "module names")
+        get_head = getattr(model, "get_output_embeddings", None)
+        head = get_head() if callable(get_head) else None
+        found = [(n, m) for n, m in layers if m is not head]
+    else:
+        found = [(n, m) for n, m in layers if _matches(n, target_modules)]
+        unused = [t for t in target_modules if not any(_matches(n, [t]) for n, _ in found)]
+        if unused or not target_modules:
+            raise ValueError(
+                f"target modules {list(unused or target_modules)} match no linear layer "
+                f"(nn.Linear or Conv1D) of this {type(model).__name__}; its linear layers are "
+                f"named {linear_module_names(model)}. Set method.target_modules to a list of "
+                f"those names (e.g. method.target_modules=[{','.join(linear_module_names(model)[:2])}]),"
+                f" to all (every linear layer but the output head), or to a preset of "
+                "conf/model/<model>.yaml"
             )
-        return list(table[which])
-    return list(which)
+    if not found:
+        raise ValueError(f"this {type(model).__name__} has no nn.Linear or Conv1D layer to adapt")
+    return found
+
+
+def model_type(path: str | Path) -> str | None:
+    """``model_type`` of the HF config in ``path`` (None when the folder has no config.json)."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text(encoding="utf-8")).get("model_type")
+
+
+def model_family(model_cfg: Any) -> str:
+    """The preset family of ``model_cfg``: ``model.family``, or, for ``auto``, the family whose
+    ``model_types`` holds the model's ``config.json`` ``model_type``."""
+    families = model_cfg.get("families") or {}
+    where = f"conf/model/{model_cfg.name}.yaml"
+    family = model_cfg.get("family") or "auto"
+    if family != "auto":
+        if family not in families:
+            raise KeyError(f"model.family={family!r} is not a family of {where}; use auto or one "
+                           f"of {sorted(families)}, or give method.target_modules as a list")
+        return family
+    mtype = model_type(model_cfg.path)
+    for name, preset in families.items():
+        if mtype in (preset.get("model_types") or []):
+            return name
+    raise KeyError(
+        f"{model_cfg.path}/config.json has model_type {mtype!r}, which no family of {where} "
+        f"lists (families: { {k: list(v.get('model_types') or []) for k, v in families.items()} }); "
+        "set model.family to one of them, add the family with its presets, or give "
+        "method.target_modules as a list of module names"
+    )
+
+
+def resolve_target_modules(model_cfg: Any, which: str | Sequence[str]) -> str | list[str]:
+    """``method.target_modules`` → what the adapter builders take: ``"all-linear"`` or a list of
+    module-name suffixes.
+
+    ``which`` is a list (used as is) or a preset name, looked up in ``model.target_modules``
+    (``all``, for every architecture), then in the presets of the model's family
+    (``model.families.<family>``, e.g. ``qkv`` for the attention-only ablation; see
+    :func:`model_family`)."""
+    if not isinstance(which, str):
+        return list(which)
+    table = model_cfg.target_modules
+    if which in table:
+        value = table[which]
+        return value if isinstance(value, str) else list(value)
+    where = f"conf/model/{model_cfg.name}.yaml"
+    if not model_cfg.get("families"):
+        raise KeyError(f"method.target_modules={which!r} is not defined for model "
+                       f"{model_cfg.name}; choose one of {list(table)} ({where}) or give a list")
+    family = model_family(model_cfg)
+    presets = {k: v for k, v in model_cfg.families[family].items() if k != "model_types"}
+    if which not in presets:
+        raise KeyError(f"method.target_modules={which!r} is neither a preset of {where} "
+                       f"({list(table)}) nor of its family {family!r} ({list(presets)}); choose "
+                       "one of those or give a list")
+    return list(presets[which])

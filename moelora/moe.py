@@ -1,8 +1,9 @@
 """Build MOELoRA on any HF causal LM: inject layers by name suffix, attach one gate.
 
 ``build(model, tasks=..., target_modules=..., **hparams)`` is the method's adapter builder
-(``conf/method/moelora_*.yaml``). It swaps every ``nn.Linear`` whose name ends with one of
-``target_modules`` for a :class:`moelora.layer.MoELoRALinear`, attaches a single
+(``conf/method/moelora_*.yaml``). It swaps every linear layer (``nn.Linear``, or transformers'
+``Conv1D`` as in GPT-2) whose name ends with one of ``target_modules`` (or every one but the
+output head for ``all-linear``) for a :class:`moelora.layer.MoELoRALinear`, attaches a single
 :class:`moelora.gate.MoELoRARouter` as ``model.moelora_router`` (the gate of Eq. 5, shared
 by all layers), freezes everything else and returns the same model object. No modeling code
 is edited: task ids reach the layers through ``moelora.routing.task_context``.
@@ -21,33 +22,17 @@ from torch import nn
 
 from moelora.gate import MoELoRARouter
 from moelora.layer import MoELoRALinear, validate_layer_args
+from moelora.models import find_targets
 from moelora.tasks import TaskMap
 
 ROUTER_NAME = "moelora_router"
-
-
-def _matches(name: str, suffixes: Sequence[str]) -> bool:
-    return any(name == s or name.endswith("." + s) for s in suffixes)
-
-
-def _target_linears(model: nn.Module, target_modules: Sequence[str]) -> list[tuple[str, nn.Linear]]:
-    linears = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    found = [(n, m) for n, m in linears if _matches(n, target_modules)]
-    unused = [t for t in target_modules if not any(_matches(n, [t]) for n, _ in found)]
-    if unused or not target_modules:
-        names = sorted({n.rsplit(".", 1)[-1] for n, _ in linears})
-        raise ValueError(
-            f"target modules {list(unused or target_modules)} match no nn.Linear of this model; "
-            f"its linear layers are named {names} (set target_modules in conf/model/)"
-        )
-    return found
 
 
 def build(
     model: nn.Module,
     *,
     tasks: Sequence[str],
-    target_modules: Sequence[str],
+    target_modules: str | Sequence[str],
     num_experts: int = 8,
     rank: int = 16,
     alpha: float = 32,
@@ -65,9 +50,11 @@ def build(
     """Turn ``model`` into MOELoRA in place (Eqs. 4-5; methods.md §6) and return it.
 
     Args:
-        model: a HF causal LM (any architecture whose projections are ``nn.Linear``).
+        model: a HF causal LM (any architecture whose projections are ``nn.Linear`` or
+            ``Conv1D``).
         tasks: the ordered task list; with ``task_id_scheme`` it defines the valid task ids.
-        target_modules: module-name suffixes to adapt (from ``conf/model/``).
+        target_modules: module-name suffixes to adapt, or ``all-linear`` (from
+            ``conf/model/``; see moelora.models.find_targets).
         num_experts: ``N`` (``expert_num``).
         rank: TOTAL rank ``r`` (``lora_r``), a multiple of ``N``.
         alpha: ``α`` (``lora_alpha``); the scaling is ``α/r``.
@@ -93,7 +80,7 @@ def build(
     if hasattr(model, ROUTER_NAME):
         raise ValueError("this model already carries MOELoRA; build it on a fresh base model")
     task_map = TaskMap(tasks, scheme=task_id_scheme)
-    targets = _target_linears(model, list(target_modules))
+    targets = find_targets(model, target_modules)
     device = targets[0][1].weight.device
     router = MoELoRARouter(
         gate=gate, num_experts=num_experts, rank=rank, task_ids=task_map.ids(),

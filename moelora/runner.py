@@ -8,8 +8,6 @@ does not stop a sweep. A finished job (``status: success``) is skipped unless
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import sys
 import time
@@ -20,9 +18,11 @@ from typing import Any
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from moelora import distributed
 from moelora.context import PipelineOutput, RunContext
 from moelora.data import apply_task_prompt, load_split
-from moelora.io import LOCK_NAME, JobBusyError, job_lock, write_jsonl
+from moelora.io import LOCK_NAME, JobBusyError, write_jsonl
+from moelora.loggers import NoneLogger
 from moelora.results import provenance, read_results, redact, write_results
 from moelora.seed import seed_everything
 from moelora.tasks import TaskMap
@@ -154,34 +154,41 @@ def _previous_attempts_seconds(previous: dict[str, Any] | None, run_dir: Path) -
 
 def run(cfg: DictConfig, run_dir: Path) -> int:
     """Run one job in ``run_dir``; returns 0 on success or skip, 1 on failure, and 1 without
-    touching the folder when another process is running the same job (``moelora.io.job_lock``;
-    under a multi-process launch only rank 0 takes the lock)."""
+    touching the folder when another process is running the same job (``moelora.io.job_lock``).
+
+    Under a multi-process launch (moelora/distributed.py) rank 0 takes the lock for every rank
+    and is the only one that writes; a launch that does not start the processes it asked for
+    raises ``moelora.distributed.LaunchError`` before anything is written."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    lock = job_lock(run_dir) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext()
     try:
-        with lock:
-            return _run(cfg, run_dir)
+        with distributed.job(cfg, run_dir) as accelerator:
+            return _run(cfg, run_dir, accelerator)
     except JobBusyError as e:
-        print(f"[busy] {e}", file=sys.stderr)
+        if distributed.is_main_rank():
+            print(f"[busy] {e}", file=sys.stderr)
         return 1
 
 
-def _run(cfg: DictConfig, run_dir: Path) -> int:
+def _run(cfg: DictConfig, run_dir: Path, accelerator: Any) -> int:
+    main = accelerator.is_main_process
     previous = read_results(run_dir)
+    earlier = 0.0 if cfg.overwrite else _previous_attempts_seconds(previous, run_dir)
+    accelerator.wait_for_everyone()  # every rank has read the folder before rank 0 changes it
     if previous and previous.get("status") == "success" and not cfg.overwrite:
-        print(f"[skip] {run_dir} already has a successful results.json (overwrite=true reruns it)")
+        accelerator.print(f"[skip] {run_dir} already has a successful results.json "
+                          "(overwrite=true reruns it)")
         return 0
-    if cfg.overwrite and previous is not None:
+    if cfg.overwrite and previous is not None and main:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         shutil.move(str(run_dir / "results.json"), str(run_dir / f"results.{stamp}.previous.json"))
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    earlier = 0.0 if cfg.overwrite else _previous_attempts_seconds(previous, run_dir)
     if cfg.resume == "never":
         earlier = 0.0
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+        if main:
+            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     elif cfg.resume != "auto":
         raise ValueError(f"resume={cfg.resume!r}; use 'auto' or 'never'")
+    accelerator.wait_for_everyone()  # no rank reads a checkpoint that rank 0 is removing
 
     if cfg.threads:
         import torch
@@ -189,10 +196,8 @@ def _run(cfg: DictConfig, run_dir: Path) -> int:
         torch.set_num_threads(int(cfg.threads))
     seed_everything(cfg.seed, deterministic=cfg.deterministic)
     resolved = redact(OmegaConf.to_container(cfg, resolve=True))
-    OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
-    from accelerate import Accelerator
-
-    accelerator = Accelerator(mixed_precision=_precision(cfg.trainer.precision), cpu=cfg.device == "cpu")
+    if main:
+        OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
     adopted, trained_by = _reuse(cfg, run_dir, resolved, accelerator)
     if adopted:
         return 0
@@ -203,19 +208,22 @@ def _run(cfg: DictConfig, run_dir: Path) -> int:
         "hparams": {k: v for k, v in (resolved["method"].get("adapter") or {}).items()
                     if not k.startswith("_")},
         "provenance": provenance(REPO_ROOT, str(accelerator.device)), "config": resolved,
+        **distributed.describe(accelerator, cfg.trainer),
     }
     if trained_by:
         base["trained_by"] = trained_by
-    if accelerator.is_main_process:
+    if main:
         write_results(run_dir, {**base, "status": "running", "started_at": time.time(),
                                 "timing": {"previous_attempts_seconds": earlier}})
     t0 = time.perf_counter()
     exit_code = 1
     logger = None
     try:
-        logger = _make_logger(cfg, run_dir, resolved)
+        logger = _make_logger(cfg, run_dir, resolved) if main else NoneLogger()
         task_map = TaskMap(cfg.data.tasks, scheme=cfg.data.task_ids)
-        prepare_inputs(cfg)
+        if main:
+            prepare_inputs(cfg)
+        accelerator.wait_for_everyone()
         gold = load_splits(cfg, task_map)
         splits = apply_task_prompt(gold, cfg.method.get("task_prompt"), seed=cfg.seed)
         ctx = RunContext(cfg=cfg, run_dir=run_dir, task_map=task_map, splits=splits,
@@ -223,17 +231,17 @@ def _run(cfg: DictConfig, run_dir: Path) -> int:
         out: PipelineOutput = resolve_pipeline(cfg.method.pipeline)(ctx)
         results = _finish(cfg, ctx, out, gold["test"], base, time.perf_counter() - t0)
         results["timing"]["previous_attempts_seconds"] = earlier
-        if accelerator.is_main_process:
+        if main:
             write_results(run_dir, results)
+            _print_table(results["scores"], f"{cfg.method.name} seed={cfg.seed} "
+                         f"[{cfg.data.benchmark}, scorer={cfg.scorer.modes[0]}]")
+            print(f"results: {run_dir / 'results.json'}")
         logger.summary({f"test/{k}/score": v for k, v in results["scores"].items()})
-        _print_table(results["scores"], f"{cfg.method.name} seed={cfg.seed} "
-                     f"[{cfg.data.benchmark}, scorer={cfg.scorer.modes[0]}]")
-        print(f"results: {run_dir / 'results.json'}")
         exit_code = 0
     except Exception as e:  # noqa: BLE001 - recorded, then the sweep goes on
         tb = traceback.format_exc()
         print(tb, file=sys.stderr)
-        if accelerator.is_main_process:
+        if main:
             write_results(run_dir, {**base, "status": "failed", "error": f"{type(e).__name__}: {e}",
                                     "traceback": tb,
                                     "timing": {"total_seconds": time.perf_counter() - t0,
@@ -252,7 +260,8 @@ def _finish(cfg: DictConfig, ctx: RunContext, out: PipelineOutput, gold: list[di
     if missing:
         raise RuntimeError(f"the pipeline produced no prediction for {len(missing)} test samples, "
                            f"e.g. {missing[:3]}")
-    write_jsonl(ctx.run_dir / "predictions.jsonl", predictions)
+    if ctx.accelerator.is_main_process:
+        write_jsonl(ctx.run_dir / "predictions.jsonl", predictions)
     reports = _score(gold, predictions, list(ctx.task_map.tasks), list(cfg.scorer.modes))
     primary = reports[cfg.scorer.modes[0]]
     metrics = {f"test/{task}/{k}": v for task, d in primary.detail.items() for k, v in d.items()}
@@ -279,18 +288,6 @@ def _finish(cfg: DictConfig, ctx: RunContext, out: PipelineOutput, gold: list[di
     results["timing"] = timing
     results.update(out.extra)
     return results
-
-
-def _precision(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        if not torch.cuda.is_available():
-            return "no"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if name not in ("no", "fp16", "bf16"):
-        raise ValueError(f"trainer.precision={name!r}; use auto, no, fp16 or bf16")
-    return name
 
 
 def _overrides() -> list[str]:

@@ -212,8 +212,11 @@ def build_from_adapter(adapter_dir: str | Path, *, config: DictConfig | None = N
     dtype = dtype or model_cfg.get("dtype") or "float32"
     if trust_remote_code is None:
         trust_remote_code = bool(model_cfg.get("trust_remote_code", False))
-    model = load_base_model(base_dir, dtype=dtype, trust_remote_code=trust_remote_code)
-    model = builder(model, tasks=list(meta["tasks"]), target_modules=list(meta["target_modules"]),
+    model = load_base_model(base_dir, dtype=dtype, trust_remote_code=trust_remote_code,
+                            attn_implementation=model_cfg.get("attn_implementation"))
+    targets = meta["target_modules"]          # a list of suffixes, or a keyword ("all-linear")
+    model = builder(model, tasks=list(meta["tasks"]),
+                    target_modules=targets if isinstance(targets, str) else list(targets),
                     **_builder_kwargs(builder, meta, adapter_dir))
     load_adapter(model, adapter_dir, expected_tasks=list(meta["tasks"]))
     meta = {**meta, "trust_remote_code": trust_remote_code}

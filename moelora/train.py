@@ -3,7 +3,11 @@
 AdamW (β = 0.9/0.999, ε = 1e-8), linear decay to 0 after an optional warm-up, gradient
 clipping at a global norm, gradient accumulation and mixed precision through
 ``accelerate``. Effective batch = devices × per-device batch × accumulation steps.
-The loss is the token-level cross-entropy on the answer tokens (Eq. 2). Which examples
+The loss is the token-level cross-entropy on the answer tokens (Eq. 2), averaged over all the
+answer tokens of the optimiser step: each micro-batch's mean is weighted by its share of the
+step's tokens, so a step computes the same gradient however its effective batch is split
+over devices and accumulation (2 processes × 8 = 1 × 16; one micro-batch on one device is
+the plain mean, unchanged). Which examples
 form a step is the sampler's business (moelora.samplers); how task ids reach the model is
 moelora.routing's. Checkpoints (adapter + optimizer + scheduler + RNG) every
 ``save_every`` steps let a killed run resume with the same final weights.
@@ -24,7 +28,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from moelora.checkpoint import last_checkpoint, load_checkpoint, save_checkpoint
-from moelora.data import Encoder
+from moelora.data import IGNORE_INDEX, Encoder
 from moelora.routing import task_context
 from moelora.samplers import StepSampler
 
@@ -52,6 +56,11 @@ class TrainResult:
     step_seconds: float | None = None   # None: no step ran here (resumed at the end)
     peak_memory_bytes: int | None = None
     resumed_from: int | None = None
+
+
+def supervised_tokens(example: dict[str, Any]) -> int:
+    """Answer tokens the causal-LM loss counts (after the shift: position t predicts t + 1)."""
+    return sum(1 for label in example["labels"][1:] if label != IGNORE_INDEX)
 
 
 def _micro_batches(indices: Sequence[int], rank: int, world: int, accum: int) -> list[list[int]]:
@@ -97,6 +106,7 @@ def train(
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     examples = [encoder.train_example(r) for r in records]
+    tokens = [supervised_tokens(e) for e in examples]
 
     result = TrainResult(steps=settings.max_steps)
     start = 0
@@ -119,7 +129,9 @@ def train(
     bar = tqdm(range(start, settings.max_steps), initial=start, total=settings.max_steps,
                desc="train", disable=not (settings.progress and accelerator.is_main_process))
     for step in bar:
-        micro = _micro_batches(next(stream), accelerator.process_index,
+        indices = next(stream)
+        step_tokens = max(1, sum(tokens[j] for j in indices))  # the whole step, every device
+        micro = _micro_batches(indices, accelerator.process_index,
                                accelerator.num_processes, settings.grad_accum)
         step_loss = torch.zeros((), device=accelerator.device)
         for i, idx in enumerate(micro):
@@ -127,10 +139,16 @@ def train(
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             task_ids = batch.pop("task_ids")
             sync = i == len(micro) - 1
+            # DDP averages the devices' gradients, hence × num_processes
+            weight = accelerator.num_processes * sum(tokens[j] for j in idx) / step_tokens
             with accelerator.no_sync(model) if not sync else _null(), task_context(unwrapped, task_ids):
                 with accelerator.autocast():
-                    loss = model(**batch).loss / len(micro)
-                accelerator.backward(loss)  # inside the context: checkpointing recomputes here
+                    loss = model(**batch).loss * weight
+                accelerator.sync_gradients = sync  # DeepSpeed's engine steps at the last one only
+                # accelerate (DeepSpeed's engine: its config's) divides by its accumulation steps;
+                # the weights already sum to one over the step. Inside the context:
+                # checkpointing recomputes here.
+                accelerator.backward(loss * accelerator.gradient_accumulation_steps)
             step_loss += loss.detach()
         if settings.max_grad_norm:
             accelerator.clip_grad_norm_(params, settings.max_grad_norm)

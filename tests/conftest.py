@@ -67,6 +67,15 @@ def tiny_world(tmp_path_factory):
     return data_dir, model_dir
 
 
+@pytest.fixture(scope="session")
+def tiny_chatglm(tmp_path_factory) -> Path:
+    """A tiny ChatGLM-6B directory in the release's layout (moelora/chatglm/tiny.py): the
+    checkpoint the goldens of tests/golden/chatglm_v1.* were made with."""
+    from moelora.chatglm.tiny import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny_chatglm") / "chatglm-6b")
+
+
 def tiny_overrides(tiny_world, out_dir: Path, *extra: str) -> list[str]:
     """Overrides that point the real config at the tiny world, fast settings."""
     data_dir, model_dir = tiny_world
@@ -86,6 +95,24 @@ def compose(overrides: list[str]):
 
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
         return _compose(config_name="config", overrides=overrides)
+
+
+@pytest.fixture(scope="session")
+def arch_model_dir(tiny_world, tmp_path_factory):
+    """``arch_model_dir(arch)``: a saved tiny random model of ``arch`` (tests/tiny_models.py)
+    with its fitting tokenizer, built on first use, one per architecture per session."""
+    from tests.tiny_models import save_model_dir
+
+    data_dir, _ = tiny_world
+    root = tmp_path_factory.mktemp("architectures")
+    built: dict[str, Path] = {}
+
+    def get(arch: str) -> Path:
+        if arch not in built:
+            built[arch] = save_model_dir(arch, data_dir, root / arch)
+        return built[arch]
+
+    return get
 
 
 # Greedy smoke runs of the methods that inference and the efficiency measurement rebuild

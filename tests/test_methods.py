@@ -25,7 +25,8 @@ VOCAB = 97
 
 
 def _method_cfg(name: str):
-    return compose([f"method={name}", "model=hf", "model.path=/unused", "logger=none"])
+    return compose([f"method={name}", "model=hf", "model.path=/unused", "model.family=llama",
+                    "logger=none"])
 
 
 def _with_adapter(name: str):

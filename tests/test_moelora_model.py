@@ -81,7 +81,8 @@ def test_parameter_counts_by_gate():
 
 
 def test_unknown_target_and_task_ids_raise():
-    with pytest.raises(ValueError, match=r"match no nn.Linear.*'down_proj'.*'q_proj'"):
+    with pytest.raises(ValueError, match=r"\['query_key_value'\] match no linear layer .*"
+                                         r"'down_proj'.*'q_proj'.*Set method.target_modules"):
         build(_base(), tasks=TASKS, target_modules=["q_proj", "query_key_value"])
     with pytest.raises(ValueError, match="rank=6 is not divisible by num_experts=4"):
         build(_base(), tasks=TASKS, target_modules=TARGETS, num_experts=4, rank=6)

@@ -161,17 +161,31 @@ def test_multirun_through_run_py_continues_past_a_failure(tiny_world, tmp_path):
     assert failing.returncode == 0
     statuses = sorted(read_json(p)["status"] for p in (tmp_path / "outputs").rglob("seed=44/results.json"))
     assert statuses == ["failed", "success"]
+    # the summary lists this sweep's two jobs, not the earlier sweep's in the same folder
+    summary = failing.stdout[failing.stdout.index("[sweep]"):]
+    assert "[sweep] 2 job(s)" in summary and "seed=42" not in summary
+    assert "[sweep] 1 job(s) failed" in summary
+    assert not (tmp_path / "outputs" / "default" / ".sweeps").exists()    # markers removed
 
 
 @pytest.mark.slow
 def test_sweep_runs_in_parallel_with_the_submitit_local_launcher(tiny_world, tmp_path):
-    """`hydra/launcher=submitit_local`: the same jobs, launched by submitit (pip extra `slurm`)."""
+    """`hydra/launcher=submitit_local`: the same jobs, launched by submitit (pip extra `slurm`);
+    each sweep's summary lists its own jobs, and no literal `.submitit/%j` folder appears."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    out = _run_py(["-m", "hydra/launcher=submitit_local", "method=lora_full", "seed=42,43",
-                   *tiny_overrides(tiny_world, tmp_path)], tmp_path)
-    assert out.returncode == 0, out.stderr[-3000:]
+    sweeps = []
+    for seeds in ("42,43", "44"):
+        out = _run_py(["-m", "hydra/launcher=submitit_local", "method=lora_full", f"seed={seeds}",
+                       *tiny_overrides(tiny_world, tmp_path), "trainer.max_steps=1"], tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+        sweeps.append(out.stdout[out.stdout.index("[sweep]"):])
     runs = sorted((tmp_path / "outputs" / "default" / "lora_full").rglob("results.json"))
-    assert [read_json(p)["status"] for p in runs] == ["success", "success"]
+    assert [read_json(p)["status"] for p in runs] == ["success"] * 3
+    assert "[sweep] 2 job(s)" in sweeps[0] and "[sweep] 1 job(s)" in sweeps[1]
+    assert "seed=44" in sweeps[1] and "seed=42" not in sweeps[1]
+    submitit = tmp_path / "outputs" / "default" / ".submitit"
+    assert submitit.is_dir() and not list(tmp_path.rglob("%j"))
+    assert len(list(submitit.glob("*_0_log.out"))) == 3
 
 
 def test_every_trained_method_runs_through_run_py(tiny_world, tmp_path):
@@ -301,22 +315,56 @@ def test_a_killed_job_leaves_no_stale_lock(tmp_path):
 
 def test_sweep_summary_tells_failed_running_and_stopped_jobs_apart(tmp_path, capsys):
     """A sweep that meets a job another process runs, or one that was killed, says what to do
-    about each instead of calling them all failures."""
+    about each instead of calling them all failures; it lists only the jobs it started (the
+    callbacks run as Hydra calls them), not those of earlier sweeps into the same folder."""
     from omegaconf import OmegaConf
 
     from moelora.hydra_callbacks import SweepSummary
 
-    for name, status in [("a", "success"), ("b", "failed"), ("c", "running"), ("d", "running")]:
+    def job_config(num: int, run_dir: Path):
+        return OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}, "job": {"num": num},
+                                           "runtime": {"output_dir": str(run_dir)}}})
+
+    for name, status in [("a", "success"), ("b", "failed"), ("c", "running"), ("d", "running"),
+                         ("earlier", "success")]:
         (tmp_path / name).mkdir()
         write_json(tmp_path / name / "results.json", {"status": status, "method": "lora_full",
                                                       "seed": 42, "scores": {"avg": 0.5}})
     (tmp_path / "d" / ".job.lock").write_text("12345")      # left by a killed job: lock free
+    summary = SweepSummary()
+    sweep = job_config(0, tmp_path)
+    summary.on_multirun_start(sweep)
+    for num, name in enumerate(["a", "b", "c", "d", "e"]):   # e: a job that wrote nothing
+        summary.on_job_start(job_config(num, tmp_path / name))
     with job_lock(tmp_path / "c"):
-        SweepSummary().on_multirun_end(OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}}))
+        summary.on_multirun_end(sweep)
     out = capsys.readouterr().out
-    statuses = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
-    assert statuses == ["success", "failed", "running", "stopped"]
+    rows = [line.split() for line in out.splitlines() if line.startswith("  ")]
+    assert [r[0] for r in rows] == ["success", "failed", "running", "stopped", "no-result"]
+    assert [r[-1] for r in rows] == ["a", "b", "c", "d", "e"]            # not "earlier"
+    assert "[sweep] 5 job(s)" in out
     assert "[sweep] 1 job(s) are running in another process" in out
     assert "[sweep] 1 job(s) stopped before finishing (killed or crashed); rerun" in out
+    assert "[sweep] 1 job(s) wrote no results.json; see their run.log" in out
     assert "[sweep] 1 job(s) failed; see their results.json 'error'" in out
     assert (tmp_path / "d" / ".job.lock").read_text() == "12345"     # the check wrote nothing
+    assert not (tmp_path / ".sweeps").exists()
+
+
+def test_local_submitit_launcher_keeps_its_files_without_a_literal_job_id_folder():
+    """submitit's local executor creates its folder as written: the plugin's default
+    `.submitit/%j` would leave a folder named `%j` (run.py registers the fix)."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from moelora.hydra_callbacks import register_launchers
+
+    register_launchers()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = hydra_compose(config_name="config", return_hydra_config=True,
+                            overrides=["hydra/launcher=submitit_local", "model=hf", "model.path=/x"])
+    launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
+    assert launcher["submitit_folder"] == "${hydra.sweep.dir}/.submitit"
+    assert launcher["_target_"].endswith("LocalLauncher")
