@@ -14,6 +14,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from moelora.naming import register_resolvers
+from moelora.redaction import RedactingStream, secret_values
+
+register_resolvers()    # ${moelora.dirname:...} in conf/hydra/default.yaml
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> int:
@@ -30,6 +35,10 @@ if __name__ == "__main__":
     from moelora.distributed import hydra_overrides_for_rank
     from moelora.hydra_callbacks import register_launchers
 
+    # A secret typed on the command line is masked in everything printed (moelora.redaction).
+    if secrets := secret_values(a for a in sys.argv[1:] if "=" in a and not a.startswith("-")):
+        sys.stdout = RedactingStream(sys.stdout, secrets)
+        sys.stderr = RedactingStream(sys.stderr, secrets)
     register_launchers()                    # submitit_local: no literal .submitit/%j folder
     sys.argv += hydra_overrides_for_rank()  # only rank 0 writes Hydra's files into the run folder
     main()

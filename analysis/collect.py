@@ -27,14 +27,14 @@ RESULTS_NAME = "results.json"
 # exclude_keys in conf/hydra/default.yaml, which is read when present).
 DEFAULT_IGNORED_KEYS = (
     "method", "seed", "experiment", "logger", "overwrite", "reuse", "resume", "progress", "device", "threads",
-    "paths.root_dir", "paths.output_dir", "paths.artifacts_dir", "data.root", "model.path",
+    "paths.root_dir", "paths.output_dir", "paths.artifacts_dir",
     "hydra.launcher", "hydra/launcher", "debug", "local", "logger.mode", "logger.project",
 )
 RUN_COLUMNS = [
     "experiment", "method", "seed", "variant", "overrides", "benchmark", "scorer_mode", "status",
     "error", "num_experts", "rank", "alpha", "params_trainable", "params_total", "params_ratio",
     "params_chatglm6b_ratio", "train_seconds", "train_step_seconds", "eval_seconds",
-    "latency_per_example", "infer_mode", "decoding", "repeat_mode", "git_sha", "git_dirty",
+    "latency_per_example", "infer_mode", "decoding", "trainer", "repeat_mode", "git_sha", "git_dirty",
     "device", "total_seconds", "reused_from", "trained_by", "path",
 ]
 TIDY_COLUMNS = RUN_COLUMNS[:8] + ["task", "task_index", "score", "score_compat"] + RUN_COLUMNS[8:]
@@ -59,8 +59,11 @@ def split_override(item: str) -> tuple[str, str]:
 
 
 def variant_of(overrides: list[str], grid_keys: set[str], ignore: tuple[str, ...]) -> str:
-    """The overrides that are neither ignorable nor part of the grid, sorted, comma-joined."""
-    kept = sorted(f"{k}={v}" for k, v in map(split_override, overrides)
+    """The overrides that are neither ignorable nor part of the grid, sorted, comma-joined;
+    paths and URLs shortened as in run directory names (``model.path=Qwen2-7B-1a2b3c4d``)."""
+    from moelora.naming import safe_item
+
+    kept = sorted(safe_item(f"{k}={v}") for k, v in map(split_override, overrides)
                   if k not in ignore and k not in grid_keys)
     return ",".join(kept)
 
@@ -141,6 +144,7 @@ def load_run(path: Path, ignore: tuple[str, ...], grid_cache: dict[str, Any]) ->
         "eval_seconds": timing.get("eval_seconds"),
         "latency_per_example": timing.get("latency_per_example"),
         "infer_mode": timing.get("infer_mode"), "decoding": res.get("decoding"),
+        "trainer": _trainer(res, overrides),
         "repeat_mode": _get(res, "config", "repeat_mode"),
         "git_sha": _get(res, "provenance", "git_sha"),
         "git_dirty": _get(res, "provenance", "git_dirty"),
@@ -152,6 +156,15 @@ def load_run(path: Path, ignore: tuple[str, ...], grid_cache: dict[str, Any]) ->
         "_scores": res.get("scores") or {}, "_compat": res.get("scores_compat") or res.get("scores_moelora_compat") or {},
         "_tasks": list(res.get("tasks") or []), "_weights": res.get("expert_weights"),
     }
+
+
+def _trainer(res: dict[str, Any], overrides: list[str]) -> str | None:
+    """The ``trainer`` config choice (results.json → ``choices``; older runs: the override)."""
+    choice = (res.get("choices") or {}).get("trainer")
+    if choice:
+        return str(choice)
+    given = [v for k, v in map(split_override, overrides) if k == "trainer"]
+    return given[-1] if given else None
 
 
 def _num(x: Any) -> float:

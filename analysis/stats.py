@@ -1,7 +1,8 @@
 """Statistics over seeds: mean ± std (n), best / second best, and the significance test.
 
 The paper (Sec. 4.1, methods.md §1.6) runs every method with seeds 42, 43, 44 and marks
-MOELoRA's improvement over the best baseline when a two-sided t-test gives p < 0.05. Here the
+MOELoRA's improvement over the best baseline when a two-sided t-test gives p < 0.05; here only
+with n ≥ 3 scores per group (``MIN_N``), and the tables never mark smoke runs. The
 test is ``scipy.stats.ttest_ind`` over the per-seed scores (Student's, equal variances) by
 default, or ``scipy.stats.ttest_rel`` paired by seed (``paired=True``).
 """
@@ -17,6 +18,7 @@ from scipy import stats as sps
 
 ALPHA = 0.05
 DECIMALS = 4
+MIN_N = 3   # significance is marked only with at least 3 scores per group (#12)
 
 
 @dataclass(frozen=True)
@@ -79,9 +81,12 @@ def ttest(a: Mapping[int, float], b: Mapping[int, float], *, paired: bool = Fals
     return TestResult(float(res.statistic), float(res.pvalue), name, int(xa.size), int(xb.size))
 
 
-def is_significant_improvement(result: TestResult, alpha: float = ALPHA) -> bool:
-    """True when the proposed side is higher and the two-sided p-value is below ``alpha``."""
-    return math.isfinite(result.p_value) and result.statistic > 0 and result.p_value < alpha
+def is_significant_improvement(result: TestResult, alpha: float = ALPHA, min_n: int = MIN_N) -> bool:
+    """True when both groups have at least ``min_n`` scores, the proposed side is higher and
+    the two-sided p-value is below ``alpha``. Two seeds with a tiny spread give a small p
+    that means nothing, so n < 3 is never significant."""
+    return (min(result.n_a, result.n_b) >= min_n and math.isfinite(result.p_value)
+            and result.statistic > 0 and result.p_value < alpha)
 
 
 def rank_marks(means: Mapping[str, float], decimals: int = DECIMALS) -> dict[str, str]:

@@ -21,6 +21,7 @@ import pandas as pd
 from analysis import paper_numbers
 from analysis.stats import (
     ALPHA,
+    MIN_N,
     Summary,
     TestResult,
     best_baseline,
@@ -99,6 +100,7 @@ class Table:
     tests: dict[str, dict[str, TestResult]]    # column → proposed → test vs best baseline
     baselines: dict[str, str | None]           # column → best baseline row key
     caption: str
+    untested: str = ""                         # why no significance is marked at all, if so
 
 
 # %% [markdown]
@@ -163,12 +165,14 @@ def build_table(tidy: pd.DataFrame, name: str, *, benchmark: str, scorer_mode: s
         best[c] = best_baseline(means, baselines_keys)
         tests[c] = {p: ttest(scores[p][c], scores[best[c]][c], paired=paired)
                     for p in spec["proposed"] if best[c] is not None}
+    untested = "trainer=smoke" if is_smoke(data, variant) else ""
     rows: list[Row] = []
     for key, display, reported_only in spec["rows"]:
         if not reported_only:
             row = Row(key, display, "ours")
             for c in columns:
-                star = c in tests and key in tests[c] and is_significant_improvement(tests[c][key])
+                star = (not untested and c in tests and key in tests[c]
+                        and is_significant_improvement(tests[c][key]))
                 row.cells[c] = Cell(summaries[key][c], marks[c][key], star)
             rows.append(row)
         paper = spec["paper"].get(key)
@@ -179,11 +183,21 @@ def build_table(tidy: pd.DataFrame, name: str, *, benchmark: str, scorer_mode: s
             prow.note = "paper"
             rows.append(prow)
     test_name = next((t.test for c in tests for t in tests[c].values()), _test_name(paired))
-    text = caption(name, benchmark, scorer_mode, variant, test_name, data)
+    ns = sorted({s.n for k, _ in ours for s in summaries[k].values() if s.n})
+    text = caption(name, benchmark, scorer_mode, variant, test_name, data, ns=ns,
+                   untested=untested)
     if plain:
         text += (f" Rows {', '.join(plain)} come from plain runs (python run.py method=…, "
                  f"experiment {PLAIN_EXPERIMENT}): same settings as the {name} grid.")
-    return Table(name, benchmark, scorer_mode, variant, columns, rows, tests, best, text)
+    return Table(name, benchmark, scorer_mode, variant, columns, rows, tests, best, text, untested)
+
+
+def is_smoke(data: pd.DataFrame, variant: str) -> bool:
+    """Whether any run of the table is a ``trainer=smoke`` run (a wiring check, never a result):
+    from results.json's Hydra choices (column ``trainer``) or, for older runs, the overrides."""
+    if "trainer" in data and (data["trainer"].fillna("") == "smoke").any():
+        return True
+    return "trainer=smoke" in str(variant or "").split(",")
 
 
 def _test_name(paired: bool) -> str:
@@ -191,18 +205,28 @@ def _test_name(paired: bool) -> str:
 
 
 def caption(name: str, benchmark: str, scorer_mode: str, variant: str, test_name: str,
-            data: pd.DataFrame) -> str:
-    """What the table shows, on what data, and what the marks and the test are."""
+            data: pd.DataFrame, *, ns: list[int] | None = None, untested: str = "") -> str:
+    """What the table shows, on what data, and what the marks and the test are.
+
+    ``ns``: the numbers of seeds per cell that occur; ``untested``: why no significance is
+    marked (``trainer=smoke``)."""
     spec = TABLES[name]
     decoding = ", ".join(sorted(str(d) for d in data["decoding"].dropna().unique())) or "n/a"
     seeds = ", ".join(str(int(s)) for s in sorted(data["seed"].dropna().unique())) or "none"
     proposed = " and ".join(d for k, d, _ in spec["rows"] if k in spec["proposed"])
+    n_text = "0" if not ns else str(ns[0]) if ns[0] == ns[-1] else f"{ns[0]}–{ns[-1]}"
+    if untested:
+        star = (f"No significance is marked: these are {untested} runs (wiring checks, not "
+                "results).")
+    else:
+        star = (f"*: the improvement of {proposed} over the best baseline of that column is "
+                f"significant under a two-sided {test_name}, p < {ALPHA}; tested only where both "
+                f"have n ≥ {MIN_N} seeds.")
     text = (f"The paper's {spec['title']} reproduced on {BENCHMARK_LABELS.get(benchmark, benchmark)}: "
             f"test score per task "
             f"({scorer_mode or 'n/a'} scorer, 0–1), mean ± sample std over seeds ({seeds}; n = "
-            f"seeds per cell), decoding: {decoding}. Bold: best, underline: second best per column "
-            f"among our rows. *: the improvement of {proposed} over the best baseline of that "
-            f"column is significant under a two-sided {test_name}, p < {ALPHA}. Rows marked "
+            f"{n_text} seeds per cell), decoding: {decoding}. Bold: best, underline: second best "
+            f"per column among our rows. {star} Rows marked "
             f"(paper) are the paper's reported numbers on PromptCBLUE; n/a = not transcribed.")
     missing = [d for k, d, _ in spec["rows"]
                if k in spec["paper"] and not paper_numbers.is_transcribed(spec["paper"][k])]
@@ -268,7 +292,9 @@ def to_markdown(table: Table) -> str:
     names = {k: d for k, d, _ in TABLES[table.name]["rows"]}
     for c in table.columns:
         for p, res in table.tests.get(c, {}).items():
-            sig = "yes" if is_significant_improvement(res) else "no"
+            sig = (f"not tested ({table.untested})" if table.untested else
+                   f"not tested (n < {MIN_N})" if min(res.n_a, res.n_b) < MIN_N else
+                   "yes" if is_significant_improvement(res) else "no")
             lines.append(f"| {short_task(c)} | {names[p]} | {names[table.baselines[c]]} | "
                          f"{_fmt(res.statistic, 3)} | {_fmt(res.p_value, 4)} | {sig} |")
     return "\n".join(lines) + "\n"

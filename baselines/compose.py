@@ -31,6 +31,8 @@ from torch import nn
 from moelora.adapters import CONFIG_NAME, WEIGHTS_NAME, read_adapter_config
 from moelora.data import IGNORE_INDEX, Encoder
 from moelora.io import read_json
+from moelora.naming import run_dirname
+from moelora.redaction import redact_override
 from moelora.routing import task_context
 
 # Keys under the composition methods' own YAML nodes: they do not exist for lora_single,
@@ -75,7 +77,7 @@ def input_run_command(input_method: str, seed: int, run_dir: Path,
         exp_dir, overrides = _split_run_dir(run_dir)
         if exp_dir.name and exp_dir.name != "default":
             overrides = [f"experiment_name={exp_dir.name}", *overrides]
-    kept = [o for o in overrides
+    kept = [redact_override(o) for o in overrides
             if o.split("=", 1)[0].lstrip("+~") not in ("method", "seed") and not _is_own(o)]
     return " ".join(shlex.quote(a) for a in
                     ["python", "run.py", f"method={input_method}", f"seed={seed}", *kept])
@@ -93,9 +95,15 @@ def derive_input_run_dir(run_dir: Path, input_method: str) -> Path:
     """This job's run directory with the method component replaced and this method's own
     overrides (``method.ta.*``, ``method.lorahub.*``, ``method.inputs.*``) removed."""
     exp_dir, overrides = _split_run_dir(run_dir)
-    kept = [o for o in overrides if o and not _is_own(o)]
+    name = ",".join(o for o in overrides if o and not _is_own(o))
+    task = _hydra_task_overrides()
+    if task is not None:   # the name Hydra gives the input run (moelora.naming)
+        from hydra.core.hydra_config import HydraConfig
+
+        name = run_dirname([o for o in task if not _is_own(o)],
+                           HydraConfig.get().job.config.override_dirname)
     method_dir = exp_dir / input_method
-    return (method_dir / ",".join(kept) if kept else method_dir) / Path(run_dir).name
+    return (method_dir / name if name else method_dir) / Path(run_dir).name
 
 
 def find_input_run(ctx: Any) -> Path:

@@ -4,14 +4,15 @@ This one format serves every method (LoRA through peft, MOELoRA, P-Tuning, MoLoR
 adapter is exactly the set of parameters that train, stored by their names in
 ``model.named_parameters()``. The config records what is needed to rebuild the same
 adapter on the same base and to refuse a mismatched one: the method, its hyper-parameters,
-the ordered task list (which defines the task ids), the target modules and a fingerprint of
-the base model.
+the ordered task list (which defines the task ids), the target modules, the base model's
+absolute path and a fingerprint of its weights (names, shapes and a fixed sample of values).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from moelora.io import read_json, write_json
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # 2: base_fingerprint covers sampled weights (1: names and shapes)
+SAMPLES_PER_TENSOR = 16
 
 
 class AdapterMismatchError(ValueError):
@@ -39,12 +41,38 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-def base_fingerprint(model: nn.Module) -> str:
-    """A hash of the frozen parameters' names and shapes (not values: cheap on 6B models)."""
+def _frozen(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return [(name, p) for name, p in model.named_parameters() if not p.requires_grad]
+
+
+def base_dtype(model: nn.Module) -> str | None:
+    """The most common dtype of the frozen parameters (``"float32"``, ``"bfloat16"``, ...)."""
+    counts = Counter(str(p.dtype).removeprefix("torch.") for _, p in _frozen(model))
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def base_fingerprint(model: nn.Module, *, dtype: str | None = None, weights: bool = True) -> str:
+    """A hash of the frozen parameters: names, shapes and a fixed sample of their values.
+
+    Each tensor contributes ``SAMPLES_PER_TENSOR`` evenly spaced elements (a few kB for a 6B
+    model, so it is cheap), cast to ``dtype`` (default: :func:`base_dtype`) and then to fp32:
+    a base saved in fp32 and loaded in bf16 for training, then in fp32 for export, gives the
+    same fingerprint when ``dtype`` is the training dtype. ``weights=False`` is the format-1
+    fingerprint (names and shapes only)."""
     h = hashlib.sha256()
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            h.update(f"{name}:{tuple(p.shape)};".encode())
+    cast = getattr(torch, dtype) if dtype else None
+    for name, p in _frozen(model):
+        h.update(f"{name}:{tuple(p.shape)};".encode())
+        if not weights or p.numel() == 0:
+            continue
+        if p.is_meta:
+            h.update(b"meta;")
+            continue
+        n, k = p.numel(), min(p.numel(), SAMPLES_PER_TENSOR)
+        idx = torch.tensor([i * (n - 1) // max(k - 1, 1) for i in range(k)], device=p.device)
+        sample = p.detach().reshape(-1)[idx]
+        sample = sample.to(cast) if cast is not None else sample
+        h.update(sample.float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -67,7 +95,8 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, *, meta: dict[s
     os.replace(tmp, directory / WEIGHTS_NAME)
     config = dict(meta)
     config["format_version"] = FORMAT_VERSION
-    config["base_fingerprint"] = base_fingerprint(model)
+    config["base_dtype"] = base_dtype(model)
+    config["base_fingerprint"] = base_fingerprint(model, dtype=config["base_dtype"])
     config["num_parameters"] = int(sum(v.numel() for v in state.values()))
     write_json(directory / CONFIG_NAME, config)
     return directory
@@ -101,12 +130,22 @@ def load_adapter(
             f"{directory}: adapter was trained for tasks {saved_tasks} (in this id order), "
             f"but this run uses {list(expected_tasks)}; use the same data.tasks list"
         )
-    if check_base and config.get("base_fingerprint") not in (None, base_fingerprint(model)):
-        raise AdapterMismatchError(
-            f"{directory}: adapter was trained on base {config.get('base_model', {})} "
-            f"(fingerprint {config.get('base_fingerprint')}), which does not match the model it is "
-            f"loaded into (fingerprint {base_fingerprint(model)}); load it into the same base model"
-        )
+    recorded = config.get("base_fingerprint")
+    if check_base and recorded is not None:
+        saved_dtype = config.get("base_dtype")
+        current = (base_fingerprint(model, dtype=saved_dtype)
+                   if int(config.get("format_version", 1)) >= 2 else base_fingerprint(model, weights=False))
+        if current != recorded:
+            dtype_note = ""
+            if saved_dtype and base_dtype(model) not in (saved_dtype, "float32"):
+                dtype_note = (f" It was fingerprinted in {saved_dtype} and this model is "
+                              f"{base_dtype(model)}: load the base in {saved_dtype} (or float32).")
+            raise AdapterMismatchError(
+                f"{directory}: adapter was trained on base {config.get('base_model', {})} "
+                f"(fingerprint {recorded}: names, shapes and sampled weights), which does not "
+                f"match the model it is loaded into (fingerprint {current}); load it into the "
+                f"same base model.{dtype_note}"
+            )
     state = load_file(str(directory / WEIGHTS_NAME))
     params = dict(model.named_parameters())
     expected = {n for n, p in params.items() if p.requires_grad}

@@ -8,6 +8,7 @@ train, generate) and never re-implements them.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from moelora.adapters import save_adapter
-from moelora.data import Encoder
+from moelora.data import Encoder, token_warnings
 from moelora.distributed import effective_batch_size
 from moelora.generation import DecodingSettings, GenerationResult, generate_predictions
 from moelora.merge import supports_merge
@@ -45,6 +46,7 @@ class RunContext:
     accelerator: Any
     logger: Any
     infer_mode: str | None = None   # what generate() actually ran: merged_per_task | unmerged
+    token_stats: dict[str, Any] = field(default_factory=dict)   # split → Encoder.token_stats
 
     # ---- model -------------------------------------------------------------------
     def load_base(self) -> tuple[nn.Module, Any]:
@@ -77,7 +79,9 @@ class RunContext:
             "tasks": list(tasks or self.task_map.tasks),
             "task_id_scheme": self.task_map.scheme,
             "target_modules": self.target_modules,
-            "base_model": {"name_or_path": str(self.cfg.model.path), "name": self.cfg.model.name},
+            # absolute, so the adapter finds its base from any working directory (export)
+            "base_model": {"name_or_path": os.path.abspath(str(self.cfg.model.path)),
+                           "name": self.cfg.model.name},
         }
 
     def save_adapter(self, model: nn.Module, directory: Path, *, tasks: list[str] | None = None) -> Path:
@@ -89,11 +93,23 @@ class RunContext:
 
     # ---- data ----------------------------------------------------------------------
     def encoder(self, tokenizer: Any, *, task_map: TaskMap | None = None) -> Encoder:
+        """The run's encoder. The first call also measures every split (unknown tokens and
+        truncation per task, ``results.json`` → ``token_stats``), warns above 1 % and refuses
+        prompts that encode to nothing (moelora.data.Encoder.token_stats)."""
         d = self.cfg.data
-        return Encoder(tokenizer=tokenizer, task_map=task_map or self.task_map,
-                       max_source_length=d.max_source_length, max_target_length=d.max_target_length,
-                       truncation_side=d.truncation_side,
-                       add_special_tokens=self.cfg.model.add_special_tokens)
+        encoder = Encoder(tokenizer=tokenizer, task_map=task_map or self.task_map,
+                          max_source_length=d.max_source_length,
+                          max_target_length=d.max_target_length, truncation_side=d.truncation_side,
+                          add_special_tokens=self.cfg.model.add_special_tokens)
+        if not self.token_stats:
+            for split, records in self.splits.items():
+                source = Path(d.root) / d.files[split] if split in d.files else None
+                stats = encoder.token_stats(records, split=split, source=source)
+                for line in token_warnings(stats, split, max_source_length=d.max_source_length,
+                                           max_target_length=d.max_target_length):
+                    self.accelerator.print(f"[tokens] warning: {line}")
+                self.token_stats[split] = stats
+        return encoder
 
     def sampler(self, encoder: Encoder, records: list[dict[str, Any]]) -> StepSampler:
         batch = effective_batch_size(self.accelerator.num_processes, self.cfg.trainer)
@@ -117,8 +133,11 @@ class RunContext:
               tasks: list[str] | None = None, log_prefix: str = "",
               on_step: Any = None) -> TrainResult:
         settings = self.train_settings(max_steps=max_steps)
+        whole = (records is self.splits.get("train")      # measured once by encoder()
+                 and encoder.max_source_length == self.cfg.data.max_source_length)
         encoder.check_prompt_budget(records, split="train",
-                                    max_truncated_fraction=self.cfg.data.max_truncated_fraction)
+                                    max_truncated_fraction=self.cfg.data.max_truncated_fraction,
+                                    stats=self.token_stats.get("train") if whole else None)
 
         def log(metrics: dict[str, float], step: int) -> None:
             self.logger.log({f"{log_prefix}{k}": v for k, v in metrics.items()}, step)

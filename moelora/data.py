@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from moelora.io import DataFormatError, read_jsonl
-from moelora.tasks import TaskMap
+from moelora.io import DataFormatError, read_jsonl_lines
+from moelora.tasks import TASK_TYPES, TaskMap
 
 REQUIRED_FIELDS = ("input", "target", "task_dataset", "sample_id")
 IGNORE_INDEX = -100
@@ -64,16 +64,18 @@ def load_split(
         require_target: gold splits need a non-empty ``target`` on at least one line.
 
     Raises:
-        DataFormatError: naming the file and line, what is wrong and how to fix it.
+        DataFormatError: naming the file and line, what is wrong and how to fix it: a line that
+            is not UTF-8 or not JSON, a missing field, an unknown task, a ``task_type`` that
+            does not fit its task (``moelora.tasks.TASK_TYPES``), duplicate ``sample_id`` values.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(
             f"{path}: split file not found; check data.root (and run `make data` for MedSynth-8)"
         )
-    raw = read_jsonl(path)
     records: list[dict[str, Any]] = []
-    for lineno, rec in enumerate(raw, start=1):
+    lines: dict[str, list[int]] = {}
+    for lineno, rec in read_jsonl_lines(path):
         missing = [f for f in REQUIRED_FIELDS if f not in rec]
         if missing:
             raise DataFormatError(
@@ -92,13 +94,31 @@ def load_split(
                 f"{task_map.tasks}. Fix the line, add the task to data.tasks, or set "
                 "data.drop_unlisted_tasks=true"
             )
+        expected = TASK_TYPES.get(task)
+        if rec.get("task_type") and expected and rec["task_type"] != expected:
+            raise DataFormatError(
+                f"{path}:{lineno}: task_type {rec['task_type']!r} does not fit task_dataset "
+                f"{task!r} (its task_type is {expected!r}); the line is mislabelled: fix its "
+                "task_dataset or its task_type"
+            )
         rec.setdefault("answer_choices", None)
         rec.setdefault("task_type", "")
+        lines.setdefault(str(rec["sample_id"]), []).append(lineno)
         records.append(rec)
     if not records:
         raise DataFormatError(
             f"{path}: the split is empty (no sample of tasks {task_map.tasks}); "
             "check data.root and data.tasks"
+        )
+    duplicates = {sid: at for sid, at in lines.items() if len(at) > 1}
+    if duplicates:
+        shown = "; ".join(f"{sid!r} on lines {', '.join(map(str, at))}"
+                          for sid, at in list(duplicates.items())[:5])
+        more = f" (and {len(duplicates) - 5} more)" if len(duplicates) > 5 else ""
+        raise DataFormatError(
+            f"{path}: {len(duplicates)} duplicate sample_id value(s): {shown}{more}; every "
+            "sample_id must be unique within a split (predictions are matched by it): remove "
+            "the repeated lines or give them their own ids"
         )
     if require_target and not any(r["target"] for r in records):
         raise DataFormatError(
@@ -242,21 +262,112 @@ class Encoder:
             ),
         }
 
+    def token_stats(self, records: Sequence[dict[str, Any]], *, split: str,
+                    source: str | os.PathLike | None = None) -> dict[str, Any]:
+        """What the tokenizer makes of a split, per task, in one pass over prompts and answers.
+
+        Per task: ``prompt_unk_share`` / ``answer_unk_share`` (the share of tokens that are the
+        tokenizer's unknown token), ``prompt_truncated_share`` / ``answer_truncated_share``
+        (the share of samples longer than ``max_source_length`` / ``max_target_length - 1``,
+        which are cut), token counts and ``samples``. Overall: the prompt lengths' maximum and
+        95th percentile, and the number of truncated prompts.
+
+        Raises:
+            DataFormatError: a prompt that encodes to zero tokens, or a non-empty answer that
+                does, naming the sample_id and the file (``source``); training or generation on
+                nothing would run silently otherwise.
+        """
+        where = str(source) if source is not None else f"the {split} split"
+        unk = self.tokenizer.unk_token_id
+        per_task: dict[str, dict[str, float]] = {}
+        lengths = []
+        for rec, p, a in self._encode_chunks(records):
+            for text, ids, what in ((rec["input"], p, "prompt"), (rec["target"], a, "answer")):
+                if not ids and (what == "prompt" or text):
+                    raise DataFormatError(
+                        f"{where}: sample_id {rec['sample_id']!r} ({rec['task_dataset']}): its "
+                        f"{what} ({len(text)} characters) encodes to zero tokens; the tokenizer "
+                        "does not fit this data. Check model.path (its tokenizer files) and the "
+                        f"{what} text"
+                    )
+            lengths.append(len(p))
+            t = per_task.setdefault(rec["task_dataset"], dict.fromkeys(
+                ("samples", "prompt_tokens", "answer_tokens", "prompt_unk", "answer_unk",
+                 "prompt_truncated", "answer_truncated"), 0))
+            t["samples"] += 1
+            t["prompt_tokens"] += len(p)
+            t["answer_tokens"] += len(a)
+            t["prompt_unk"] += sum(i == unk for i in p) if unk is not None else 0
+            t["answer_unk"] += sum(i == unk for i in a) if unk is not None else 0
+            t["prompt_truncated"] += len(p) > self.max_source_length
+            t["answer_truncated"] += len(a) > self.max_target_length - 1
+        tasks = {task: {
+            "samples": t["samples"], "prompt_tokens": t["prompt_tokens"],
+            "answer_tokens": t["answer_tokens"],
+            "prompt_unk_share": _share(t["prompt_unk"], t["prompt_tokens"]),
+            "answer_unk_share": _share(t["answer_unk"], t["answer_tokens"]),
+            "prompt_truncated_share": _share(t["prompt_truncated"], t["samples"]),
+            "answer_truncated_share": _share(t["answer_truncated"], t["samples"]),
+        } for task, t in per_task.items()}
+        lengths.sort()
+        return {"n": len(lengths), "truncated": sum(n > self.max_source_length for n in lengths),
+                "longest": lengths[-1], "p95": lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))],
+                "tasks": tasks}
+
+    def _encode_chunks(self, records: Sequence[dict[str, Any]], size: int = 512):
+        """(record, prompt ids, answer ids), tokenised a batch at a time."""
+        for i in range(0, len(records), size):
+            chunk = records[i: i + size]
+            prompts = self.tokenizer([r["input"] for r in chunk],
+                                     add_special_tokens=self.add_special_tokens)["input_ids"]
+            answers = self.tokenizer([r["target"] for r in chunk],
+                                     add_special_tokens=False)["input_ids"]
+            yield from zip(chunk, prompts, answers, strict=True)
+
     def check_prompt_budget(
-        self, records: Sequence[dict[str, Any]], *, split: str, max_truncated_fraction: float
-    ) -> dict[str, int]:
-        """Fail early when ``max_source_length`` cuts too many prompts (before any training)."""
-        lengths = sorted(
-            len(self.tokenizer(r["input"], add_special_tokens=self.add_special_tokens)["input_ids"])
-            for r in records
-        )
-        truncated = sum(n > self.max_source_length for n in lengths)
-        p95 = lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))]
-        if truncated / len(lengths) > max_truncated_fraction:
+        self, records: Sequence[dict[str, Any]], *, split: str, max_truncated_fraction: float,
+        stats: dict[str, Any] | None = None, source: str | os.PathLike | None = None,
+    ) -> dict[str, Any]:
+        """Fail early when ``max_source_length`` cuts too many prompts (before any training).
+
+        ``stats``: this split's :meth:`token_stats`, when already computed; returns them."""
+        stats = stats if stats is not None else self.token_stats(records, split=split, source=source)
+        truncated, n = stats["truncated"], stats["n"]
+        if truncated / n > max_truncated_fraction:
             raise ValueError(
                 f"data.max_source_length={self.max_source_length} truncates {truncated} of "
-                f"{len(lengths)} {split} prompts (longest {lengths[-1]} tokens, 95th percentile "
-                f"{p95}); the prompt template does not fit. Raise data.max_source_length to at "
-                f"least {p95}, or raise data.max_truncated_fraction"
+                f"{n} {split} prompts (longest {stats['longest']} tokens, 95th percentile "
+                f"{stats['p95']}); the prompt template does not fit. Raise data.max_source_length "
+                f"to at least {stats['p95']}, or raise data.max_truncated_fraction"
             )
-        return {"truncated": truncated, "longest": lengths[-1], "p95": p95, "n": len(lengths)}
+        return stats
+
+
+TOKEN_WARN_SHARE = 0.01     # warn when more than 1 % of a task's tokens are unknown or cut
+
+
+def _share(count: int, total: int) -> float:
+    return round(count / total, 6) if total else 0.0
+
+
+def token_warnings(stats: dict[str, Any], split: str, *, max_source_length: int,
+                   max_target_length: int, threshold: float = TOKEN_WARN_SHARE) -> list[str]:
+    """One line per problem of a split, listing each task whose share is above ``threshold``
+    (default 1 %): unknown tokens in prompts or answers, prompts or answers that are cut."""
+    problems = {
+        "prompt_unk_share": "prompt tokens that are the unknown token (the tokenizer does not "
+                            "cover this text; check model.path)",
+        "answer_unk_share": "answer tokens that are the unknown token (the tokenizer does not "
+                            "cover this text; check model.path)",
+        "prompt_truncated_share": f"prompts longer than data.max_source_length={max_source_length}"
+                                  " tokens, which are cut",
+        "answer_truncated_share": f"answers longer than data.max_target_length={max_target_length}"
+                                  " tokens (EOS included), which are cut",
+    }
+    out = []
+    for key, what in problems.items():
+        tasks = [f"{task} {100 * t[key]:.1f}%" for task, t in stats["tasks"].items()
+                 if t[key] > threshold]
+        if tasks:
+            out.append(f"{split}: share of {what}: {', '.join(tasks)}")
+    return out

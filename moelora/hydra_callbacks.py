@@ -1,5 +1,5 @@
-"""Hydra callbacks: a summary of a sweep's jobs, read from their results.json files; and the
-local submitit launcher's log folder.
+"""Hydra callbacks: secrets out of Hydra's own records; a summary of a sweep's jobs, read from
+their results.json files; and the local submitit launcher's log folder.
 
 A sweep folder (``outputs/<experiment>``) holds the jobs of every sweep ever run into it, so
 the summary lists the jobs that this sweep started: each job, when it starts (in whatever
@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
 
 from moelora.distributed import is_main_rank
 from moelora.io import job_is_running, read_json, write_json
+from moelora.redaction import MASK, is_secret_key, redact_override, redact_text, secret_values
 
 MARKERS = ".sweeps"
 # submitit's local executor creates its folder literally, so a "%j" in it becomes a folder
@@ -45,6 +47,46 @@ def register_launchers() -> None:
     ConfigStore.instance().store(group="hydra/launcher", name="submitit_local",
                                  node=LocalQueueConf(submitit_folder=LOCAL_SUBMITIT_FOLDER),
                                  provider="moelora")
+
+
+def _scrub(obj: Any, secrets: list[str]) -> Any:
+    if isinstance(obj, dict):
+        return {k: (MASK if is_secret_key(str(k)) and v not in (None, "") else _scrub(v, secrets))
+                for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_scrub(v, secrets) for v in obj]
+    if isinstance(obj, str):       # an override, or a k=v,k=v list of them (override_dirname)
+        return redact_text(",".join(redact_override(part) for part in obj.split(",")), secrets)
+    return obj
+
+
+def scrub_yaml(path: Path, secrets: list[str]) -> None:
+    """Rewrite a saved YAML file with credential-like values masked (no-op when absent)."""
+    if not path.is_file():
+        return
+    from moelora.io import write_text
+
+    data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    write_text(path, OmegaConf.to_yaml(OmegaConf.create(_scrub(data, secrets))))
+
+
+class RedactSecrets(Callback):
+    """Hydra saves ``.hydra/{config,hydra,overrides}.yaml`` (and a sweep's ``multirun.yaml``)
+    before the job starts; when an override names a credential-like key, this rewrites them
+    with the value masked (moelora.redaction). Without such an override it does nothing."""
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        hydra = config.hydra
+        items = [*hydra.overrides.task, *hydra.overrides.hydra]
+        if not any(redact_override(str(o)) != str(o) for o in items):
+            return
+        secrets = secret_values(str(o) for o in items)
+        if hydra.output_subdir is not None:
+            folder = Path(hydra.runtime.output_dir) / str(hydra.output_subdir)
+            for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):
+                scrub_yaml(folder / name, secrets)
+        if hydra.mode == RunMode.MULTIRUN:
+            scrub_yaml(Path(str(hydra.sweep.dir)) / "multirun.yaml", secrets)
 
 
 class SweepSummary(Callback):

@@ -25,15 +25,27 @@ class DataFormatError(ValueError):
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a JSON Lines file into a list of dicts.
 
-    Blank lines are skipped. A line that is not a JSON object raises ``DataFormatError``
-    naming the file and the 1-based line number.
+    Blank lines are skipped. A line that is not UTF-8 or not a JSON object raises
+    ``DataFormatError`` naming the file and the 1-based line number.
     """
+    return [record for _, record in read_jsonl_lines(path)]
+
+
+def read_jsonl_lines(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]]:
+    """:func:`read_jsonl`, each record with its 1-based line number in the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
-    records: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    records: list[tuple[int, dict[str, Any]]] = []
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataFormatError(
+                    f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start + 1} of the "
+                    f"line, {raw[max(0, e.start - 8): e.start + 8]!r}); save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -47,7 +59,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
                 raise DataFormatError(
                     f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}"
                 )
-            records.append(obj)
+            records.append((lineno, obj))
     return records
 
 
@@ -64,6 +76,11 @@ def _atomic_write_text(path: Path, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file (UTF-8) atomically."""
+    _atomic_write_text(Path(path), text)
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> None:
@@ -83,6 +100,18 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DataFormatError(f"{path}:{e.lineno}: malformed JSON ({e.msg})") from None
+
+
+def remove_stray_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed writer left under ``folder`` (``.<name>.*.tmp`` from
+    the atomic writes above, ``.adapter_model.safetensors.tmp``). Call it only while holding
+    the folder's :func:`job_lock`. Returns the removed paths."""
+    removed = []
+    for path in sorted(Path(folder).rglob(".*.tmp")):
+        if path.is_file() and "wandb" not in path.relative_to(folder).parts:
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 class JobBusyError(RuntimeError):

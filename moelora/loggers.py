@@ -9,6 +9,7 @@ run id is kept in the run directory so a resumed job continues the same wandb ru
 from __future__ import annotations
 
 import csv
+import io
 import os
 import uuid
 from pathlib import Path
@@ -33,13 +34,43 @@ class NoneLogger:
 
 
 class CSVLogger(NoneLogger):
-    """Appends ``step,key,value`` rows to ``<run_dir>/metrics.csv``."""
+    """Appends ``step,key,value`` rows to ``<run_dir>/metrics.csv``.
+
+    A resumed job logs again the steps after its last checkpoint: the first time this logger
+    writes a key, the rows of that key at this step and later (and an old ``summary`` row of
+    it) are dropped first, so every (step, key) appears once."""
 
     def __init__(self, run_dir: Path, *, group: str = "", name: str = "", job_type: str = "",
                  run_config: dict[str, Any] | None = None) -> None:
         self.path = Path(run_dir) / "metrics.csv"
+        self._written: set[str] = set()
+
+    def _drop_stale(self, rows: list[tuple[Any, str, Any]]) -> None:
+        fresh = {key: step for step, key, _ in rows if key not in self._written}
+        self._written |= fresh.keys()
+        if not fresh or not self.path.exists():
+            return
+        with self.path.open(newline="", encoding="utf-8") as f:
+            old = list(csv.reader(f))
+
+        def stale(row: list[str]) -> bool:
+            if len(row) < 2 or row[1] not in fresh:
+                return False
+            new_step, step = fresh[row[1]], row[0]
+            if new_step == "summary" or step == "summary":
+                return new_step == step
+            return step.lstrip("-").isdigit() and int(step) >= int(new_step)
+
+        kept = [row for i, row in enumerate(old) if i == 0 or not stale(row)]
+        if len(kept) != len(old):
+            from moelora.io import write_text
+
+            buffer = io.StringIO()
+            csv.writer(buffer).writerows(kept)
+            write_text(self.path, buffer.getvalue())
 
     def _write(self, rows: list[tuple[Any, str, Any]]) -> None:
+        self._drop_stale(rows)
         new = not self.path.exists()
         with self.path.open("a", newline="", encoding="utf-8") as f:
             w = csv.writer(f)

@@ -2,13 +2,12 @@
 
 Written atomically. ``status`` is ``running`` while a job works, then ``success`` or
 ``failed`` (with the error). Secrets never enter it: config values under keys that look
-like credentials are redacted.
+like credentials are redacted (moelora.redaction).
 """
 
 from __future__ import annotations
 
 import platform
-import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -17,23 +16,13 @@ from typing import Any
 import torch
 
 from moelora.io import read_json, write_json
+from moelora.redaction import redact
+
+__all__ = ["RESULTS_NAME", "provenance", "read_results", "redact", "write_results"]
 
 RESULTS_NAME = "results.json"
-SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|passwd)$", re.IGNORECASE)
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "hydra-core", "rouge-chinese",
             "scikit-learn", "tokenizers", "numpy")
-
-
-def redact(obj: Any) -> Any:
-    """A copy of a config tree with credential-like values replaced by ``"***"``.
-
-    Keys that only *name* an environment variable (``api_key_env``) are kept."""
-    if isinstance(obj, dict):
-        return {k: ("***" if SECRET_KEY.search(str(k)) and v not in (None, "") else redact(v))
-                for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [redact(v) for v in obj]
-    return obj
 
 
 def git_info(root: Path) -> dict[str, Any]:

@@ -4,17 +4,15 @@ Several paper artefacts share jobs: Fig. 4a's N = 8 point, Fig. 4b's (r = 16, N 
 Fig. 6 are Table 2's MOELoRA (D) runs, and a plain ``python run.py method=... seed=...`` is the
 same job as the matching cell of ``experiment=table2``. Each experiment keeps its own run
 folders (the analysis reads them per experiment), so before a job trains, the runner looks
-under ``paths.output_dir`` for a successful run whose *job fingerprint* is equal and, when one
-exists, adopts it: its files are linked (or copied) into the new run folder and its
-``results.json`` is rewritten for the new experiment with ``reused_from`` naming the source.
-Scores, timings and provenance stay those of the source job, which is what ran.
+under ``paths.output_dir`` for a successful run with the same *job identity*
+(moelora.identity: the config part plus the model and data fingerprints and the world size)
+and, when one exists, adopts it: its files are linked (or copied) into the new run folder and
+its ``results.json`` is rewritten for the new experiment with ``reused_from`` naming the
+source. Scores, timings and provenance stay those of the source job, which is what ran.
 
-The fingerprint is the resolved config without the keys that never change what a job
-computes (``IGNORED_KEYS``: where results go, logging, threads, resume flags). Paths under
-``paths.artifacts_dir`` / ``paths.output_dir`` are compared relative to those folders, so a
-job launched with an absolute artifacts path matches one launched with ``./artifacts``; any
-other path (a real model or dataset) must be equal as written. A source run on another device
-type (cpu vs cuda) is never adopted. ``reuse=false`` (or ``overwrite=true``) always trains.
+Runs recorded before identities existed are never adopted (their inputs are unknown). A
+source run on another device type (cpu vs cuda) is never adopted. ``reuse=false`` (or
+``overwrite=true``) always trains.
 
 When no identical job exists but one differs only in how it is *evaluated*
 (``INFERENCE_KEYS``: Fig. 5 runs each method merged and unmerged), its final training checkpoint
@@ -25,60 +23,22 @@ nothing, and the job evaluates its own way. ``results.json`` then names the sour
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 from pathlib import Path
 from typing import Any
 
+from moelora.identity import IDENTITY_VERSION, IGNORED_KEYS, INFERENCE_KEYS, job_fingerprint
 from moelora.io import LOCK_NAME, write_json
 from moelora.results import RESULTS_NAME, read_results, write_results
 
-# Top-level config keys that do not change what a job computes.
-IGNORED_KEYS = ("experiment_name", "threads", "overwrite", "resume", "progress", "reuse", "logger",
-                "paths")
-# Keys that change only how a trained model is evaluated, not the trained weights.
-INFERENCE_KEYS = ("decoding", "scorer", "method.infer", "trainer.eval")
+__all__ = ["IGNORED_KEYS", "INFERENCE_KEYS", "adopt", "final_checkpoint", "find_reusable",
+           "find_reuse", "finished_runs", "job_fingerprint", "seed_checkpoint"]
+
 # Files of a run folder that belong to that run only (logs, resumable state, Hydra's record).
 PRIVATE = {RESULTS_NAME, "config.yaml", "run.log", "wandb_id.txt", "checkpoints", "wandb", ".hydra",
            LOCK_NAME}
-
-
-def _normalise(value: Any, prefixes: list[tuple[str, str]]) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _normalise(v, prefixes) for k, v in sorted(value.items())}
-    if isinstance(value, list):
-        return [_normalise(v, prefixes) for v in value]
-    if isinstance(value, str):
-        for prefix, tag in prefixes:
-            if value == prefix or value.startswith(prefix + "/"):
-                return tag + value[len(prefix):]
-    return value
-
-
-def _drop(config: dict[str, Any], dotted: str) -> None:
-    *parents, leaf = dotted.split(".")
-    node: Any = config
-    for key in parents:
-        node = node.get(key) if isinstance(node, dict) else None
-    if isinstance(node, dict):
-        node.pop(leaf, None)
-
-
-def job_fingerprint(config: dict[str, Any], *, training_only: bool = False) -> str:
-    """SHA-256 of the resolved config minus ``IGNORED_KEYS``, with artifact/output paths relative.
-
-    ``training_only`` also drops ``INFERENCE_KEYS``: equal values mean equal trained weights."""
-    paths = config.get("paths") or {}
-    prefixes = sorted(((str(paths[k]).rstrip("/"), f"<{k}>") for k in ("output_dir", "artifacts_dir")
-                       if paths.get(k)), key=lambda p: -len(p[0]))
-    kept = _normalise({k: v for k, v in config.items() if k not in IGNORED_KEYS}, prefixes)
-    if training_only:
-        for dotted in INFERENCE_KEYS:
-            _drop(kept, dotted)
-    text = json.dumps(kept, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _device_type(device: str | None) -> str:
@@ -93,32 +53,36 @@ def finished_runs(output_dir: Path):
             yield path.parent, res
 
 
-def find_reuse(config: dict[str, Any], run_dir: Path, output_dir: Path,
+def find_reuse(identity: dict[str, Any], run_dir: Path, output_dir: Path,
                device: str) -> tuple[Path | None, Path | None]:
     """One pass over the other finished runs on this device type under ``output_dir``.
+
+    Args:
+        identity: this job's identity (moelora.identity.job_identity).
 
     Returns (source, checkpoint): ``source`` is the first run of the same job (adopt it); when
     there is none, ``checkpoint`` is the final checkpoint of a run that trained the same weights
     (only ``INFERENCE_KEYS`` differ), or None."""
     run_dir = Path(run_dir).resolve()
-    want, want_trained = job_fingerprint(config), job_fingerprint(config, training_only=True)
     trained = None
     for source, res in finished_runs(output_dir):
-        if source.resolve() == run_dir:
+        theirs = res.get("identity")
+        if source.resolve() == run_dir or not isinstance(theirs, dict) \
+                or theirs.get("version") != IDENTITY_VERSION:
             continue
         if _device_type((res.get("provenance") or {}).get("device")) != _device_type(device):
             continue
-        if job_fingerprint(res["config"]) == want:
+        if theirs.get("job") == identity["job"]:
             return source, None
-        if trained is None and job_fingerprint(res["config"], training_only=True) == want_trained:
+        if trained is None and theirs.get("trained") == identity["trained"]:
             trained = final_checkpoint(source, res)
     return None, trained
 
 
-def find_reusable(config: dict[str, Any], run_dir: Path, output_dir: Path,
+def find_reusable(identity: dict[str, Any], run_dir: Path, output_dir: Path,
                   device: str) -> Path | None:
-    """The first successful run under ``output_dir`` with this job's fingerprint, or None."""
-    return find_reuse(config, run_dir, output_dir, device)[0]
+    """The first successful run under ``output_dir`` with this job's identity, or None."""
+    return find_reuse(identity, run_dir, output_dir, device)[0]
 
 
 def final_checkpoint(run_dir: Path, results: dict[str, Any]) -> Path | None:

@@ -1,14 +1,23 @@
-"""One job: compose → (skip | resume | run) → score → results.json. Called by ``run.py``.
+"""One job: check → inputs → identity → (skip | resume | run) → score → results.json.
+Called by ``run.py``.
+
+1. The whole config is checked (moelora.schema, moelora.inputs.check_input_paths) before the
+   run directory is touched: a bad value, a key nothing reads or a missing typed path stops
+   the job with every problem named.
+2. The inputs are prepared (the embedded benchmark and base, only where the defaults point)
+   and fingerprinted; with the config and the world size they make the job identity
+   (moelora.identity).
+3. A finished run of the same identity is skipped unless ``overwrite=true``; a folder that
+   holds another job's results or checkpoints is never skipped nor overwritten (an error
+   names what differs); a killed run resumes from its last checkpoint (``resume=auto``).
 
 The job never branches on the method: the method's YAML names its adapter builder, its
 sampler and its pipeline. A failure is recorded as ``status: failed`` with the error and
-does not stop a sweep. A finished job (``status: success``) is skipped unless
-``overwrite=true``; a killed one resumes from its last checkpoint (``resume=auto``).
+does not stop a sweep.
 """
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 import traceback
@@ -21,9 +30,14 @@ from omegaconf import DictConfig, OmegaConf
 from moelora import distributed
 from moelora.context import PipelineOutput, RunContext
 from moelora.data import apply_task_prompt, load_split
-from moelora.io import LOCK_NAME, JobBusyError, write_jsonl
+from moelora.identity import IdentityMismatchError, check_previous, job_identity
+from moelora.inputs import check_input_paths, describe_inputs, prepare_inputs
+from moelora.io import JobBusyError, remove_stray_temp_files, write_jsonl
 from moelora.loggers import NoneLogger
+from moelora.redaction import redact_override, redact_text, secret_values
 from moelora.results import provenance, read_results, redact, write_results
+from moelora.rundir import previous_attempts_seconds, start_over
+from moelora.schema import ConfigError, check_config
 from moelora.seed import seed_everything
 from moelora.tasks import TaskMap
 
@@ -34,26 +48,12 @@ def resolve_pipeline(name: str):
     return get_method(name if "." in name else f"moelora.pipelines.{name}")
 
 
-def prepare_inputs(cfg: DictConfig) -> None:
-    """Build the embedded benchmark and base model on first use (both cached); real data and
-    models have ``prepare: null`` and must already exist."""
-    d = cfg.data
-    if d.get("prepare") is not None and not all((Path(d.root) / f).is_file() for f in d.files.values()):
-        instantiate(d.prepare)
-    m = cfg.model
-    if m.get("prepare") is not None and not (Path(m.path) / "config.json").is_file():
-        instantiate(m.prepare)
-
-
 def load_splits(cfg: DictConfig, task_map: TaskMap) -> dict[str, list[dict[str, Any]]]:
     d = cfg.data
     root = Path(d.root)
     splits = {}
     for split, fname in d.files.items():
         splits[split] = load_split(root / fname, task_map, drop_unlisted_tasks=d.drop_unlisted_tasks)
-    ids = [r["sample_id"] for r in splits["test"]]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{root / d.files.test}: duplicate sample_id values; they must be unique")
     limit = cfg.trainer.eval.limit_per_task
     if limit:
         seen: dict[str, int] = {}
@@ -96,8 +96,8 @@ def _print_table(scores: dict[str, Any], title: str) -> None:
         print(f"  {k:<{width}}  {'n/a' if v is None else f'{v:.4f}'}")
 
 
-def _reuse(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any],
-           accelerator: Any) -> tuple[bool, str | None]:
+def _reuse(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any], identity: dict[str, Any],
+           accelerator: Any, extra: dict[str, Any]) -> tuple[bool, str | None]:
     """Reuse finished work from ``paths.output_dir`` (moelora/reuse.py). The main process links
     files; every process waits for it, then takes the same decision.
 
@@ -108,11 +108,11 @@ def _reuse(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any],
         return False, None
     from moelora.reuse import adopt, find_reuse, seed_checkpoint
 
-    source, ckpt = find_reuse(resolved, run_dir, Path(cfg.paths.output_dir), accelerator.device.type)
+    source, ckpt = find_reuse(identity, run_dir, Path(cfg.paths.output_dir), accelerator.device.type)
     if source is not None:
         if accelerator.is_main_process:
             adopt(source, run_dir, {"experiment": cfg.experiment_name, "run_dir": str(run_dir),
-                                    "overrides": _overrides(), "config": resolved})
+                                    "overrides": _overrides(), "config": resolved, **extra})
         accelerator.wait_for_everyone()
         accelerator.print(f"[reuse] {run_dir} is the same job as {source}; its results were "
                           f"adopted (reuse=false trains it again)")
@@ -128,30 +128,6 @@ def _reuse(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any],
     return False, str(ckpt.parents[1])
 
 
-# Files that record a run rather than its progress (ignored when dating the last saved progress).
-_RECORDS = {"results.json", "config.yaml", "run.log", "wandb_id.txt", "metrics.csv", LOCK_NAME}
-
-
-def _previous_attempts_seconds(previous: dict[str, Any] | None, run_dir: Path) -> float:
-    """Wall time of earlier attempts whose progress this attempt continues from.
-
-    A failed attempt recorded its time; a killed one (``status: running``) counts from its start
-    to its last saved progress (the newest checkpoint or adapter file), since work after that is
-    redone. Earlier attempts of those attempts are carried along."""
-    if not previous:
-        return 0.0
-    timing = previous.get("timing") or {}
-    carried = float(timing.get("previous_attempts_seconds") or 0.0)
-    if previous.get("status") == "failed":
-        return carried + float(timing.get("total_seconds") or 0.0)
-    started = previous.get("started_at")
-    saved = [p.stat().st_mtime for p in run_dir.rglob("*") if p.is_file()
-             and p.name not in _RECORDS and not {".hydra", "wandb"} & set(p.relative_to(run_dir).parts)]
-    if previous.get("status") != "running" or started is None or not saved:
-        return carried
-    return carried + max(0.0, max(saved) - float(started))
-
-
 def run(cfg: DictConfig, run_dir: Path) -> int:
     """Run one job in ``run_dir``; returns 0 on success or skip, 1 on failure, and 1 without
     touching the folder when another process is running the same job (``moelora.io.job_lock``).
@@ -160,45 +136,109 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
     and is the only one that writes; a launch that does not start the processes it asked for
     raises ``moelora.distributed.LaunchError`` before anything is written."""
     run_dir = Path(run_dir)
+    choices = _choices()
+    try:                                        # 1. the whole config, before anything changes
+        check_config(cfg, choices or None)
+        check_input_paths(cfg)
+    except (ConfigError, FileNotFoundError) as e:
+        return _refuse(cfg, run_dir, "config", e)
     try:
         with distributed.job(cfg, run_dir) as accelerator:
-            return _run(cfg, run_dir, accelerator)
+            return _run(cfg, run_dir, accelerator, choices)
     except JobBusyError as e:
         if distributed.is_main_rank():
             print(f"[busy] {e}", file=sys.stderr)
         return 1
 
 
-def _run(cfg: DictConfig, run_dir: Path, accelerator: Any) -> int:
-    main = accelerator.is_main_process
+def _refuse(cfg: DictConfig, run_dir: Path, tag: str, error: Exception) -> int:
+    """Report a job that cannot start; record it as failed only where nothing of value is
+    (no results.json yet, or a failed one): a finished or killed run's record is kept."""
+    message = redact_text(str(error), secret_values(_raw_overrides()))
+    print(f"[{tag}] {message}", file=sys.stderr)
     previous = read_results(run_dir)
-    earlier = 0.0 if cfg.overwrite else _previous_attempts_seconds(previous, run_dir)
-    accelerator.wait_for_everyone()  # every rank has read the folder before rank 0 changes it
-    if previous and previous.get("status") == "success" and not cfg.overwrite:
-        accelerator.print(f"[skip] {run_dir} already has a successful results.json "
-                          "(overwrite=true reruns it)")
-        return 0
-    if cfg.overwrite and previous is not None and main:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        shutil.move(str(run_dir / "results.json"), str(run_dir / f"results.{stamp}.previous.json"))
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    if cfg.resume == "never":
-        earlier = 0.0
-        if main:
-            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    elif cfg.resume != "auto":
-        raise ValueError(f"resume={cfg.resume!r}; use 'auto' or 'never'")
-    accelerator.wait_for_everyone()  # no rank reads a checkpoint that rank 0 is removing
+    if distributed.is_main_rank() and (previous is None or previous.get("status") == "failed"):
+        write_results(run_dir, {"experiment": cfg.get("experiment_name"), "method": _select(cfg, "method.name"),
+                                "seed": _select(cfg, "seed"), "overrides": _overrides(),
+                                "run_dir": str(run_dir), "status": "failed",
+                                "error": f"{type(error).__name__}: {message}"})
+    return 1
 
+
+def _select(cfg: DictConfig, key: str) -> Any:
+    try:
+        return OmegaConf.select(cfg, key)
+    except Exception:  # noqa: BLE001 - an unresolvable value is what the error is about
+        return None
+
+
+def _choices() -> dict[str, str]:
+    """Hydra's config group choices of this job (model=tiny, trainer=smoke, ...), if known."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return {str(k): str(v) for k, v in HydraConfig.get().runtime.choices.items()
+                if v is not None and not str(k).startswith("hydra")}
+    except ValueError:
+        return {}
+
+
+def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, str]) -> int:
+    main = accelerator.is_main_process
     if cfg.threads:
         import torch
 
         torch.set_num_threads(int(cfg.threads))
-    seed_everything(cfg.seed, deterministic=cfg.deterministic)
+    try:                                        # 2. inputs and identity
+        problem = None
+        if main:                                # rank 0 builds; every rank fingerprints
+            try:
+                prepare_inputs(cfg)
+            except Exception as e:  # noqa: BLE001 - reported below, on every rank
+                problem = e
+        accelerator.wait_for_everyone()
+        if problem is not None:
+            raise problem
+        inputs = describe_inputs(cfg, world_size=accelerator.num_processes)
+    except Exception as e:  # noqa: BLE001 - a build or a fingerprint failed: reported, not raised
+        return _refuse(cfg, run_dir, "inputs", e)
     resolved = redact(OmegaConf.to_container(cfg, resolve=True))
+    identity = job_identity(resolved, inputs)
+    previous = read_results(run_dir)
+    accelerator.wait_for_everyone()             # every rank has read the folder before rank 0 changes it
+    if cfg.overwrite:                           # 3. skip | start over | resume
+        state = "new"
+        if previous is not None and main:
+            start_over(run_dir, keep_results=True)
+    else:
+        try:
+            state = check_previous(previous, run_dir, config=resolved, inputs=inputs,
+                                   identity=identity, resume=cfg.resume == "auto")
+        except IdentityMismatchError as e:
+            if main:
+                print(f"[mismatch] {e}", file=sys.stderr)
+            return 1
+    if state in ("done", "legacy-done"):
+        note = ("" if state == "done" else "; it was recorded before input fingerprints, so its "
+                "model and data are not verified")
+        accelerator.print(f"[skip] {run_dir} already has a successful results.json{note} "
+                          "(overwrite=true reruns it)")
+        return 0
+    earlier = 0.0 if cfg.overwrite else previous_attempts_seconds(previous, run_dir)
+    if main:
+        remove_stray_temp_files(run_dir)
+        if cfg.resume == "never":
+            start_over(run_dir, keep_results=False)
+    accelerator.wait_for_everyone()             # no rank reads a checkpoint rank 0 is removing
+    if cfg.resume == "never":
+        earlier = 0.0
+
+    seed_everything(cfg.seed, deterministic=cfg.deterministic)
     if main:
         OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
-    adopted, trained_by = _reuse(cfg, run_dir, resolved, accelerator)
+    recorded = {"identity": identity, "inputs": inputs,
+                **distributed.describe(accelerator, cfg.trainer), "choices": choices}
+    adopted, trained_by = _reuse(cfg, run_dir, resolved, identity, accelerator, recorded)
     if adopted:
         return 0
     base = {
@@ -208,7 +248,7 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any) -> int:
         "hparams": {k: v for k, v in (resolved["method"].get("adapter") or {}).items()
                     if not k.startswith("_")},
         "provenance": provenance(REPO_ROOT, str(accelerator.device)), "config": resolved,
-        **distributed.describe(accelerator, cfg.trainer),
+        **recorded,
     }
     if trained_by:
         base["trained_by"] = trained_by
@@ -221,9 +261,6 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any) -> int:
     try:
         logger = _make_logger(cfg, run_dir, resolved) if main else NoneLogger()
         task_map = TaskMap(cfg.data.tasks, scheme=cfg.data.task_ids)
-        if main:
-            prepare_inputs(cfg)
-        accelerator.wait_for_everyone()
         gold = load_splits(cfg, task_map)
         splits = apply_task_prompt(gold, cfg.method.get("task_prompt"), seed=cfg.seed)
         ctx = RunContext(cfg=cfg, run_dir=run_dir, task_map=task_map, splits=splits,
@@ -239,10 +276,12 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any) -> int:
         logger.summary({f"test/{k}/score": v for k, v in results["scores"].items()})
         exit_code = 0
     except Exception as e:  # noqa: BLE001 - recorded, then the sweep goes on
-        tb = traceback.format_exc()
+        secrets = secret_values(_raw_overrides())
+        tb = redact_text(traceback.format_exc(), secrets)
         print(tb, file=sys.stderr)
         if main:
-            write_results(run_dir, {**base, "status": "failed", "error": f"{type(e).__name__}: {e}",
+            write_results(run_dir, {**base, "status": "failed",
+                                    "error": redact_text(f"{type(e).__name__}: {e}", secrets),
                                     "traceback": tb,
                                     "timing": {"total_seconds": time.perf_counter() - t0,
                                                "previous_attempts_seconds": earlier}})
@@ -272,6 +311,8 @@ def _finish(cfg: DictConfig, ctx: RunContext, out: PipelineOutput, gold: list[di
             results[f"scores_{mode}"] = report.scores
             if report.undefined:
                 results[f"undefined_{mode}"] = report.undefined
+    if ctx.token_stats:
+        results["token_stats"] = ctx.token_stats
     if out.model is not None:
         results.update(_introspect(out.model, ctx.task_map, cfg))
     timing: dict[str, Any] = {"total_seconds": seconds, "infer_requested": cfg.method.get("infer"),
@@ -290,12 +331,17 @@ def _finish(cfg: DictConfig, ctx: RunContext, out: PipelineOutput, gold: list[di
     return results
 
 
-def _overrides() -> list[str]:
+def _raw_overrides() -> list[str]:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        hc = HydraConfig.get()
+        return [str(o) for o in HydraConfig.get().overrides.task]
     except ValueError:
         return []
+
+
+def _overrides() -> list[str]:
+    """This job's command-line overrides (secrets masked), without method, seed, experiment."""
     skip = {"method", "seed", "experiment"}
-    return [o for o in hc.overrides.task if o.split("=", 1)[0].lstrip("+~") not in skip]
+    return [redact_override(o) for o in _raw_overrides()
+            if o.split("=", 1)[0].lstrip("+~") not in skip]

@@ -20,6 +20,27 @@ PAPER_TASKS: tuple[str, ...] = (
     "MedDG",
 )
 
+# Each PromptCBLUE v0.1 task's ``task_type`` (the coarse type every line carries; the scorer
+# never reads it, but a line whose type does not fit its task_dataset is a mislabelled line).
+TASK_TYPES: dict[str, str] = {
+    "CMeIE": "spo_generation",
+    "CHIP-CDN": "normalization",
+    "CHIP-CDEE": "event_extraction",
+    "CHIP-MDCFNPC": "attr_cls",
+    "CHIP-CTC": "cls",
+    "KUAKE-QIC": "cls",
+    "IMCS-V2-MRG": "report_generation",
+    "MedDG": "response_generation",
+    "CMeEE-V2": "ner",
+    "IMCS-V2-NER": "ner",
+    "IMCS-V2-SR": "attr_cls",
+    "IMCS-V2-DAC": "cls",
+    "CHIP-STS": "cls",
+    "KUAKE-QTR": "matching",
+    "KUAKE-QQR": "matching",
+    "KUAKE-IR": "matching",
+}
+
 # The authors' 1-based ids over all 16 PromptCBLUE v0.1 tasks (MOELoRA-peft
 # data/task_dataset.json, ``str2id``); their embedding table has 17 rows, row 0 unused.
 AUTHORS_TASK_IDS: dict[str, int] = {

@@ -67,6 +67,8 @@ def test_no_mark_for_a_significant_decrease_or_too_few_seeds():
     assert math.isnan(single.p_value) and not stats.is_significant_improvement(single)
     close = stats.ttest({1: 0.50, 2: 0.60, 3: 0.55}, {1: 0.52, 2: 0.58, 3: 0.54})
     assert close.p_value > 0.05 and not stats.is_significant_improvement(close)
+    two = stats.ttest({1: 0.5, 2: 0.5001}, {1: 0.4, 2: 0.4001})       # #12: n = 2, std 0.0001
+    assert two.p_value < 1e-6 and not stats.is_significant_improvement(two)
 
 
 def test_rank_marks_leave_an_all_tied_column_unmarked():

@@ -147,3 +147,40 @@ def test_plain_runs_make_table2_and_the_grid_takes_precedence(tmp_path):
                                                scorer_mode="official", variant=""))
     assert row_line(md, "LoRA (Full)").startswith("| LoRA (Full) | <u>0.5600 ± 0.0100</u> |")
     assert "Rows MOELoRA (D) come from plain runs" in md
+
+
+def _stars(md: str) -> int:
+    return sum(line.count("\\*") for line in md.splitlines() if line.startswith("| ") and "±" in line)
+
+
+def test_no_significance_from_two_seeds(tmp_path):
+    """#12: n = 2 seeds with a std of 0.0001 gives a tiny p; nothing is marked, n is in the caption."""
+    for method, base in (("lora_full", 0.40), ("moelora_dense", 0.50)):
+        for i, seed in enumerate((42, 43)):
+            write_run(tmp_path, "table2", method, seed, {"CMeIE": base + 0.0001 * i})
+    tidy = collect.collect(tmp_path)[0]
+    table = tables.build_table(tidy, "table2", benchmark="medsynth", scorer_mode="official",
+                               variant="")
+    assert table.tests["CMeIE"]["moelora_dense"].p_value < 1e-6         # what used to be starred
+    md = tables.to_markdown(table)
+    assert _stars(md) == 0 and "n = 2 seeds per cell" in table.caption
+    assert "tested only where both have n ≥ 3 seeds" in table.caption
+    assert "| CMeIE | MOELoRA (D) | LoRA (Full) |" in md and "not tested (n < 3) |" in md
+    assert not tables.to_frame(table)["significant"].any()
+
+
+@pytest.mark.parametrize("how", ["override", "choice"])
+def test_no_significance_for_smoke_runs(tmp_path, how):
+    """Smoke runs are wiring checks: never marked, however small p is (three seeds here)."""
+    extra = ({"overrides": ["trainer=smoke"]} if how == "override"
+             else {"choices": {"trainer": "smoke"}})
+    make_tree(tmp_path, **extra)
+    tidy = collect.collect(tmp_path)[0]
+    variant = "trainer=smoke" if how == "override" else ""
+    table = tables.build_table(tidy, "table2", benchmark="medsynth", scorer_mode="official",
+                               variant=variant)
+    assert table.tests["CMeIE"]["moelora_dense"].p_value < 0.05
+    md = tables.to_markdown(table)
+    assert _stars(md) == 0 and "not tested (trainer=smoke)" in md
+    assert "No significance is marked: these are trainer=smoke runs" in table.caption
+    assert "n = 3 seeds per cell" in table.caption

@@ -71,3 +71,58 @@ def test_results_are_written_atomically(tmp_path, monkeypatch):
         write_json(path, {"status": "failed"})
     assert read_json(path) == {"status": "success"}  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temp file left
+
+
+def test_csv_logger_of_a_resumed_job_keeps_every_step_and_key_once(tmp_path):
+    """#12: a killed job logged steps 1-3, resumed from its step-2 checkpoint it logs 3-4."""
+    first = CSVLogger(tmp_path)
+    for step in (1, 2, 3):
+        first.log({"train/loss": float(step), "a/train/loss": 9.0}, step)
+    first.summary({"test/avg/score": 0.1})
+    second = CSVLogger(tmp_path)
+    for step in (3, 4):
+        second.log({"train/loss": step + 0.5}, step)
+    second.summary({"test/avg/score": 0.2})
+    rows = list(csv.reader((tmp_path / "metrics.csv").open()))[1:]
+    assert [r for r in rows if r[1] == "train/loss"] == [
+        ["1", "train/loss", "1.0"], ["2", "train/loss", "2.0"], ["3", "train/loss", "3.5"],
+        ["4", "train/loss", "4.5"]]
+    assert len([r for r in rows if r[1] == "a/train/loss"]) == 3       # another key: untouched
+    assert [r for r in rows if r[0] == "summary"] == [["summary", "test/avg/score", "0.2"]]
+
+
+def test_secret_keys_are_credentials_not_counts():
+    from moelora.redaction import is_secret_key
+
+    for key in ("token", "logger.api_key", "+method.icl.openai.api_key", "hf_token", "apikey",
+                "db.password", "client_secret", "secrets.x", "auth-token"):
+        assert is_secret_key(key), key
+    for key in ("api_key_env", "method.icl.openai.api_key_env", "max_new_tokens", "tokenizer",
+                "num_virtual_tokens", "context_tokens", "seed"):
+        assert not is_secret_key(key), key
+
+
+def test_redacting_stream_masks_a_secret_split_across_writes():
+    import io
+
+    from moelora.redaction import RedactingStream, secret_values
+
+    secrets = secret_values(["+a.api_key=sk-abcdef", "seed=42", "x.token=t1,t2-long-one"])
+    assert set(secrets) >= {"sk-abcdef", "t2-long-one"} and "42" not in secrets
+    sink = io.StringIO()
+    stream = RedactingStream(sink, secrets)
+    stream.write("key sk-ab")
+    stream.write("cdef used\rnext t2-long-one")
+    stream.flush()
+    assert sink.getvalue() == "key *** used\rnext ***"
+
+
+def test_long_run_directory_names_are_shortened_not_refused():
+    from moelora.naming import MAX_NAME, run_dirname
+
+    settings = {"exclude_keys": ["seed"], "item_sep": ",", "kv_sep": "="}
+    items = [f"data.max_source_length={i}" for i in range(40)]
+    name = run_dirname(items, settings)
+    assert len(name) <= MAX_NAME and "/" not in name and name.split(",")[-1].startswith("+")
+    assert name != run_dirname(items[:-1] + ["data.max_source_length=99"], settings)
+    assert run_dirname(["seed=3", "trainer=smoke"], settings) == "trainer=smoke"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import copy
 
+from moelora.identity import job_identity
 from moelora.io import read_json, write_json
 from moelora.reuse import adopt, find_reusable, job_fingerprint
+
+INPUTS = {"model": {"fingerprint": "m0"}, "data": {"fingerprint": "d0"}, "world_size": 1}
 
 
 def _config(root: str = "./artifacts", out: str = "./outputs", **top) -> dict:
@@ -38,18 +41,19 @@ def test_fingerprint_changes_with_anything_the_job_computes():
         assert job_fingerprint(c) != base
 
 
-def _finished(run_dir, config, status="success", device="cpu", **extra):
+def _finished(run_dir, config, status="success", device="cpu", inputs=INPUTS, **extra):
     run_dir.mkdir(parents=True)
     write_json(run_dir / "results.json", {"status": status, "config": config, "experiment":
                                           config["experiment_name"], "scores": {"avg": 0.5},
-                                          "provenance": {"device": device}, **extra})
+                                          "provenance": {"device": device},
+                                          "identity": job_identity(config, inputs), **extra})
     return run_dir
 
 
 def test_find_reusable_needs_success_same_device_and_same_job(tmp_path):
     out = tmp_path / "outputs"
     me = out / "fig6" / "moelora_dense" / "seed=42"
-    mine = _config(experiment_name="fig6")
+    mine = job_identity(_config(experiment_name="fig6"), INPUTS)
     _finished(out / "a", _config(), status="failed")
     _finished(out / "b", _config(), device="cuda:0")
     _finished(out / "c", _config(seed=43))
@@ -59,10 +63,27 @@ def test_find_reusable_needs_success_same_device_and_same_job(tmp_path):
     assert find_reusable(mine, me, out, "cuda") == out / "b"
 
 
+def test_reuse_never_adopts_a_run_on_another_model_data_or_world_size(tmp_path):
+    """#12: the same config on other inputs is another job; so is a run without identity."""
+    out = tmp_path / "outputs"
+    me = out / "fig6" / "job"
+    mine = job_identity(_config(experiment_name="fig6"), INPUTS)
+    for name, change in [("model", {"model": {"fingerprint": "m1"}}),
+                         ("data", {"data": {"fingerprint": "d1"}}), ("world", {"world_size": 4})]:
+        _finished(out / name, _config(), inputs={**INPUTS, **change})
+    legacy = _finished(out / "legacy", _config())
+    res = read_json(legacy / "results.json")
+    del res["identity"]
+    write_json(legacy / "results.json", res)
+    assert find_reusable(mine, me, out, "cpu") is None
+    assert find_reusable(job_identity(_config(), {**INPUTS, "world_size": 4}), me, out, "cpu") \
+        == out / "world"
+
+
 def test_a_job_never_adopts_itself(tmp_path):
     out = tmp_path / "outputs"
     me = _finished(out / "table2" / "job", _config())
-    assert find_reusable(_config(), me, out, "cpu") is None
+    assert find_reusable(job_identity(_config(), INPUTS), me, out, "cpu") is None
 
 
 def test_adopt_links_outputs_and_names_the_original_source(tmp_path):

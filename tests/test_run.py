@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -48,6 +49,11 @@ def test_run_writes_results_predictions_and_config(finished):
     assert {"input", "target", "answer_choices", "task_dataset", "sample_id"} <= set(preds[0])
     assert (run_dir / "config.yaml").is_file()
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
+    stats = r["token_stats"]                 # #12: unknown tokens and truncation per task
+    assert set(stats) == {"train", "dev", "test"} and set(stats["train"]["tasks"]) == set(tasks)
+    cell = stats["train"]["tasks"][tasks[0]]
+    assert cell["samples"] > 0 and cell["prompt_tokens"] > 0
+    assert 0.0 <= cell["prompt_unk_share"] <= 1.0 and 0.0 <= cell["answer_truncated_share"] <= 1.0
 
 
 def test_same_seed_twice_gives_identical_predictions(tiny_world, tmp_path, finished):
@@ -368,3 +374,56 @@ def test_local_submitit_launcher_keeps_its_files_without_a_literal_job_id_folder
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
     assert launcher["submitit_folder"] == "${hydra.sweep.dir}/.submitit"
     assert launcher["_target_"].endswith("LocalLauncher")
+
+
+KILLER = """
+import os, runpy, signal, sys
+import torch
+
+calls = 0
+step = torch.optim.AdamW.step
+
+
+def dying_step(self, *args, **kwargs):
+    global calls
+    calls += 1
+    if calls == int(os.environ["KILL_AT_STEP"]):
+        os.kill(os.getpid(), signal.SIGKILL)      # no cleanup, no flush: a real kill -9
+    return step(self, *args, **kwargs)
+
+
+torch.optim.AdamW.step = dying_step
+sys.argv = [sys.argv[1], *sys.argv[2:]]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def test_killed_run_py_resumes_to_bit_identical_adapters(tiny_world, tmp_path, finished):
+    """kill -9 during training (step 4 of 4, after the step-2 checkpoint and the step-3 log),
+    then the same command again: the final adapter is byte for byte the uninterrupted run's
+    (``finished``), metrics.csv has every (step, key) once, and the temp file a kill during a
+    results.json write leaves is gone."""
+    _, reference = finished
+    run_dir = tmp_path / "killed"
+    overrides = tiny_overrides(tiny_world, tmp_path, "method=lora_full", "logger=csv")
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "KILL_AT_STEP": "4"}
+    killed = subprocess.run([sys.executable, "-c", KILLER, str(REPO_ROOT / "run.py"), *overrides,
+                             f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert read_json(run_dir / "results.json")["status"] == "running"
+    assert json.loads((run_dir / "checkpoints" / "last.json").read_text())["step"] == 2
+    stray = run_dir / ".results.json.k1ll3d.tmp"      # what a kill inside write_json leaves
+    stray.write_text('{"status": "succ')
+    assert run(compose(overrides), run_dir) == 0      # the rerun: resume=auto
+    r = read_json(run_dir / "results.json")
+    assert r["status"] == "success" and r["train"]["resumed_from"] == 2
+    assert r["train"]["losses"] == read_json(reference / "results.json")["train"]["losses"]
+    name = "adapter/adapter_model.safetensors"
+    assert (run_dir / name).read_bytes() == (reference / name).read_bytes()
+    assert (run_dir / "predictions.jsonl").read_text() == (reference / "predictions.jsonl").read_text()
+    with (run_dir / "metrics.csv").open(newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    keys = [(step, key) for step, key, _ in rows]
+    assert len(keys) == len(set(keys)) and ("3", "train/loss") in keys and ("4", "train/loss") in keys
+    assert not stray.exists()

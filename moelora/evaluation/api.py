@@ -26,7 +26,7 @@ from moelora.evaluation.registry import (
     canonical_order,
 )
 from moelora.evaluation.result import TaskResult
-from moelora.io import DataFormatError, read_jsonl
+from moelora.io import DataFormatError, read_jsonl_lines
 
 
 @dataclass
@@ -190,15 +190,10 @@ def score_files(gold_path: str | os.PathLike, pred_path: str | os.PathLike, *,
     sides = []
     for path in (gold_path, pred_path):
         try:
-            records = read_jsonl(path)
-        except (DataFormatError, FileNotFoundError) as e:
+            numbered = read_jsonl_lines(path)   # blank lines skipped, line numbers kept
+        except (DataFormatError, FileNotFoundError) as e:   # a non-UTF-8 line is named too
             raise ScoringError(str(e)) from None
-        except UnicodeDecodeError as e:
-            raise ScoringError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start}); "
-                               "write JSON Lines in UTF-8") from None
-        with open(path, encoding="utf-8") as f:  # read_jsonl skips blank lines; so do we
-            lines = [n for n, line in enumerate(f, start=1) if line.strip()]
-        sides.append((records, _Source(str(path), lines)))
+        sides.append(([r for _, r in numbered], _Source(str(path), [n for n, _ in numbered])))
     (gold, gsrc), (pred, psrc) = sides
     return _score_records(gold, pred, mode, tasks, gsrc, psrc)
 
