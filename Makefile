@@ -54,8 +54,13 @@ format: $(STAMP) ## ruff format
 golden: $(STAMP) ## regenerate tests/golden/losses.json (review the diff, say why in the commit)
 	$(PY) -m tests.make_golden
 
-bench: $(STAMP) ## efficiency benchmark (ratios measured in one run)
+bench: $(STAMP) ## efficiency benchmarks (ratios measured in one run): the fused layer, then serving mixed-task traffic
 	$(PY) experiments/bench_moelora.py
+	$(PY) experiments/bench_serving.py
+
+bench-serving: base ## serving mixed-task traffic (#16) on the bench's tiny Llama and on the MedSynth-8 base
+	$(PY) experiments/bench_serving.py --out $(REPORTS)/bench_serving_tiny.json
+	$(PY) experiments/bench_serving.py --base medsynth --out $(REPORTS)/bench_serving_medsynth.json
 
 smoke: base ## one trainer=smoke run of the default method
 	$(PY) run.py trainer=smoke logger=none
@@ -75,6 +80,9 @@ report: tables figures ## $(REPORTS)/REPORT.md: environment, sha, every table an
 sweep-%: base ## run one experiment grid, e.g. make sweep-table2
 	$(PY) run.py experiment=$*
 
+efficiency: $(STAMP) ## Fig. 5 measured under control: rebuild the fig5_efficiency runs under $(RESULTS), time them in one process
+	$(PY) -m experiments.efficiency --results $(RESULTS)
+
 reproduce-smoke: base ## every experiment grid with trainer=smoke and 3 seeds, then tables and figures
 	$(PY) -m experiments.reproduce --smoke --results $(RESULTS)/smoke
 	$(MAKE) report RESULTS=$(RESULTS)/smoke REPORTS=$(REPORTS)/smoke
@@ -86,4 +94,4 @@ reproduce-mini: base ## every experiment grid at full MedSynth-8 length (hours o
 clean: ## remove outputs and reports (keeps artifacts and .venv)
 	rm -rf outputs multirun $(REPORTS) analysis/out
 
-.PHONY: help env data base demo test test-all test-gpu lint format golden bench smoke collect tables figures report reproduce-smoke reproduce-mini clean
+.PHONY: help env data base demo test test-all test-gpu lint format golden bench bench-serving efficiency smoke collect tables figures report reproduce-smoke reproduce-mini clean

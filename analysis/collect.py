@@ -4,7 +4,8 @@
 # ``results.csv`` (one row per experiment × method × overrides × seed × task, plus one row per
 # run that did not succeed), ``runs.csv`` (one row per run: parameters, timings),
 # ``expert_weights.json`` (the gate's T×N matrices, Fig. 6) and ``missing.md`` (runs that the
-# experiment grids expect but that are missing or did not succeed).
+# experiment grids expect but that are missing or did not succeed); the Fig. 5 measurements
+# found under the root (``efficiency.json``, experiments/efficiency.py) go to ``efficiency.json``.
 
 # %%
 from __future__ import annotations
@@ -372,6 +373,18 @@ def cost_markdown(costs: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def efficiency_documents(root: Path) -> list[dict[str, Any]]:
+    """Every ``efficiency.json`` under ``root`` (experiments/efficiency.py), with its ``source``."""
+    docs = []
+    for path in sorted(Path(root).rglob("efficiency.json")):
+        try:
+            docs.append({**json.loads(path.read_text(encoding="utf-8")), "source": str(path)})
+        except (OSError, ValueError) as e:
+            print(f"[collect] {path}: unreadable ({e}); measure again with python -m "
+                  "experiments.efficiency", file=sys.stderr)
+    return docs
+
+
 # %% [markdown]
 # ## Main
 
@@ -402,6 +415,11 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "missing.md").write_text(missing_markdown(missing, run_df, absent),
                                          encoding="utf-8")
     (args.out / "costs.md").write_text(cost_markdown(cost_frame(run_df)), encoding="utf-8")
+    measured = efficiency_documents(args.root)
+    if measured:
+        (args.out / "efficiency.json").write_text(json.dumps(measured, indent=1), encoding="utf-8")
+    else:
+        (args.out / "efficiency.json").unlink(missing_ok=True)    # stale: not under this root
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(run_df["status"].value_counts().items()))
     print(f"[collect] {len(run_df)} runs ({counts}) → {args.out / 'results.csv'}")
     if not missing.empty:

@@ -8,6 +8,10 @@ compose other runs (their YAML says ``inputs: {method: …}``) need those runs f
 method is run as its own sweep of the same experiment beforehand. Finished jobs are skipped, so
 the command resumes after an interruption. ``--smoke`` adds ``trainer=smoke``.
 
+After the grids, when ``fig5_efficiency`` was among them, the Fig. 5 measurement runs
+(experiments/efficiency.py: every method rebuilt from its saved adapter and timed in one
+process, written to ``<results>/fig5_efficiency/efficiency.json``; ``--no-efficiency`` skips it).
+
 Grids share jobs (moelora/reuse.py): a job identical to a finished one is adopted, and one that
 differs only in inference evaluates the finished one's weights. ``--plan`` composes every job
 of the selected grids and prints, per experiment, how many are done, will be adopted, will only
@@ -59,6 +63,11 @@ def commands(name: str, extra: list[str]) -> list[list[str]]:
     return cmds
 
 
+def efficiency_command(results: Path) -> list[str]:
+    """The Fig. 5 measurement of the finished ``fig5_efficiency`` runs under ``results``."""
+    return [sys.executable, "-m", "experiments.efficiency", "--results", str(results)]
+
+
 def plan(names: list[str], extra: list[str], results: Path) -> list[dict[str, object]]:
     """Per experiment (in run order): jobs, done, adopt, evaluate, train (see the module doc)."""
     from hydra import compose, initialize_config_dir
@@ -105,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     parser.add_argument("--plan", action="store_true",
                         help="count, per grid, the jobs done / to adopt / to evaluate / to train")
+    parser.add_argument("--no-efficiency", action="store_true",
+                        help="skip the Fig. 5 measurement after the grids")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
     args = parser.parse_args(argv)
     extra = [f"paths.output_dir={args.results}", *args.overrides]
@@ -125,13 +136,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     t0 = time.perf_counter()
     failed = []
-    for name in names:
-        for cmd in commands(name, extra):
-            print("$", " ".join(cmd[1:]), flush=True)
-            if args.dry_run:
-                continue
-            if subprocess.run(cmd, cwd=ROOT).returncode != 0:
-                failed.append(name)
+    steps = [(name, cmd) for name in names for cmd in commands(name, extra)]
+    if "fig5_efficiency" in names and not args.no_efficiency:
+        steps.append(("efficiency", efficiency_command(args.results)))
+    for name, cmd in steps:
+        print("$", " ".join(cmd[1:]), flush=True)
+        if args.dry_run:
+            continue
+        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+            failed.append(name)
     print(f"[reproduce] {len(names)} experiment(s) in {time.perf_counter() - t0:.0f} s"
           + (f"; failed to launch: {failed}" if failed else ""))
     return 1 if failed else 0

@@ -16,6 +16,19 @@ def test_composing_methods_get_their_inputs_first():
     assert all(c[3] == "experiment=table2" for c in cmds)
 
 
+def test_fig5_measurement_runs_after_the_grids(capsys):
+    def commands(*argv):
+        assert reproduce.main(["--dry-run", "--results", "out", *argv]) == 0
+        return [line for line in capsys.readouterr().out.splitlines() if line.startswith("$")]
+
+    lines = commands("--only", "fig5_efficiency", "table3")
+    assert lines[-1].endswith("-m experiments.efficiency --results out")
+    assert sum("experiments.efficiency" in line for line in lines) == 1
+    assert not any("experiments.efficiency" in line
+                   for line in commands("--only", "fig5_efficiency", "--no-efficiency"))
+    assert not any("experiments.efficiency" in line for line in commands("--only", "table3"))
+
+
 def _finished(root, experiment, *overrides, name):
     cfg = compose([f"experiment={experiment}", *overrides, f"paths.output_dir={root}"])
     run_dir = root / experiment / name
