@@ -74,7 +74,10 @@ tables: collect ## Tables 2 and 3 (Markdown, LaTeX, CSV) under $(REPORTS)
 figures: collect ## Figures 4-6 (PNG, PDF) under $(REPORTS)
 	$(PY) -m analysis.figures --reports $(REPORTS)
 
-report: tables figures ## $(REPORTS)/REPORT.md: environment, sha, every table and figure
+claims: collect ## the paper's claims tested on the runs: $(REPORTS)/claims_*.md (verdict per claim)
+	$(PY) -m analysis.claims --reports $(REPORTS)
+
+report: tables figures claims ## $(REPORTS)/REPORT.md: environment, sha, claims, every table and figure
 	$(PY) -m analysis.report --reports $(REPORTS)
 
 sweep-%: base ## run one experiment grid, e.g. make sweep-table2
@@ -94,4 +97,4 @@ reproduce-mini: base ## every experiment grid at full MedSynth-8 length (hours o
 clean: ## remove outputs and reports (keeps artifacts and .venv)
 	rm -rf outputs multirun $(REPORTS) analysis/out
 
-.PHONY: help env data base demo test test-all test-gpu lint format golden bench bench-serving efficiency smoke collect tables figures report reproduce-smoke reproduce-mini clean
+.PHONY: help env data base demo test test-all test-gpu lint format golden bench bench-serving efficiency smoke collect tables figures claims report reproduce-smoke reproduce-mini clean
