@@ -202,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
                              "one grid multirun at a time)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
     args = parser.parse_args(argv)
+    if args.only:   # "--only table2 seed=42": the k=v items are overrides, not experiment names
+        args.overrides += [o for o in args.only if "=" in o]
+        args.only = [o for o in args.only if "=" not in o]
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     extra = [f"paths.output_dir={args.results}", *args.overrides]

@@ -110,7 +110,14 @@ def grid_jobs(name: str, extra: list[str]) -> tuple[list[dict[str, str]], list[s
 
 
 def _inputs_first(jobs: list[dict[str, str]]) -> list[dict[str, str]]:
-    """The jobs of a grid with every composition method's input method first (stable)."""
+    """The jobs of a grid with every composition method's input method first (stable); an
+    input job missing from the grid (``method=task_arithmetic`` alone) is added, as the grid
+    multiruns of ``--jobs 1`` add it."""
+    jobs = list(jobs)
+    for job in list(jobs):
+        source = input_method(job["method"])
+        if source and {**job, "method": source} not in jobs:
+            jobs.append({**job, "method": source})
     needed = {input_method(j["method"]) for j in jobs} - {None}
     return sorted(jobs, key=lambda j: j["method"] not in needed)
 

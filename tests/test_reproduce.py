@@ -221,3 +221,14 @@ def test_outcome_reads_results_and_the_log(tmp_path):
     assert reproduce._outcome(job, tmp_path, 0, log) == "failed"              # old results kept
     log.write_text("$ run.py ...\n[busy] another process (pid 1) is running this job\n")
     assert reproduce._outcome(job, tmp_path, 0, log) == "busy"
+
+
+def test_a_composition_method_alone_brings_its_input_jobs(tmp_path, capsys):
+    [single, hub] = build_jobs(["table2"], ["method=lorahub", "seed=43"], tmp_path)
+    assert (single.values, hub.values) == ({"method": "lora_single", "seed": "43"},
+                                           {"method": "lorahub", "seed": "43"})
+    assert hub.inputs == hub.after == [single.index]
+    # k=v items given after --only are overrides, as before the experiment names
+    assert reproduce.main(["--dry-run", "--jobs", "2", "--only", "table2", "method=lorahub",
+                           "seed=43"]) == 0
+    assert sum(line.startswith("$") for line in capsys.readouterr().out.splitlines()) == 2
