@@ -37,7 +37,10 @@ RUN_COLUMNS = [
     "latency_per_example", "infer_mode", "decoding", "trainer", "repeat_mode", "git_sha", "git_dirty",
     "device", "total_seconds", "reused_from", "trained_by", "path",
 ]
-TIDY_COLUMNS = RUN_COLUMNS[:8] + ["task", "task_index", "score", "score_compat"] + RUN_COLUMNS[8:]
+# floor / floor_by: the task's floor score and the trivial predictor that gave it
+# (results.json → floors, moelora/evaluation/floors.py), in the run's primary scorer mode.
+TIDY_COLUMNS = (RUN_COLUMNS[:8] + ["task", "task_index", "score", "score_compat", "floor", "floor_by"]
+                + RUN_COLUMNS[8:])
 
 
 def ignored_keys(conf_dir: Path = CONF_DIR) -> tuple[str, ...]:
@@ -118,7 +121,7 @@ def load_run(path: Path, ignore: tuple[str, ...], grid_cache: dict[str, Any]) ->
         res = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         return {"status": "unreadable", "error": f"{type(e).__name__}: {e}", "path": str(path),
-                "_scores": {}, "_compat": {}, "_tasks": [], "_weights": None}
+                "_scores": {}, "_compat": {}, "_tasks": [], "_weights": None, "_floors": {}}
     experiment = str(res.get("experiment", "default"))
     if experiment not in grid_cache:
         grid_cache[experiment] = grid_params(experiment) or {}
@@ -155,7 +158,16 @@ def load_run(path: Path, ignore: tuple[str, ...], grid_cache: dict[str, Any]) ->
         "path": str(path),
         "_scores": res.get("scores") or {}, "_compat": res.get("scores_compat") or res.get("scores_moelora_compat") or {},
         "_tasks": list(res.get("tasks") or []), "_weights": res.get("expert_weights"),
+        "_floors": _floors(res),
     }
+
+
+def _floors(res: dict[str, Any]) -> dict[str, Any]:
+    """results.json's ``floors`` when scored in the run's primary mode (else none)."""
+    floors = res.get("floors")
+    if not isinstance(floors, dict) or floors.get("mode") != res.get("scorer_mode"):
+        return {}
+    return floors
 
 
 def _trainer(res: dict[str, Any], overrides: list[str]) -> str | None:
@@ -191,13 +203,15 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]
         runs.append(base)
         if run["status"] != "success":
             rows.append({**base, "task": None, "task_index": None, "score": math.nan,
-                         "score_compat": math.nan})
+                         "score_compat": math.nan, "floor": math.nan, "floor_by": None})
             continue
         tasks = run["_tasks"] or [t for t in run["_scores"] if t != "avg"]
+        floor, floor_by = run["_floors"].get("floor") or {}, run["_floors"].get("floor_by") or {}
         for i, task in enumerate([*tasks, "avg"]):
             rows.append({**base, "task": task, "task_index": i if task != "avg" else len(tasks),
                          "score": _num(run["_scores"].get(task)),
-                         "score_compat": _num(run["_compat"].get(task))})
+                         "score_compat": _num(run["_compat"].get(task)),
+                         "floor": _num(floor.get(task)), "floor_by": floor_by.get(task)})
         if run["_weights"]:
             weights.append({k: base[k] for k in ("experiment", "method", "seed", "variant",
                                                  "benchmark", "num_experts", "path")}
