@@ -14,6 +14,8 @@ BASE_DIR := $(ARTIFACTS)/base/medsynth-tiny
 RESULTS ?= outputs
 REPORTS ?= reports
 PYTEST_ARGS ?=
+# experiments.reproduce: jobs side by side, one thread each (JOBS=1: one grid multirun at a time)
+JOBS ?= 2
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -54,8 +56,13 @@ format: $(STAMP) ## ruff format
 golden: $(STAMP) ## regenerate tests/golden/losses.json (review the diff, say why in the commit)
 	$(PY) -m tests.make_golden
 
-bench: $(STAMP) ## efficiency benchmark (ratios measured in one run)
+bench: $(STAMP) ## efficiency benchmarks (ratios measured in one run): the fused layer, then serving mixed-task traffic
 	$(PY) experiments/bench_moelora.py
+	$(PY) experiments/bench_serving.py
+
+bench-serving: base ## serving mixed-task traffic (#16) on the bench's tiny Llama and on the MedSynth-8 base
+	$(PY) experiments/bench_serving.py --out $(REPORTS)/bench_serving_tiny.json
+	$(PY) experiments/bench_serving.py --base medsynth --out $(REPORTS)/bench_serving_medsynth.json
 
 smoke: base ## one trainer=smoke run of the default method
 	$(PY) run.py trainer=smoke logger=none
@@ -69,21 +76,27 @@ tables: collect ## Tables 2 and 3 (Markdown, LaTeX, CSV) under $(REPORTS)
 figures: collect ## Figures 4-6 (PNG, PDF) under $(REPORTS)
 	$(PY) -m analysis.figures --reports $(REPORTS)
 
-report: tables figures ## $(REPORTS)/REPORT.md: environment, sha, every table and figure
+claims: collect ## the paper's claims tested on the runs: $(REPORTS)/claims_*.md (verdict per claim)
+	$(PY) -m analysis.claims --reports $(REPORTS)
+
+report: tables figures claims ## $(REPORTS)/REPORT.md: environment, sha, claims, every table and figure
 	$(PY) -m analysis.report --reports $(REPORTS)
 
 sweep-%: base ## run one experiment grid, e.g. make sweep-table2
 	$(PY) run.py experiment=$*
 
-reproduce-smoke: base ## every experiment grid with trainer=smoke and 3 seeds, then tables and figures
-	$(PY) -m experiments.reproduce --smoke --results $(RESULTS)/smoke
+efficiency: $(STAMP) ## Fig. 5 measured under control: rebuild the fig5_efficiency runs under $(RESULTS), time them in one process
+	$(PY) -m experiments.efficiency --results $(RESULTS)
+
+reproduce-smoke: base ## every experiment grid with trainer=smoke and 3 seeds, JOBS at a time, then the report
+	$(PY) -m experiments.reproduce --smoke --jobs $(JOBS) --results $(RESULTS)/smoke
 	$(MAKE) report RESULTS=$(RESULTS)/smoke REPORTS=$(REPORTS)/smoke
 
-reproduce-mini: base ## every experiment grid at full MedSynth-8 length (hours on 2 cores; see experiments/README.md)
-	$(PY) -m experiments.reproduce --results $(RESULTS)
+reproduce-mini: base ## every experiment grid at full MedSynth-8 length, JOBS at a time (hours on 2 cores; experiments/README.md)
+	$(PY) -m experiments.reproduce --jobs $(JOBS) --results $(RESULTS)
 	$(MAKE) report
 
 clean: ## remove outputs and reports (keeps artifacts and .venv)
 	rm -rf outputs multirun $(REPORTS) analysis/out
 
-.PHONY: help env data base demo test test-all test-gpu lint format golden bench smoke collect tables figures report reproduce-smoke reproduce-mini clean
+.PHONY: help env data base demo test test-all test-gpu lint format golden bench bench-serving efficiency smoke collect tables figures claims report reproduce-smoke reproduce-mini clean

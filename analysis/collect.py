@@ -4,7 +4,8 @@
 # ``results.csv`` (one row per experiment × method × overrides × seed × task, plus one row per
 # run that did not succeed), ``runs.csv`` (one row per run: parameters, timings),
 # ``expert_weights.json`` (the gate's T×N matrices, Fig. 6) and ``missing.md`` (runs that the
-# experiment grids expect but that are missing or did not succeed).
+# experiment grids expect but that are missing or did not succeed); the Fig. 5 measurements
+# found under the root (``efficiency.json``, experiments/efficiency.py) go to ``efficiency.json``.
 
 # %%
 from __future__ import annotations
@@ -36,7 +37,10 @@ RUN_COLUMNS = [
     "latency_per_example", "infer_mode", "decoding", "trainer", "repeat_mode", "git_sha", "git_dirty",
     "device", "total_seconds", "reused_from", "trained_by", "path",
 ]
-TIDY_COLUMNS = RUN_COLUMNS[:8] + ["task", "task_index", "score", "score_compat"] + RUN_COLUMNS[8:]
+# floor / floor_by: the task's floor score and the trivial predictor that gave it
+# (results.json → floors, moelora/evaluation/floors.py), in the run's primary scorer mode.
+TIDY_COLUMNS = (RUN_COLUMNS[:8] + ["task", "task_index", "score", "score_compat", "floor", "floor_by"]
+                + RUN_COLUMNS[8:])
 
 
 def ignored_keys(conf_dir: Path = CONF_DIR) -> tuple[str, ...]:
@@ -117,7 +121,7 @@ def load_run(path: Path, ignore: tuple[str, ...], grid_cache: dict[str, Any]) ->
         res = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         return {"status": "unreadable", "error": f"{type(e).__name__}: {e}", "path": str(path),
-                "_scores": {}, "_compat": {}, "_tasks": [], "_weights": None}
+                "_scores": {}, "_compat": {}, "_tasks": [], "_weights": None, "_floors": {}}
     experiment = str(res.get("experiment", "default"))
     if experiment not in grid_cache:
         grid_cache[experiment] = grid_params(experiment) or {}
@@ -154,7 +158,16 @@ def load_run(path: Path, ignore: tuple[str, ...], grid_cache: dict[str, Any]) ->
         "path": str(path),
         "_scores": res.get("scores") or {}, "_compat": res.get("scores_compat") or res.get("scores_moelora_compat") or {},
         "_tasks": list(res.get("tasks") or []), "_weights": res.get("expert_weights"),
+        "_floors": _floors(res),
     }
+
+
+def _floors(res: dict[str, Any]) -> dict[str, Any]:
+    """results.json's ``floors`` when scored in the run's primary mode (else none)."""
+    floors = res.get("floors")
+    if not isinstance(floors, dict) or floors.get("mode") != res.get("scorer_mode"):
+        return {}
+    return floors
 
 
 def _trainer(res: dict[str, Any], overrides: list[str]) -> str | None:
@@ -190,13 +203,15 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]
         runs.append(base)
         if run["status"] != "success":
             rows.append({**base, "task": None, "task_index": None, "score": math.nan,
-                         "score_compat": math.nan})
+                         "score_compat": math.nan, "floor": math.nan, "floor_by": None})
             continue
         tasks = run["_tasks"] or [t for t in run["_scores"] if t != "avg"]
+        floor, floor_by = run["_floors"].get("floor") or {}, run["_floors"].get("floor_by") or {}
         for i, task in enumerate([*tasks, "avg"]):
             rows.append({**base, "task": task, "task_index": i if task != "avg" else len(tasks),
                          "score": _num(run["_scores"].get(task)),
-                         "score_compat": _num(run["_compat"].get(task))})
+                         "score_compat": _num(run["_compat"].get(task)),
+                         "floor": _num(floor.get(task)), "floor_by": floor_by.get(task)})
         if run["_weights"]:
             weights.append({k: base[k] for k in ("experiment", "method", "seed", "variant",
                                                  "benchmark", "num_experts", "path")}
@@ -372,6 +387,18 @@ def cost_markdown(costs: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+def efficiency_documents(root: Path) -> list[dict[str, Any]]:
+    """Every ``efficiency.json`` under ``root`` (experiments/efficiency.py), with its ``source``."""
+    docs = []
+    for path in sorted(Path(root).rglob("efficiency.json")):
+        try:
+            docs.append({**json.loads(path.read_text(encoding="utf-8")), "source": str(path)})
+        except (OSError, ValueError) as e:
+            print(f"[collect] {path}: unreadable ({e}); measure again with python -m "
+                  "experiments.efficiency", file=sys.stderr)
+    return docs
+
+
 # %% [markdown]
 # ## Main
 
@@ -402,6 +429,11 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "missing.md").write_text(missing_markdown(missing, run_df, absent),
                                          encoding="utf-8")
     (args.out / "costs.md").write_text(cost_markdown(cost_frame(run_df)), encoding="utf-8")
+    measured = efficiency_documents(args.root)
+    if measured:
+        (args.out / "efficiency.json").write_text(json.dumps(measured, indent=1), encoding="utf-8")
+    else:
+        (args.out / "efficiency.json").unlink(missing_ok=True)    # stale: not under this root
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(run_df["status"].value_counts().items()))
     print(f"[collect] {len(run_df)} runs ({counts}) → {args.out / 'results.csv'}")
     if not missing.empty:

@@ -4,7 +4,9 @@
 # ``expert_weights.json`` (from ``analysis.collect``) and writes, per benchmark × variant:
 # - ``fig4a_experts_*``: average test score vs number of experts N at total rank r = 16;
 # - ``fig4b_rank_*``: average test score vs total rank r at r/N = 2;
-# - ``fig5_efficiency_*``: trainable-parameter ratio, training step time, inference latency;
+# - ``fig5_efficiency_*``: trainable-parameter ratio, training step time, inference latency and
+#   training memory (analysis/fig5.py; measured by experiments/efficiency.py when
+#   ``efficiency.json`` is there);
 # - ``fig6_expert_weights_*``: the gate's expert weights per task (Eq. 5), one panel per seed,
 #   plus the T×N matrices and the pairwise cosine / Jensen–Shannon tables (CSV, Markdown).
 # Each as PNG and PDF.
@@ -26,6 +28,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis import paper_numbers  # noqa: E402
+from analysis.fig5 import DISPLAY, fig5_runs, load_efficiency, plot_fig5  # noqa: E402, F401
 from analysis.stats import (  # noqa: E402
     cosine_matrix,
     format_mean_std,
@@ -35,8 +38,6 @@ from analysis.stats import (  # noqa: E402
 from analysis.tables import BENCHMARK_LABELS, _slug, load_tidy, variant_slug  # noqa: E402
 
 MARKED_TASKS = ("CHIP-CDN", "KUAKE-QIC")   # the two tasks the paper's Fig. 6 discusses
-DISPLAY = {"lora_full": "LoRA (Full)", "molora": "MoLoRA", "moelora_multi_gate": "MOELoRA(M)",
-           "moelora_dense": "MOELoRA (D)", "moelora_sparse": "MOELoRA (S)", "ptuning": "P-Tuning"}
 
 
 def _stem(prefix: str, benchmark: str, variant: str) -> str:
@@ -112,77 +113,6 @@ def plot_fig4(points: pd.DataFrame, *, x: str, which: str, benchmark: str, varia
                f"parameters / base-model parameters of the model in hand (and on ChatGLM-6B's "
                f"shapes when recorded). Error bars: ±1 sample std over seeds."
                + (f" Overrides: {variant}." if variant else ""))
-    return fig
-
-
-# %% [markdown]
-# ## Fig. 5: efficiency
-
-# %%
-def fig5_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The successful runs Fig. 5 shows. MoLoRA cannot be merged: its ``merged_per_task`` jobs run
-    unmerged and would count each seed twice, so only the jobs that asked for unmerged stay."""
-    ok = runs[runs["status"] == "success"]
-    asked_merged = ok["overrides"].fillna("").str.contains("method.infer=merged_per_task",
-                                                           regex=False)
-    return ok[~((ok["method"] == "molora") & (asked_merged | (ok["infer_mode"] != "unmerged")))]
-
-
-def plot_fig5(runs: pd.DataFrame, *, benchmark: str, variant: str) -> plt.Figure:
-    """Bars: parameter ratio (%), training step time (s), inference latency (s / example)."""
-    ok = fig5_runs(runs)
-    methods = [m for m in DISPLAY if m in set(ok["method"])] + \
-        sorted(set(ok["method"]) - set(DISPLAY))
-    labels = [DISPLAY.get(m, m) for m in methods]
-    xs = np.arange(len(methods))
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-
-    def mean_std(values: pd.Series) -> tuple[float, float]:
-        s = summarize(values.dropna().tolist())
-        return s.mean, (s.std if math.isfinite(s.std) else 0.0)
-
-    ax = axes[0]
-    here = [mean_std(100 * ok[ok["method"] == m]["params_ratio"]) for m in methods]
-    glm = [mean_std(100 * ok[ok["method"] == m]["params_chatglm6b_ratio"]) for m in methods]
-    ax.bar(xs - 0.2, [h[0] for h in here], 0.4, label="model in hand")
-    ax.bar(xs + 0.2, [g[0] for g in glm], 0.4, label="ChatGLM-6B shapes")
-    exp = [paper_numbers.FIG5_RATIO_PERCENT_CHATGLM6B.get(m, math.nan) for m in methods]
-    ax.plot(xs + 0.2, exp, "k_", ms=18, mew=2, ls="none", label="expected on ChatGLM-6B (§8)")
-    top = np.nanmax([*(h[0] for h in here), *(g[0] for g in glm), *exp, 0.0])
-    ax.set_ylim(0, 1.45 * top if top > 0 else 1)
-    ax.set_ylabel("trainable parameters / base parameters (%)")
-    ax.set_title("(a) trainable-parameter ratio")
-    ax.legend(fontsize=7, loc="upper center", ncol=2)
-
-    ax = axes[1]
-    step = [mean_std(ok[ok["method"] == m]["train_step_seconds"]) for m in methods]
-    ax.bar(xs, [s[0] for s in step], 0.6, yerr=[s[1] for s in step], capsize=4)
-    ax.set_ylabel("training time per optimiser step (s)")
-    ax.set_title("(b) training step time")
-
-    ax = axes[2]
-    modes = [m for m in ("merged_per_task", "merged", "unmerged") if m in set(ok["infer_mode"])]
-    width = 0.8 / max(len(modes), 1)
-    for i, mode in enumerate(modes):
-        vals = [mean_std(ok[(ok["method"] == m) & (ok["infer_mode"] == mode)]
-                         ["latency_per_example"]) for m in methods]
-        ax.bar(xs + (i - (len(modes) - 1) / 2) * width, [v[0] for v in vals], width,
-               yerr=[v[1] for v in vals], capsize=3, label=mode)
-    ax.set_ylabel("inference latency (s per test example)")
-    ax.set_title("(c) inference latency")
-    ax.set_ylim(0, 1.3 * ax.get_ylim()[1])      # headroom: the legend sits above the bars
-    ax.legend(fontsize=7, title="inference", title_fontsize=7, loc="upper center", ncol=len(modes))
-    for ax in axes:
-        ax.set_xticks(xs, labels, rotation=20, ha="right")
-        ax.grid(axis="y", alpha=0.3)
-    n = int(ok.groupby(["method", "infer_mode"]).size().max()) if len(ok) else 0
-    fig.suptitle("Fig. 5: efficiency of the PEFT methods")
-    device = ", ".join(sorted(str(d) for d in ok["device"].dropna().unique())) or "n/a"
-    _note(fig, f"Benchmark: {BENCHMARK_LABELS.get(benchmark, benchmark)}; device: {device}; "
-               f"up to {n} seeds per bar, error bars ±1 sample std. Latency = generation wall "
-               f"time / test examples; MoLoRA cannot be merged and is shown unmerged only."
-               + (f" Overrides: {variant}." if variant else ""))
-    fig.tight_layout()
     return fig
 
 
@@ -299,8 +229,10 @@ def write_figures(reports: Path) -> list[Path]:
                 fig = plot_fig4(points, x=x, which=which, benchmark=bench, variant=variant)
                 written.append(_save(fig, reports, _stem(prefix, bench, variant)))
     sel = runs[(runs["experiment"] == "fig5_efficiency") & (runs["status"] == "success")]
+    measured = load_efficiency(reports)
     for (bench, variant), grp in sel.groupby(["benchmark", "variant"]):
-        fig = plot_fig5(grp, benchmark=bench, variant=variant)
+        fig = plot_fig5(grp, benchmark=bench, variant=variant, lookup=runs,
+                        efficiency=measured.get((str(bench), str(variant))))
         written.append(_save(fig, reports, _stem("fig5_efficiency", bench, variant)))
     wpath = reports / "expert_weights.json"
     weights = json.loads(wpath.read_text(encoding="utf-8")) if wpath.is_file() else []

@@ -1,7 +1,7 @@
 # %% [markdown]
-# # REPORT.md: one page with the environment, the git sha, every table and every figure
-# ``python -m analysis.report --reports reports`` after ``analysis.collect``, ``analysis.tables``
-# and ``analysis.figures``.
+# # REPORT.md: one page with the environment, the git sha, the claims, every table and figure
+# ``python -m analysis.report --reports reports`` after ``analysis.collect``, ``analysis.tables``,
+# ``analysis.figures`` and ``analysis.claims``.
 
 # %%
 from __future__ import annotations
@@ -84,6 +84,14 @@ def build_report(reports: Path) -> str:
     costs = reports / "costs.md"
     if costs.is_file():
         lines += ["## Cost", "", costs.read_text(encoding="utf-8").split("\n", 1)[1].strip(), ""]
+    lines += ["## Claims", ""]
+    claims = sorted(reports.glob("claims_*.md"))
+    if not claims:
+        lines += ["No claims files (`python -m analysis.claims`).", ""]
+    for path in claims:
+        title, _, body = path.read_text(encoding="utf-8").partition("\n")
+        lines += [f"### {title.lstrip('# ').strip()}", "", body.strip(), "",
+                  f"Also: [{path.stem}.csv]({path.stem}.csv).", ""]
     tables = sorted(reports.glob("table*.md"))
     lines += ["## Tables", ""]
     if not tables:

@@ -4,6 +4,9 @@
 # (from ``analysis.collect``) and writes ``table2_<benchmark>.{md,tex,csv}`` and
 # ``table3_<benchmark>.{md,tex,csv}``. One table per benchmark × scorer mode × variant (the
 # overrides beyond the grid, e.g. ``trainer=smoke``): runs that differ there are never mixed.
+# Below each measured row: the paper's row for that method (analysis/paper_numbers.py), labelled
+# with its benchmark; last: the floor row (the best trivial predictor per task, from the runs'
+# ``floors``, moelora/evaluation/floors.py).
 
 # %%
 from __future__ import annotations
@@ -49,9 +52,11 @@ TABLE3_ROWS: list[tuple[str, str, bool]] = [
 ]
 TABLES = {
     "table2": {"title": "Table 2", "rows": TABLE2_ROWS, "paper": paper_numbers.TABLE2,
+               "paper_significant": paper_numbers.TABLE2_SIGNIFICANT,
                "proposed": ("moelora_dense", "moelora_sparse"), "reuse": {}},
     # Table 3 repeats Table 2's LoRA (Full) ("w/o MOE") and MOELoRA (D) rows (methods.md §7).
     "table3": {"title": "Table 3", "rows": TABLE3_ROWS, "paper": paper_numbers.TABLE3,
+               "paper_significant": paper_numbers.TABLE3_SIGNIFICANT,
                "proposed": ("moelora_dense",),
                "reuse": {"lora_full": "table2", "moelora_dense": "table2"}},
 }
@@ -63,6 +68,10 @@ BENCHMARK_LABELS = {
 }
 SHORT_LABELS = {"medsynth": "MedSynth-8", "promptcblue": "PromptCBLUE",
                 "promptcblue_toy": "PromptCBLUE toy"}
+PAPER_NOTE = f"paper, {SHORT_LABELS[paper_numbers.BENCHMARK]}"   # "LoRA (Full) (paper, PromptCBLUE)"
+FLOOR_KEY = "floor"
+FLOOR_DISPLAY = "Floor (empty / majority / copy input)"
+FLOOR_TAGS = {"empty": "empty", "majority": "majority", "copy_input": "copy"}
 
 
 def short_task(task: str) -> str:
@@ -76,15 +85,20 @@ def short_task(task: str) -> str:
 class Cell:
     summary: Summary
     mark: str = ""            # best | second | ""
-    star: bool = False        # significant improvement over the best baseline
-    paper: float | None = None
+    star: bool = False        # ours: significant improvement over the best baseline
+    value: float | None = None    # paper and floor rows: the one value shown
+    paper_star: bool = False  # paper rows: the paper printed a * on this cell
+    floor_by: str | None = None   # floor rows: the trivial predictor that gave the value
+
+
+NO_SUMMARY = Summary(math.nan, math.nan, 0)
 
 
 @dataclass
 class Row:
     key: str
     display: str
-    source: str               # ours | paper
+    source: str               # ours | paper | floor
     cells: dict[str, Cell] = field(default_factory=dict)
     note: str = ""
 
@@ -176,20 +190,52 @@ def build_table(tidy: pd.DataFrame, name: str, *, benchmark: str, scorer_mode: s
                 row.cells[c] = Cell(summaries[key][c], marks[c][key], star)
             rows.append(row)
         paper = spec["paper"].get(key)
-        if paper is not None and paper_numbers.is_transcribed(paper):
-            prow = Row(key, display, "paper")
+        if paper is not None:
+            prow = Row(key, display, "paper", note=PAPER_NOTE)
             for c in columns:
-                prow.cells[c] = Cell(Summary(math.nan, math.nan, 0), paper=paper.get(c))
-            prow.note = "paper"
+                prow.cells[c] = Cell(NO_SUMMARY, value=paper.get(c),
+                                     paper_star=(key, c) in spec["paper_significant"])
             rows.append(prow)
+    floor, floors_differ = floor_row(data, columns)
+    if floor is not None:
+        rows.append(floor)
     test_name = next((t.test for c in tests for t in tests[c].values()), _test_name(paired))
     ns = sorted({s.n for k, _ in ours for s in summaries[k].values() if s.n})
     text = caption(name, benchmark, scorer_mode, variant, test_name, data, ns=ns,
-                   untested=untested)
+                   untested=untested, columns=columns, floor=floor is not None,
+                   floors_differ=floors_differ)
     if plain:
         text += (f" Rows {', '.join(plain)} come from plain runs (python run.py method=…, "
                  f"experiment {PLAIN_EXPERIMENT}): same settings as the {name} grid.")
     return Table(name, benchmark, scorer_mode, variant, columns, rows, tests, best, text, untested)
+
+
+def floor_row(data: pd.DataFrame, columns: list[str]) -> tuple[Row | None, list[str]]:
+    """The floor row of a table: per task, the highest floor among the table's runs (they share
+    the test split, so their floors agree unless the split differs) and the predictor that gave
+    it; Avg is the mean of those task floors. Returns (row or None when no run recorded floors,
+    the tasks whose floors differ across runs)."""
+    if data.empty or "floor" not in data:
+        return None, []
+    row, differ, values = Row(FLOOR_KEY, FLOOR_DISPLAY, "floor"), [], []
+    for c in columns:
+        if c == "avg":
+            continue
+        sel = data[data["task"] == c].dropna(subset=["floor"])
+        if sel.empty:
+            row.cells[c] = Cell(NO_SUMMARY)
+            continue
+        best = sel.loc[sel["floor"].idxmax()]
+        if float(sel["floor"].max()) - float(sel["floor"].min()) > 1e-12:
+            differ.append(c)
+        by = best["floor_by"] if isinstance(best["floor_by"], str) else None
+        row.cells[c] = Cell(NO_SUMMARY, value=float(best["floor"]), floor_by=by)
+        values.append(float(best["floor"]))
+    if not values:
+        return None, []
+    complete = len(values) == len([c for c in columns if c != "avg"])
+    row.cells["avg"] = Cell(NO_SUMMARY, value=sum(values) / len(values) if complete else None)
+    return row, differ
 
 
 def is_smoke(data: pd.DataFrame, variant: str) -> bool:
@@ -205,11 +251,14 @@ def _test_name(paired: bool) -> str:
 
 
 def caption(name: str, benchmark: str, scorer_mode: str, variant: str, test_name: str,
-            data: pd.DataFrame, *, ns: list[int] | None = None, untested: str = "") -> str:
+            data: pd.DataFrame, *, ns: list[int] | None = None, untested: str = "",
+            columns: list[str] | None = None, floor: bool = False,
+            floors_differ: list[str] | None = None) -> str:
     """What the table shows, on what data, and what the marks and the test are.
 
     ``ns``: the numbers of seeds per cell that occur; ``untested``: why no significance is
-    marked (``trainer=smoke``)."""
+    marked (``trainer=smoke``); ``columns``: the table's columns; ``floor``: whether the table
+    has a floor row; ``floors_differ``: tasks whose floors differ across the runs."""
     spec = TABLES[name]
     decoding = ", ".join(sorted(str(d) for d in data["decoding"].dropna().unique())) or "n/a"
     seeds = ", ".join(str(int(s)) for s in sorted(data["seed"].dropna().unique())) or "none"
@@ -222,20 +271,36 @@ def caption(name: str, benchmark: str, scorer_mode: str, variant: str, test_name
         star = (f"*: the improvement of {proposed} over the best baseline of that column is "
                 f"significant under a two-sided {test_name}, p < {ALPHA}; tested only where both "
                 f"have n ≥ {MIN_N} seeds.")
+    paper_label = SHORT_LABELS[paper_numbers.BENCHMARK]
+    paper_seeds = ", ".join(str(s) for s in paper_numbers.SEEDS)
     text = (f"The paper's {spec['title']} reproduced on {BENCHMARK_LABELS.get(benchmark, benchmark)}: "
             f"test score per task "
             f"({scorer_mode or 'n/a'} scorer, 0–1), mean ± sample std over seeds ({seeds}; n = "
             f"{n_text} seeds per cell), decoding: {decoding}. Bold: best, underline: second best "
-            f"per column among our rows. {star} Rows marked "
-            f"(paper) are the paper's reported numbers on PromptCBLUE; n/a = not transcribed.")
-    missing = [d for k, d, _ in spec["rows"]
-               if k in spec["paper"] and not paper_numbers.is_transcribed(spec["paper"][k])]
-    if missing:
-        text += (f" Paper rows {paper_numbers.NOT_TRANSCRIBED} yet (no values in "
-                 f"analysis/paper_numbers.py): {', '.join(missing)}.")
-    if benchmark != "promptcblue":
-        text += (f" Our rows are on {SHORT_LABELS.get(benchmark, benchmark)}, not PromptCBLUE: their absolute values are not "
-                 f"comparable with the paper rows.")
+            f"per column among our rows. {star} Rows labelled ({PAPER_NOTE}) are not measured "
+            f"here: they are the paper's reported numbers (ChatGLM-6B on {paper_label}, mean over "
+            f"seeds {paper_seeds}; analysis/paper_numbers.py), each below the measured row of "
+            f"its method where there is one; †: the paper's own significance mark (its *: improvement over its "
+            f"best baseline, two-sided t-test, p < 0.05).")
+    if columns is not None and [c for c in columns if c != "avg"] != \
+            [c for c in paper_numbers.TASK_COLUMNS if c != "avg"]:
+        text += (f" The paper's Avg is over its {len(paper_numbers.TASK_COLUMNS) - 1} tasks; "
+                 "a paper cell of a task it does not report is –.")
+    if benchmark != paper_numbers.BENCHMARK:
+        text += (f" Our rows are on {SHORT_LABELS.get(benchmark, benchmark)}, not {paper_label}: "
+                 f"their absolute values are not comparable with the paper rows.")
+    if floor:
+        text += (f" {FLOOR_DISPLAY}: per task, the best of three trivial predictors on the same "
+                 "test split, scored by the same scorer: an empty answer, the task's most frequent "
+                 "training target (majority), a copy of the input (copy); the one that gives it is "
+                 "named. Its Avg is the mean of the task floors. A method learns a task only where "
+                 "it scores clearly above its floor.")
+        if floors_differ:
+            text += (f" The runs' floors differ on {', '.join(floors_differ)} (different test "
+                     "splits?): the highest is shown.")
+    else:
+        text += (" No floor row: the runs record no floors (results.json → floors; rerun with "
+                 "overwrite=true to add them).")
     if spec["reuse"]:
         reused = ", ".join(d for k, d, _ in spec["rows"] if k in spec["reuse"])
         text += f" Rows {reused} reuse the table2 runs (methods.md §7)."
@@ -256,9 +321,18 @@ def _n_text(row: Row) -> str:
 
 
 def _cell_text(cell: Cell, row_n: str, latex: bool) -> str:
-    """One cell: a paper value (or n/a), or mean ± std with its marks."""
-    if row_n == "paper":
-        return f"{cell.paper:.4f}" if cell.paper is not None else "n/a"
+    """One cell: a paper value (with the paper's mark), a floor (with its predictor), or
+    mean ± std with its marks; – where there is no value."""
+    if row_n in ("paper", "floor"):
+        if cell.value is None:
+            return "–"
+        text = f"{cell.value:.4f}"
+        if cell.paper_star:
+            text += r"$^{\dagger}$" if latex else "†"
+        if cell.floor_by:
+            tag = FLOOR_TAGS.get(cell.floor_by, cell.floor_by)
+            text += rf" {{\scriptsize ({tag})}}" if latex else f" ({tag})"
+        return text
     text = format_mean_std(cell.summary)
     if cell.summary.n and "–" in row_n:      # n differs across the row: show it per cell
         text += f" (n={cell.summary.n})"
@@ -274,7 +348,7 @@ def _cell_text(cell: Cell, row_n: str, latex: bool) -> str:
 
 
 def _row_n(row: Row) -> str:
-    return "paper" if row.source == "paper" else _n_text(row)
+    return row.source if row.source in ("paper", "floor") else _n_text(row)
 
 
 def to_markdown(table: Table) -> str:
@@ -338,10 +412,12 @@ def to_frame(table: Table) -> pd.DataFrame:
                 "table": table.name, "benchmark": table.benchmark,
                 "scorer_mode": table.scorer_mode, "variant": table.variant, "row": row.key,
                 "display": row.display, "source": row.source, "task": c,
-                "mean": cell.paper if row.source == "paper" else cell.summary.mean,
+                "mean": cell.summary.mean if row.source == "ours" else (
+                    math.nan if cell.value is None else cell.value),
                 "std": cell.summary.std if row.source == "ours" else math.nan,
                 "n": cell.summary.n if row.source == "ours" else math.nan,
-                "mark": cell.mark, "significant": cell.star,
+                "mark": cell.mark, "significant": cell.star, "paper_significant": cell.paper_star,
+                "floor_by": cell.floor_by,
                 "compared_to": table.baselines.get(c) if res else None,
                 "t": res.statistic if res else math.nan,
                 "p_value": res.p_value if res else math.nan,

@@ -17,14 +17,21 @@ task only, with snapshot selection on validation.
 
 Layout under ``<run_dir>/single/<task>/``: ``checkpoints/`` (resumable training),
 ``snapshots/step-XXXXXX/`` (adapters), ``val.json`` (written last: the task is done).
+
+:func:`load_run` rebuilds a finished run (moelora/runs.py) as one peft model holding the eight
+adapters, named by their tasks: a task group selects its adapter (``set_adapter``); a batch
+mixing tasks passes ``adapter_names`` (one per row) to ``generate``, which peft splits by
+adapter inside every layer.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +247,59 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
                           generation=GenerationResult(predictions, gen_seconds, gen_seconds / n_test),
                           extra=extra)
 
+
+
+def load_run(run_dir: Path, *, config: Any, device: torch.device, dtype: str | None = None,
+             trust_remote_code: bool | None = None) -> Any:
+    """A finished LoRA (Single) run as one peft model with its task adapters (moelora/runs.py).
+
+    Each ``<run_dir>/adapters/<task>/`` is checked against the base (fingerprint, keys, shapes)
+    by :func:`moelora.adapters.load_adapter`, then added as the peft adapter named ``<task>``.
+
+    Returns:
+        a :class:`moelora.runs.LoadedRun` whose ``task_scope`` selects a task's adapter and whose
+        ``batch_kwargs`` give ``adapter_names`` (one per row) for batches mixing tasks.
+    """
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    from moelora.runs import LoadedRun, RunLoadError, build_from_adapter
+    from moelora.tasks import TaskMap
+
+    task_map = TaskMap(list(config.data.tasks), scheme=config.data.task_ids)
+    dirs = {t: Path(run_dir) / "adapters" / t for t in task_map.tasks}
+    if missing := [t for t, d in dirs.items() if not d.is_dir()]:
+        raise RunLoadError(f"{run_dir}: no adapters/ folder for tasks {missing}; rerun the "
+                           "lora_single job (it resumes and trains only what is missing)")
+    first = task_map.tasks[0]
+    model, base_dir, meta = build_from_adapter(dirs[first], config=config, dtype=dtype,
+                                               trust_remote_code=trust_remote_code, device=device)
+    states = {}
+    for task, path in dirs.items():       # each checked against the base by load_adapter
+        load_adapter(model, path, expected_tasks=[task])
+        states[task] = {k: v.detach().clone() for k, v in
+                        get_peft_model_state_dict(model, adapter_name="default").items()}
+    lora_config = model.peft_config["default"]
+    for task, state in states.items():
+        model.add_adapter(task, copy.deepcopy(lora_config))
+        result = set_peft_model_state_dict(model, state, adapter_name=task)
+        if result.unexpected_keys:
+            raise RunLoadError(f"{dirs[task]}: keys {result.unexpected_keys[:3]} do not fit")
+    model.delete_adapter("default")
+    model.set_adapter(first)
+    model.to(device).eval()
+
+    @contextmanager
+    def task_scope(task_id: int) -> Iterator[None]:
+        model.set_adapter(task_map.name(task_id))
+        try:
+            yield
+        finally:
+            model.set_adapter(first)
+
+    def batch_kwargs(task_ids: torch.Tensor) -> dict[str, Any]:
+        return {"adapter_names": [task_map.name(i) for i in task_ids.tolist()]}
+
+    return LoadedRun(run_dir=Path(run_dir), model=model, base_dir=base_dir,
+                     meta={**meta, "method": str(config.method.name), "tasks": task_map.tasks},
+                     config=config, task_map=task_map, device=device, task_scope=task_scope,
+                     batch_kwargs=batch_kwargs, trust_remote_code=meta["trust_remote_code"])

@@ -7,9 +7,9 @@ On a tiny Llama built from a config (hidden 256, 4 blocks, all 7 projections ada
   design: N separate rank-r/N experts, one dropout each, summed in a loop);
 * generation latency of MOELoRA merged per task (Eq. 8) vs the bare base model.
 
-Peak memory: ``torch.cuda.max_memory_allocated`` on CUDA; on the CPU, the bytes of the
-distinct tensors saved for backward plus trainable parameters, their gradients and AdamW
-state (the part that differs between methods; the frozen base is common to all).
+Peak memory (moelora.measure.peak_memory): ``torch.cuda.max_memory_allocated`` on CUDA; on
+the CPU, the bytes of the distinct tensors saved for backward plus trainable parameters, their
+gradients and AdamW state (the part that differs between methods; the frozen base is common).
 Medians over repeats, warm-up excluded. Run: ``python experiments/bench_moelora.py``
 (``--quick`` for a shorter run).
 """
@@ -29,6 +29,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script from anywhere
 
+from moelora.measure import peak_memory, sync  # noqa: E402
 from moelora.merge import merged_for_task  # noqa: E402
 from moelora.moe import build, get_router, moelora_layers  # noqa: E402
 from moelora.routing import task_context  # noqa: E402
@@ -87,11 +88,6 @@ def make_method(name: str, device: torch.device) -> nn.Module:
     return model
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def bench_training(names: list[str], device: torch.device, *, batch: int, seq: int, warmup: int,
                    repeats: int) -> dict[str, tuple[float, float]]:
     """Median step time and peak memory per method; steps interleaved across methods so that
@@ -118,32 +114,13 @@ def bench_training(names: list[str], device: torch.device, *, batch: int, seq: i
     times: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(repeats):
         for name in names:
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             steps[name]()
-            _sync(device)
+            sync(device)
             times[name].append(time.perf_counter() - t0)
-    return {n: (statistics.median(times[n]), _peak_bytes(steps[n], params[n], device))
+    return {n: (statistics.median(times[n]), peak_memory(steps[n], params[n], device))
             for n in names}
-
-
-def _peak_bytes(step: Callable[[], None], params: list[torch.Tensor],
-                device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        step()
-        return float(torch.cuda.max_memory_allocated(device))
-    seen: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        if not isinstance(t, nn.Parameter):          # parameters are counted below
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        step()
-    trainable = sum(p.numel() * p.element_size() for p in params)
-    return float(sum(seen.values()) + 4 * trainable)   # params + grads + 2 AdamW moments
 
 
 def bench_inference(device: torch.device, *, batch: int, prompt: int, new_tokens: int,
@@ -168,10 +145,10 @@ def bench_inference(device: torch.device, *, batch: int, prompt: int, new_tokens
             model.generate(input_ids=ids, **kw)
 
     def timed(fn: Callable[[], None]) -> float:
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         fn()
-        _sync(device)
+        sync(device)
         return time.perf_counter() - t0
 
     with merged_for_task(model, 0):

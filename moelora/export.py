@@ -13,14 +13,13 @@ Command line (RUN_DIR as written by the trainer, ``RUN_DIR/adapter/``)::
 
     python -m moelora.export RUN_DIR --out DIR [--dtype float32] [--trust-remote-code]
 
-writes ``DIR/<task>/adapter_config.json`` and ``DIR/<task>/adapter_model.safetensors``,
-loadable with ``peft.PeftModel.from_pretrained(base, DIR/<task>)``.
+writes ``DIR/<task>/adapter_config.json`` and ``DIR/<task>/adapter_model.safetensors`` (the run is
+rebuilt by moelora.runs.load_run), loadable with ``peft.PeftModel.from_pretrained(base, DIR/<task>)``.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -119,31 +118,23 @@ def _omega_support(layer: nn.Module, task_id: int) -> torch.Tensor:
 
 
 def load_run_model(run_dir: str | Path, *, dtype: str = "float32",
-                   trust_remote_code: bool = False) -> tuple[nn.Module, dict]:
-    """Rebuild a trained MOELoRA model from ``RUN_DIR/adapter`` (base from its recorded path)."""
-    from moelora.adapters import load_adapter, read_adapter_config
-    from moelora.models import load_base_model
-    from moelora.moe import build
+                   trust_remote_code: bool | None = None) -> tuple[nn.Module, dict]:
+    """Rebuild a trained MOELoRA run (moelora.runs.load_run) and check that it is one.
+
+    Raises:
+        ValueError: the run's adapter was not built by :data:`BUILDER`.
+    """
+    from moelora.adapters import read_adapter_config
+    from moelora.runs import load_run
 
     adapter_dir = Path(run_dir) / "adapter"
-    meta = read_adapter_config(adapter_dir)
-    builder = meta.get("builder", BUILDER)
+    builder = read_adapter_config(adapter_dir).get("builder", BUILDER) \
+        if adapter_dir.is_dir() else "another pipeline (no adapter/ folder)"
     if builder != BUILDER:
-        raise ValueError(f"{adapter_dir}: adapter built by {builder!r}, not {BUILDER!r}; "
+        raise ValueError(f"{run_dir}: adapter built by {builder!r}, not {BUILDER!r}; "
                          "only MOELoRA runs can be exported per task")
-    allowed = set(inspect.signature(build).parameters) - {"model", "tasks", "target_modules"}
-    hparams = dict(meta.get("hparams") or {})
-    if extra := sorted(set(hparams) - allowed):
-        raise ValueError(f"{adapter_dir}: unknown MOELoRA hyper-parameters {extra}")
-    base_path = meta.get("base_model", {}).get("name_or_path")
-    if not base_path:
-        raise ValueError(f"{adapter_dir}: adapter_config.json has no base_model.name_or_path")
-    model = load_base_model(base_path, dtype=dtype, trust_remote_code=trust_remote_code)
-    if meta.get("task_id_scheme"):
-        hparams.setdefault("task_id_scheme", meta["task_id_scheme"])
-    build(model, tasks=meta["tasks"], target_modules=meta["target_modules"], **hparams)
-    load_adapter(model, adapter_dir, expected_tasks=meta["tasks"])
-    return model.eval(), meta
+    run = load_run(run_dir, dtype=dtype, trust_remote_code=trust_remote_code)
+    return run.model, run.meta
 
 
 def main(argv: Sequence[str] | None = None) -> list[Path]:
@@ -151,9 +142,9 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     parser.add_argument("run_dir", help="a MOELoRA run directory (with adapter/)")
     parser.add_argument("--out", required=True, help="output folder; one subfolder per task")
     parser.add_argument("--dtype", default="float32", help="base dtype while exporting")
-    parser.add_argument("--trust-remote-code", action="store_true",
+    parser.add_argument("--trust-remote-code", action="store_true", default=None,
                         help="for bases with their own modeling code (ChatGLM-6B is built in "
-                             "and never needs it)")
+                             "and never needs it); default: the run's model.trust_remote_code")
     args = parser.parse_args(argv)
     model, meta = load_run_model(args.run_dir, dtype=args.dtype,
                                  trust_remote_code=args.trust_remote_code)

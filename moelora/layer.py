@@ -133,7 +133,8 @@ class MoELoRALinear(nn.Module):
         if self.disabled or self.merged_task is not None:
             return result
         w = self._broadcast(self.weight_source.rank_weights(self, x), x)
-        return result + self.adapter_output(x, w).to(result.dtype)
+        # in place: the base output is needed by no backward; saves one output-sized pass
+        return result.add_(self.adapter_output(x, w).to(result.dtype))
 
     def adapter_output(self, x: torch.Tensor, rank_weights: torch.Tensor) -> torch.Tensor:
         """``s · B_cat (rank_weights ⊙ A_cat drop(x))``; ``rank_weights`` broadcasts to ``u``."""
@@ -146,8 +147,8 @@ class MoELoRALinear(nn.Module):
             u = torch.einsum("...nd,nkd->...nk", xs, a.view(n, k, -1)).flatten(-2)
         else:
             u = F.linear(F.dropout(x, p, True) if p > 0 else x, a)  # (..., r)
-        u = u * rank_weights.to(u.dtype)
-        return F.linear(u, self.lora_B) * self.scaling               # (..., d_out)
+        u = u * (rank_weights.to(u.dtype) * self.scaling)   # s applied at rank r, not d_out
+        return F.linear(u, self.lora_B)                               # (..., d_out)
 
     # ---- per-task recovery (Eq. 8) -------------------------------------------------
     @torch.no_grad()

@@ -89,11 +89,22 @@ def _introspect(model: Any, task_map: TaskMap, cfg: DictConfig) -> dict[str, Any
     return describe_model(model, task_map=task_map, method_cfg=cfg.method)
 
 
-def _print_table(scores: dict[str, Any], title: str) -> None:
+def _print_table(scores: dict[str, Any], title: str, floors: dict[str, Any] | None = None) -> None:
+    """The job's scores, each beside its floor (moelora.evaluation.floors) when known."""
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
     width = max(len(k) for k in scores)
+    floor, by = (floors or {}).get("floor") or {}, (floors or {}).get("floor_by") or {}
     print(f"\n{title}")
+    if floor:
+        print(f"  {'task':<{width}}  {'score':<6}  floor (best of an empty answer, the majority "
+              "training target, a copy of the input)")
     for k, v in scores.items():
-        print(f"  {k:<{width}}  {'n/a' if v is None else f'{v:.4f}'}")
+        line = f"  {k:<{width}}  {fmt(v)}"
+        if k in floor:
+            line += f"  {fmt(floor[k])}" + (f" ({by[k]})" if by.get(k) else "")
+        print(line)
 
 
 def _reuse(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any], identity: dict[str, Any],
@@ -266,12 +277,14 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
         ctx = RunContext(cfg=cfg, run_dir=run_dir, task_map=task_map, splits=splits,
                          accelerator=accelerator, logger=logger)
         out: PipelineOutput = resolve_pipeline(cfg.method.pipeline)(ctx)
-        results = _finish(cfg, ctx, out, gold["test"], base, time.perf_counter() - t0)
+        results = _finish(cfg, ctx, out, gold["test"], gold.get("train", []), base,
+                          time.perf_counter() - t0)
         results["timing"]["previous_attempts_seconds"] = earlier
         if main:
             write_results(run_dir, results)
             _print_table(results["scores"], f"{cfg.method.name} seed={cfg.seed} "
-                         f"[{cfg.data.benchmark}, scorer={cfg.scorer.modes[0]}]")
+                         f"[{cfg.data.benchmark}, scorer={cfg.scorer.modes[0]}]",
+                         results.get("floors"))
             print(f"results: {run_dir / 'results.json'}")
         logger.summary({f"test/{k}/score": v for k, v in results["scores"].items()})
         exit_code = 0
@@ -292,7 +305,10 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
 
 
 def _finish(cfg: DictConfig, ctx: RunContext, out: PipelineOutput, gold: list[dict[str, Any]],
-            base: dict[str, Any], seconds: float) -> dict[str, Any]:
+            train: list[dict[str, Any]], base: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """Score the predictions on ``gold`` (the test split as evaluated) in every scorer mode,
+    the floors of this split (``train`` gives the majority targets) in the primary mode, and
+    assemble ``results.json``."""
     texts = {p["sample_id"]: p["target"] for p in out.predictions}
     predictions = [{**g, "target": texts.get(g["sample_id"], "")} for g in gold]
     missing = [g["sample_id"] for g in gold if g["sample_id"] not in texts]
@@ -311,6 +327,11 @@ def _finish(cfg: DictConfig, ctx: RunContext, out: PipelineOutput, gold: list[di
             results[f"scores_{mode}"] = report.scores
             if report.undefined:
                 results[f"undefined_{mode}"] = report.undefined
+    from moelora.evaluation.floors import floor_scores
+
+    t_floor = time.perf_counter()
+    results["floors"] = floor_scores(train, gold, tasks=list(ctx.task_map.tasks), mode=primary.mode)
+    results["floors"]["seconds"] = time.perf_counter() - t_floor
     if ctx.token_stats:
         results["token_stats"] = ctx.token_stats
     if out.model is not None:

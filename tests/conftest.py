@@ -113,3 +113,39 @@ def arch_model_dir(tiny_world, tmp_path_factory):
         return built[arch]
 
     return get
+
+
+# Greedy smoke runs of the methods that inference and the efficiency measurement rebuild
+# (moelora/runs.py): trained once per session, read by several test modules.
+SMOKE_RUN_METHODS = {"lora_full": [], "moelora_dense": [], "molora": [], "moelora_multi_gate": [],
+                     "lora_single": ["method.single.select_by=loss", "method.single.val_per_task=2"]}
+# Further trained methods that only the loader's reproduction test rebuilds (another experiment).
+MORE_RUN_METHODS = {"lora_full_tp": [], "ptuning": ["method.ptuning.num_virtual_tokens=16"]}
+
+
+def _smoke_runs(tiny_world, out: Path, experiment: str, methods: dict[str, list[str]]) -> dict:
+    from moelora.runner import run
+
+    dirs = {}
+    for method, extra in methods.items():
+        cfg = compose(tiny_overrides(tiny_world, out, f"method={method}", "trainer.max_steps=2",
+                                     "decoding=greedy", f"experiment_name={experiment}", *extra))
+        run_dir = out / "outputs" / experiment / method / "seed=42"
+        run_dir.mkdir(parents=True)
+        assert run(cfg, run_dir) == 0, (run_dir / "results.json").read_text()
+        dirs[method] = run_dir
+    return dirs
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(tiny_world, tmp_path_factory):
+    """method → a finished run directory (trainer=smoke, 2 steps, greedy decoding), all under
+    ``<root>/outputs/default/``."""
+    return _smoke_runs(tiny_world, tmp_path_factory.mktemp("smoke_runs"), "default",
+                       SMOKE_RUN_METHODS)
+
+
+@pytest.fixture(scope="session")
+def more_smoke_runs(tiny_world, tmp_path_factory):
+    """LoRA (Full+TP) and P-Tuning runs as :func:`smoke_runs` does (experiment ``more``)."""
+    return _smoke_runs(tiny_world, tmp_path_factory.mktemp("more_runs"), "more", MORE_RUN_METHODS)

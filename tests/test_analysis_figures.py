@@ -11,6 +11,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from analysis import collect, figures, report, tables  # noqa: E402
+from moelora.io import read_json, write_json  # noqa: E402
 from tests.test_analysis_collect import write_run  # noqa: E402
 
 TASKS = ["CMeIE", "CHIP-CDN", "KUAKE-QIC"]
@@ -109,3 +110,59 @@ def test_fig5_counts_each_molora_seed_once(reports):
     molora = runs[runs["method"] == "molora"]
     assert sorted(molora["seed"]) == [42, 43]
     assert len(runs[runs["method"] == "lora_full"]) == 4          # both inference modes kept
+
+
+def _measured_group(methods):
+    """An efficiency.json group as experiments/efficiency.py writes it (values chosen here)."""
+    out, ratios = {}, {}
+    for i, m in enumerate(methods):
+        step = 0.1 * (1 + 0.1 * i)
+        lat = {"grouped_merged": 0.02, "grouped_unmerged": 0.03, "mixed": 0.025}
+        if m == "molora":
+            lat.pop("grouped_merged")
+        out[m] = {"seed": 42, "run_dir": f"x/{m}", "train_batch_size": 4, "test_examples": 8,
+                  "train_peak_bytes": 2**20 * (10 + i),
+                  "latency": {k: [v] * 3 for k, v in lat.items()},
+                  "summary": {"train_step_seconds": {"median": step, "min": step * 0.9,
+                                                     "max": step * 1.2},
+                              **{f"latency_{k}": {"median": v, "min": v, "max": v}
+                                 for k, v in lat.items()}}}
+        ratios[m] = {"train_step_seconds": {"median": 1 + 0.1 * i, "min": 1.0, "max": 1.3},
+                     "train_peak_bytes": (10 + i) / 10}
+    return {"benchmark": "medsynth", "variant": "", "methods": out, "ratios": ratios,
+            "measurement": {"device": "cpu", "threads": 1, "versions": {"torch": "2"},
+                            "settings": {"repeats": 3, "steps_per_repeat": 2, "per_task": 1,
+                                         "new_tokens": 3}}}
+
+
+def test_fig5_draws_the_measurement_with_ratios_and_marks_what_is_absent(reports):
+    runs = pd.read_csv(reports / "runs.csv")
+    runs = runs[runs["experiment"] == "fig5_efficiency"]
+    group = _measured_group(["lora_full", "molora"])          # moelora_dense not measured
+    fig = figures.plot_fig5(runs, benchmark="medsynth", variant="", efficiency=group)
+    ax_step, ax_lat, ax_mem = fig.axes[1:4]
+    heights = [round(p.get_height(), 6) for p in ax_step.patches]
+    assert heights[:2] == [100.0, 110.0] and np.isnan(heights[2])   # ms; D has no bar
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert "1.00×" in texts and "1.10×" in texts                   # ratios on the bars
+    assert "cannot merge" in texts and "not measured" in texts     # nothing dropped silently
+    assert [round(p.get_height(), 6) for p in ax_mem.patches][:2] == [10.0, 11.0]
+    assert "Measured by experiments/efficiency.py" in fig.texts[-1].get_text()
+    assert len(ax_lat.get_legend().get_texts()) == 3
+
+
+def test_evaluate_only_job_takes_the_step_time_of_the_job_that_trained_it(tmp_path):
+    trainer = write_run(tmp_path / "out", "fig5_efficiency", "molora", 42, {t: 0.5 for t in TASKS},
+                        overrides=["method.infer=merged_per_task"],
+                        timing={"train_step_seconds": 0.2216, "infer_mode": "unmerged"})
+    write_run(tmp_path / "out", "fig5_efficiency", "molora", 42, {t: 0.5 for t in TASKS},
+              overrides=["method.infer=unmerged"], trained_by=str(trainer),
+              timing={"train_step_seconds": None, "infer_mode": "unmerged"})
+    write_json(tmp_path / "out" / "fig5_efficiency" / "efficiency.json",
+               {"device": "cpu", "groups": [_measured_group(["lora_full", "molora"])]})
+    assert collect.main(["--root", str(tmp_path / "out"), "--out", str(tmp_path / "r")]) == 0
+    runs = figures.fig5_runs(pd.read_csv(tmp_path / "r" / "runs.csv"))
+    assert runs["train_step_seconds"].tolist() == [0.2216]     # the unmerged job, kept
+    (doc,) = read_json(tmp_path / "r" / "efficiency.json")
+    assert doc["source"].endswith("fig5_efficiency/efficiency.json")
+    assert set(figures.load_efficiency(tmp_path / "r")) == {("medsynth", "")}

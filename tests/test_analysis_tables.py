@@ -69,11 +69,21 @@ def test_p_values_equal_scipy_and_paired_option(tidy):
 def test_paper_rows_beside_ours_and_benchmark_labelled(tidy):
     md = tables.to_markdown(tables.build_table(tidy, "table2", benchmark="medsynth",
                                                scorer_mode="official", variant=""))
-    assert row_line(md, "ChatGPT (paper)").startswith("| ChatGPT (paper) | 0.3058 | 0.6069 | 0.4067")
-    assert row_line(md, "MOELoRA (D) (paper)") == "| MOELoRA (D) (paper) | n/a | n/a | 0.6236 | – |"
-    # a paper row without any transcribed value is named in the caption, not printed as n/a
-    assert "LoRA (Full) (paper" not in md
-    assert "not transcribed yet" in md and "LoRA (Full)" in md.split("\n")[0]
+    assert row_line(md, "ChatGPT (paper, PromptCBLUE)").startswith(
+        "| ChatGPT (paper, PromptCBLUE) | 0.3058 | 0.6069 | 0.4067 | – |")
+    # the paper's stars, as † (ours are \*); a row the paper printed without stars has none
+    assert row_line(md, "MOELoRA (D) (paper, PromptCBLUE)") == \
+        "| MOELoRA (D) (paper, PromptCBLUE) | 0.5193† | 0.8928† | 0.6236† | – |"
+    assert row_line(md, "LoRA (Full) (paper, PromptCBLUE)") == \
+        "| LoRA (Full) (paper, PromptCBLUE) | 0.5089 | 0.8748 | 0.6155 | – |"
+    lines = [line.split(" | ")[0] for line in md.splitlines() if line.startswith("| ")]
+    assert lines.index("| LoRA (Full) (paper, PromptCBLUE)") == lines.index("| LoRA (Full)") + 1
+    # every method of Table 2 has its paper row; ICL (a local LLM) has none
+    assert sum("(paper, PromptCBLUE)" in label for label in lines) == 11
+    assert "(paper)" not in md and "not transcribed" not in md and "n/a" not in md.split("\n\n")[1]
+    caption = md.split("\n")[0]
+    assert "not measured here" in caption and "†: the paper's own significance mark" in caption
+    assert "The paper's Avg is over its 8 tasks" in caption       # these runs have 2 tasks
     assert "MedSynth-8" in md and "not comparable" in md
 
 
@@ -82,8 +92,9 @@ def test_latex_and_csv(tidy):
                                variant="")
     tex = tables.to_latex(table)
     assert r"\textbf{0.6200 $\pm$ 0.0200}$^{*}$" in tex and r"\underline{0.5600 $\pm$ 0.0100}" in tex
-    # header + our 10 Table 2 rows + the 2 transcribed paper rows (ChatGPT, MOELoRA (D))
-    assert tex.count(r"\\") == 1 + 10 + 2 and r"ttest\_ind" in tex
+    # header + our 10 Table 2 rows + the paper's 11 rows (no floor row: these runs have none)
+    assert tex.count(r"\\") == 1 + 10 + 11 and r"ttest\_ind" in tex
+    assert r"0.6236$^{\dagger}$" in tex and "No floor row" in table.caption
     frame = tables.to_frame(table)
     cell = frame[(frame["row"] == "moelora_dense") & (frame["task"] == "avg")
                  & (frame["source"] == "ours")].iloc[0]
@@ -184,3 +195,44 @@ def test_no_significance_for_smoke_runs(tmp_path, how):
     assert _stars(md) == 0 and "not tested (trainer=smoke)" in md
     assert "No significance is marked: these are trainer=smoke runs" in table.caption
     assert "n = 3 seeds per cell" in table.caption
+
+
+def _floors(cmeie: float, cdn: float, by=("majority", "empty")) -> dict:
+    return {"mode": "official", "floor": {"CMeIE": cmeie, "CHIP-CDN": cdn, "avg": (cmeie + cdn) / 2},
+            "floor_by": {"CMeIE": by[0], "CHIP-CDN": by[1]}}
+
+
+def test_floor_row_from_the_runs_floors(tmp_path):
+    make_tree(tmp_path, floors=_floors(0.2, 0.1))
+    tidy = collect.collect(tmp_path)[0]
+    assert set(tidy[tidy["task"] == "CMeIE"]["floor"]) == {0.2}
+    assert set(tidy[tidy["task"] == "CMeIE"]["floor_by"]) == {"majority"}
+    table = tables.build_table(tidy, "table2", benchmark="medsynth", scorer_mode="official",
+                               variant="")
+    md = tables.to_markdown(table)
+    assert row_line(md, "Floor (empty / majority / copy input)") == (
+        "| Floor (empty / majority / copy input) | 0.2000 (majority) | 0.1000 (empty) | 0.1500 | – |")
+    assert "an empty answer, the task's most frequent training target" in table.caption
+    assert "floors differ" not in table.caption
+    # the floor row never takes a mark nor a baseline's place
+    assert row_line(md, "MOELoRA (D)").startswith("| MOELoRA (D) | **0.6200 ± 0.0200**\\* |")
+    assert table.baselines == {"CMeIE": "molora", "CHIP-CDN": "lora_full", "avg": "lora_full"}
+    frame = tables.to_frame(table)
+    floor = frame[frame["source"] == "floor"].set_index("task")
+    assert floor.loc["CHIP-CDN", "mean"] == pytest.approx(0.1)
+    assert floor.loc["CHIP-CDN", "floor_by"] == "empty"
+    assert floor.loc["avg", "mean"] == pytest.approx(0.15)
+    assert (r"Floor (empty / majority / copy input) & 0.2000 {\scriptsize (majority)} & "
+            r"0.1000 {\scriptsize (empty)} & 0.1500 \\") in tables.to_latex(table)
+
+
+def test_floor_row_shows_the_highest_floor_and_says_when_runs_differ(tmp_path):
+    make_tree(tmp_path, floors=_floors(0.2, 0.1))
+    write_run(tmp_path, "table2", "ptuning", 42, {"CMeIE": 0.1, "CHIP-CDN": 0.1},
+              floors=_floors(0.3, 0.1, by=("copy_input", "empty")))
+    table = tables.build_table(collect.collect(tmp_path)[0], "table2", benchmark="medsynth",
+                               scorer_mode="official", variant="")
+    md = tables.to_markdown(table)
+    assert row_line(md, "Floor (empty / majority / copy input)").startswith(
+        "| Floor (empty / majority / copy input) | 0.3000 (copy) | 0.1000 (empty) | 0.2000 |")
+    assert "The runs' floors differ on CMeIE" in table.caption

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from moelora.io import read_json, write_json
-from moelora.medsynth.tokenizer import EOS, build_tokenizer
+from moelora.medsynth.tokenizer import EOS, build_tokenizer, pretraining_texts
 
 STAMP_FILE = "build_stamp.json"
 DATA_FILES = ("corpus.txt", "train.jsonl", "dev.jsonl", "test.jsonl")
@@ -93,13 +93,14 @@ def is_built(out_dir: Path, stamp: dict[str, Any]) -> bool:
         return False
 
 
-def pack_corpus(text: str, tokenizer: Any, block_size: int) -> Any:
-    """Tokenise every line, join with EOS and cut into ``(N, block_size)`` blocks."""
+def pack_corpus(texts: str | list[str], tokenizer: Any, block_size: int) -> Any:
+    """Tokenise every paragraph (a list, or the lines of one text), join with EOS and cut into
+    ``(N, block_size)`` blocks."""
     import torch
 
     eos = tokenizer.convert_tokens_to_ids(EOS)
     ids: list[int] = []
-    for line in text.splitlines():
+    for line in texts.splitlines() if isinstance(texts, str) else texts:
         if line:
             ids += tokenizer(line, add_special_tokens=False)["input_ids"] + [eos]
     n = len(ids) // block_size
@@ -210,9 +211,7 @@ def build_base(
     tokenizer = build_tokenizer(data_dir, out, vocab_size=cfg.vocab_size)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(llama_config(cfg, tokenizer))
-    blocks = pack_corpus(
-        (data_dir / "corpus.txt").read_text(encoding="utf-8"), tokenizer, cfg.block_size
-    )
+    blocks = pack_corpus(pretraining_texts(data_dir), tokenizer, cfg.block_size)
     n_params = sum(p.numel() for p in model.parameters())
     print(
         f"pre-training {n_params / 1e6:.2f}M parameters on {blocks.numel()} tokens for {cfg.max_steps} steps"

@@ -1,7 +1,7 @@
 """Subword (BPE) tokenizer for the MedSynth-8 base model (spec/medsynth.md §5).
 
-Trained with HF ``tokenizers``: byte-pair merges learned on the pre-training corpus and the
-training split, over an initial alphabet of every character of the corpus, of all three
+Trained with HF ``tokenizers``: byte-pair merges learned on the base model's pre-training text
+(``corpus.txt`` and the unlabelled inputs of the training split, :func:`pretraining_texts`), over an initial alphabet of every character of the corpus, of all three
 splits and of printable ASCII, so no character of the data is ever ``<unk>`` (character-level
 coverage) while frequent words, entity names, labels and template phrases become one or two
 tokens. Punctuation, whitespace, digits and ASCII letters are isolated before the merges, so a
@@ -49,12 +49,19 @@ def data_texts(data_dir: str | Path) -> list[str]:
     return texts
 
 
-def merge_texts(data_dir: str | Path) -> list[str]:
-    """The texts the merges are learned from: the corpus and the training split only."""
+def pretraining_texts(data_dir: str | Path) -> list[str]:
+    """What the base model is pre-trained on, one paragraph each: every line of ``corpus.txt``
+    and the *inputs* of the training split (unlabelled: no target is ever included), in a fixed
+    shuffled order. The training inputs are task-adaptive pre-training text (the prompts' words,
+    line breaks and layouts); the merges are learned from the same texts, so every token of the
+    vocabulary is one the base has been trained on."""
+    import random
+
     data_dir = Path(data_dir)
-    texts = (data_dir / "corpus.txt").read_text(encoding="utf-8").splitlines()
-    for r in _records(data_dir, "train"):
-        texts += _record_texts(r)
+    texts = [line for line in (data_dir / "corpus.txt").read_text(encoding="utf-8").splitlines()
+             if line]
+    texts += [r["input"] for r in _records(data_dir, "train")]
+    random.Random("medsynth-pretraining-order").shuffle(texts)
     return texts
 
 
@@ -109,9 +116,10 @@ def to_hf(tok: Any) -> Any:
 
 def build_tokenizer(data_dir: str | Path, out_dir: str | Path, *,
                     vocab_size: int = DEFAULT_VOCAB_SIZE) -> Any:
-    """Train on ``data_dir`` (merges: corpus + train; alphabet: everything) and save into
-    ``out_dir``; returns the HF tokenizer."""
-    hf = to_hf(train_tokenizer(merge_texts(data_dir), data_texts(data_dir), vocab_size=vocab_size))
+    """Train on ``data_dir`` (merges: :func:`pretraining_texts`; alphabet: every character of
+    the data) and save into ``out_dir``; returns the HF tokenizer."""
+    hf = to_hf(train_tokenizer(pretraining_texts(data_dir), data_texts(data_dir),
+                               vocab_size=vocab_size))
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(str(out_dir))
     return hf
