@@ -1,6 +1,6 @@
 """Command line: ``python -m moelora.medsynth {data,base} ...``.
 
-python -m moelora.medsynth data --out artifacts/medsynth [--scale 0.1] [--eval-scale 0.05] [--seed 0]
+python -m moelora.medsynth data --out artifacts/medsynth [--scale 0.1] [--eval-scale 0.1334] [--seed 0]
 python -m moelora.medsynth base --data artifacts/medsynth --out artifacts/base/medsynth-tiny [--seed 0]
 """
 

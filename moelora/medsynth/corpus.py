@@ -13,6 +13,8 @@ import random
 from collections.abc import Callable
 
 from moelora.medsynth.common import DURATIONS, pick, sample
+from moelora.medsynth import glossary
+from moelora.medsynth.concepts import CTC_CONCEPTS, QIC_CONCEPTS
 from moelora.medsynth.kb import Disease, KnowledgeBase
 
 
@@ -307,6 +309,13 @@ def build_corpus(kb: KnowledgeBase, *, seed: int, num_chars: int) -> str:
         lines.append(_drug_paragraph(kb, g, rng))
     for e in kb.exams:
         lines.append(_exam_paragraph(kb, e, rng))
+    for label in CTC_CONCEPTS:
+        lines += glossary.criterion_lines(label, rng)
+    for label in QIC_CONCEPTS:
+        lines += glossary.intent_lines(label, rng)
+    lines += glossary.other_category_lines(rng)
+    for make in (glossary.record_lines, glossary.extraction_lines, glossary.doctor_lines):
+        lines += make(kb, pick(rng, kb.diseases), rng)
     total = sum(len(x) + 1 for x in lines)
     symptoms = list(kb.symptoms)
     kinds: tuple[tuple[float, Callable[[Disease], str]], ...] = (
@@ -323,6 +332,12 @@ def build_corpus(kb: KnowledgeBase, *, seed: int, num_chars: int) -> str:
         (0.04, lambda d: _polarity_paragraph(kb, d, rng)),
         (0.20, lambda d: _echo_paragraph(kb, rng)),
         (0.15, lambda d: _lookup_paragraph(kb, rng)),
+        (0.04, lambda d: pick(rng, glossary.criterion_lines(pick(rng, tuple(CTC_CONCEPTS)), rng))),
+        (0.02, lambda d: pick(rng, glossary.intent_lines(pick(rng, tuple(QIC_CONCEPTS)), rng))),
+        (0.01, lambda d: pick(rng, glossary.other_category_lines(rng))),
+        (0.02, lambda d: pick(rng, glossary.record_lines(kb, d, rng))),
+        (0.02, lambda d: pick(rng, glossary.extraction_lines(kb, d, rng))),
+        (0.02, lambda d: pick(rng, glossary.doctor_lines(kb, d, rng))),
     )
     bounds = list(itertools.accumulate(w for w, _ in kinds))
     while total < num_chars:

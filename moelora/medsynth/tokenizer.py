@@ -12,6 +12,7 @@ so ``AutoTokenizer.from_pretrained(dir)`` loads it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,31 @@ ASCII_PRINTABLE = "".join(chr(c) for c in range(32, 127)) + "\n\t"
 DEFAULT_VOCAB_SIZE = 3000
 # One pre-token per delimiter: whitespace, punctuation, symbols, digits and ASCII letters.
 ISOLATED = r"[\s\p{P}\p{S}0-9A-Za-z]"
+
+
+def lexicon() -> list[str]:
+    """The benchmark's terms, each kept whole by the pre-tokenizer (longest first): every
+    knowledge-base name (diseases, aliases, symptoms and their core words and sites, drugs,
+    examinations, departments) and every label and answer field of the eight tasks. A merge
+    never joins a term to its neighbours, so a term is tokenised alike wherever it stands."""
+    from moelora.medsynth.classification import CTC_LABELS, NOT_LISTED, QIC_LABELS
+    from moelora.medsynth.dialogue import MDCFNPC_CHOICES, MRG_SECTIONS
+    from moelora.medsynth.extraction import (
+        CDEE_FIELDS,
+        CDEE_STATUSES,
+        CDN_NONE,
+        CMEIE_RELATIONS,
+    )
+    from moelora.medsynth.kb import load_kb
+
+    kb = load_kb()
+    terms = {d.name for d in kb.diseases} | {a for d in kb.diseases for a in d.aliases}
+    terms |= {d.site for d in kb.diseases} | set(kb.symptoms) | set(kb.drugs) | set(kb.exams)
+    terms |= {x for s in kb.symptoms.values() for x in (s.core, s.site) if x}
+    terms |= set(kb.departments) | set(CTC_LABELS) | set(QIC_LABELS) | set(MDCFNPC_CHOICES)
+    terms |= set(CMEIE_RELATIONS) | set(CDEE_FIELDS) | set(CDEE_STATUSES) | set(MRG_SECTIONS)
+    terms |= {NOT_LISTED, CDN_NONE}
+    return sorted((t for t in terms if len(t) > 1), key=lambda t: (-len(t), t))
 
 
 def _records(data_dir: Path, split: str) -> list[dict[str, Any]]:
@@ -81,7 +107,11 @@ def train_tokenizer(merge_on: Iterable[str], cover: Iterable[str], *,
         raise ValueError(f"vocab_size={vocab_size} is smaller than the alphabet "
                          f"({len(alphabet)} characters + {len(SPECIAL_TOKENS)} special tokens)")
     tok = Tokenizer(models.BPE(unk_token=UNK))
-    tok.pre_tokenizer = pre_tokenizers.Split(Regex(ISOLATED), behavior="isolated")
+    terms = "|".join(re.escape(t) for t in lexicon())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(terms), behavior="isolated"),
+        pre_tokenizers.Split(Regex(ISOLATED), behavior="isolated"),
+    ])
     tok.decoder = decoders.Fuse()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
