@@ -381,8 +381,10 @@ def test_tiny_fixture_supports_a_random_init_llama(tmp_path):
     assert model(input_ids=ids).logits.shape == (1, ids.shape[1], len(tok))
 
 
-def test_pretrain_smoke_three_steps(tmp_path):
-    """Three steps of the real pre-training loop on a tiny config: the loss is finite and moves."""
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_pretrain_smoke_three_steps(tmp_path, precision):
+    """Three steps of the real pre-training loop on a tiny config: the loss is finite and moves,
+    with bf16 autocast (the default) and in fp32; the weights stay fp32 either way."""
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
@@ -401,6 +403,7 @@ def test_pretrain_smoke_three_steps(tmp_path):
         max_steps=3,
         warmup_steps=1,
         lr=1e-2,
+        precision=precision,
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(llama_config(cfg, tok))
@@ -410,6 +413,16 @@ def test_pretrain_smoke_three_steps(tmp_path):
     log = pretrain(model, blocks, cfg, seed=0, progress=False)
     assert log["steps"] == 3 and all(torch.isfinite(torch.tensor(log["losses"])))
     assert log["losses"][-1] < log["losses"][0]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_pretrain_rejects_an_unknown_precision(tmp_path):
+    from dataclasses import replace
+
+    from moelora.medsynth.pretrain import BaseConfig, pretrain
+
+    with pytest.raises(ValueError, match="BaseConfig.precision='fp16'"):
+        pretrain(None, None, replace(BaseConfig(), precision="fp16"), seed=0, progress=False)
 
 
 def test_gold_scores_perfect_with_the_scorer(splits):

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     base.add_argument("--data", required=True, help="a MedSynth-8 data directory")
     base.add_argument("--out", required=True, help="model directory")
     base.add_argument("--seed", type=int, default=0)
-    base.add_argument("--max-minutes", type=float, default=9.0, help="safety stop for pre-training")
+    base.add_argument("--max-minutes", type=float, default=30.0, help="safety stop for pre-training")
     base.add_argument("--max-steps", type=int, default=None, help="override BaseConfig.max_steps")
     base.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                       help="override BaseConfig fields, e.g. --set hidden_size=256 lr=1e-3")

@@ -75,18 +75,30 @@ def data_texts(data_dir: str | Path) -> list[str]:
     return texts
 
 
+ANSWER_CUE = "答："
+
+
+def _without_answer_cue(prompt: str) -> str:
+    """``prompt`` without its trailing answer cue (and the line break before it)."""
+    return prompt.removesuffix(ANSWER_CUE).rstrip("\n") if prompt.endswith(ANSWER_CUE) else prompt
+
+
 def pretraining_texts(data_dir: str | Path) -> list[str]:
     """What the base model is pre-trained on, one paragraph each: every line of ``corpus.txt``
     and the *inputs* of the training split (unlabelled: no target is ever included), in a fixed
     shuffled order. The training inputs are task-adaptive pre-training text (the prompts' words,
     line breaks and layouts); the merges are learned from the same texts, so every token of the
-    vocabulary is one the base has been trained on."""
+    vocabulary is one the base has been trained on.
+
+    Each input loses its final answer cue (``答：``): every paragraph ends with EOS, and a base that
+    has seen the cue followed by EOS answers every prompt with nothing (measured with the cue
+    kept: in-context learning gave an empty answer to 714 of the 715 test prompts)."""
     import random
 
     data_dir = Path(data_dir)
     texts = [line for line in (data_dir / "corpus.txt").read_text(encoding="utf-8").splitlines()
              if line]
-    texts += [r["input"] for r in _records(data_dir, "train")]
+    texts += [_without_answer_cue(r["input"]) for r in _records(data_dir, "train")]
     random.Random("medsynth-pretraining-order").shuffle(texts)
     return texts
 
