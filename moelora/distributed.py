@@ -101,6 +101,12 @@ def configure_deepspeed(accelerator: Any, trainer_cfg: Any) -> None:
     config = plugin.deepspeed_config
     if config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
         config["train_micro_batch_size_per_gpu"] = int(trainer_cfg.per_device_batch_size)
+    if int(getattr(trainer_cfg, "length_groups", 1)) > 1:
+        raise LaunchError(
+            f"trainer.length_groups={trainer_cfg.length_groups} splits a step into more "
+            "micro-batches than DeepSpeed's gradient_accumulation_steps counts; use "
+            "trainer.length_groups=1 with DeepSpeed (trainer=paper sets it)"
+        )
     steps = config.get("gradient_accumulation_steps", "auto")
     if steps != "auto" and int(steps) != int(trainer_cfg.grad_accum):
         raise LaunchError(

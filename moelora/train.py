@@ -46,6 +46,7 @@ class TrainSettings:
     log_every: int = 10
     keep_checkpoints: int = 2
     progress: bool = True
+    length_groups: int = 1
 
 
 @dataclass
@@ -63,9 +64,21 @@ def supervised_tokens(example: dict[str, Any]) -> int:
     return sum(1 for label in example["labels"][1:] if label != IGNORE_INDEX)
 
 
-def _micro_batches(indices: Sequence[int], rank: int, world: int, accum: int) -> list[list[int]]:
+def _micro_batches(indices: Sequence[int], rank: int, world: int, accum: int,
+                   lengths: Sequence[int] | None = None, length_groups: int = 1) -> list[list[int]]:
+    """This device's share of a step's examples, split into micro-batches.
+
+    Without ``lengths`` (or with ``length_groups=1``) the share is cut into ``accum`` pieces in
+    sampler order. With them, the share is sorted by sequence length and cut into
+    ``max(accum, length_groups)`` pieces, so short and long sequences are padded separately: the
+    step's gradient is the same (the loss is a token mean over the whole step, see
+    :func:`train`), at a fraction of the padded tokens when task lengths differ."""
     local = list(indices[rank::world])
-    size = math.ceil(len(local) / accum)
+    pieces = accum
+    if lengths is not None and length_groups > 1:
+        local.sort(key=lambda j: (lengths[j], j))
+        pieces = max(accum, length_groups)
+    size = math.ceil(len(local) / pieces)
     return [local[i: i + size] for i in range(0, len(local), size)] if local else []
 
 
@@ -107,6 +120,7 @@ def train(
     unwrapped = accelerator.unwrap_model(model)
     examples = [encoder.train_example(r) for r in records]
     tokens = [supervised_tokens(e) for e in examples]
+    lengths = [len(e["input_ids"]) for e in examples]
 
     result = TrainResult(steps=settings.max_steps)
     start = 0
@@ -131,8 +145,8 @@ def train(
     for step in bar:
         indices = next(stream)
         step_tokens = max(1, sum(tokens[j] for j in indices))  # the whole step, every device
-        micro = _micro_batches(indices, accelerator.process_index,
-                               accelerator.num_processes, settings.grad_accum)
+        micro = _micro_batches(indices, accelerator.process_index, accelerator.num_processes,
+                               settings.grad_accum, lengths, settings.length_groups)
         step_loss = torch.zeros((), device=accelerator.device)
         for i, idx in enumerate(micro):
             batch = encoder.collate_train([examples[j] for j in idx])

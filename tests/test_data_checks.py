@@ -74,9 +74,11 @@ def encoder(tiny_world):
 def test_token_stats_measure_unknown_tokens_and_truncation_per_task(encoder):
     from moelora.data import token_warnings
 
-    records = [{"input": "患者" * 30, "target": "abc😀", "task_dataset": "CMeIE", "sample_id": "a"},
-               {"input": "患者😀😀", "target": "是", "task_dataset": "CMeIE", "sample_id": "b"},
-               {"input": "患者", "target": "是", "task_dataset": "MedDG", "sample_id": "c"}]
+    # Digits and Latin letters are one token each in the MedSynth-8 tokenizer (pre-tokenizer),
+    # an emoji is outside its alphabet: one unknown token.
+    records = [{"input": "3" * 60, "target": "abc😀", "task_dataset": "CMeIE", "sample_id": "a"},
+               {"input": "33😀😀", "target": "是", "task_dataset": "CMeIE", "sample_id": "b"},
+               {"input": "3", "target": "是", "task_dataset": "MedDG", "sample_id": "c"}]
     stats = encoder.token_stats(records, split="train")
     cme, meddg = stats["tasks"]["CMeIE"], stats["tasks"]["MedDG"]
     assert cme["samples"] == 2 and cme["prompt_tokens"] == 60 + 4

@@ -201,13 +201,28 @@ def test_accumulated_micro_batches_train_what_one_batch_trains(tiny_world, tmp_p
     """1 × 4 × accumulation 2 = 1 × 8: each micro-batch weighs by its share of the step's answer
     tokens (the per-micro-batch mean would not be equal)."""
     one_loss, one, one_flags = _train_weights(tiny_world, tmp_path / "a",
-                                              "trainer.per_device_batch_size=8")
+                                              "trainer.per_device_batch_size=8",
+                                              "trainer.length_groups=1")
     acc_loss, acc, acc_flags = _train_weights(tiny_world, tmp_path / "b",
                                               "trainer.per_device_batch_size=4",
-                                              "trainer.grad_accum=2")
+                                              "trainer.grad_accum=2", "trainer.length_groups=1")
     assert one_flags == [True] * 3 and acc_flags == [False, True] * 3   # DeepSpeed's boundary
     assert max(abs(a - b) for a, b in zip(one_loss, acc_loss)) < 1e-5
     assert max(float((one[k] - acc[k]).abs().max()) for k in one) < 1e-5
+
+
+def test_length_groups_train_what_one_batch_trains(tiny_world, tmp_path):
+    """A step's examples sorted by length into 4 micro-batches (trainer.length_groups, less
+    padding) give the loss curve and adapter of the step as one batch, in sampler order."""
+    one_loss, one, one_flags = _train_weights(tiny_world, tmp_path / "a",
+                                              "trainer.per_device_batch_size=8",
+                                              "trainer.length_groups=1")
+    grp_loss, grp, grp_flags = _train_weights(tiny_world, tmp_path / "b",
+                                              "trainer.per_device_batch_size=8",
+                                              "trainer.length_groups=4")
+    assert one_flags == [True] * 3 and grp_flags == [False, False, False, True] * 3
+    assert max(abs(a - b) for a, b in zip(one_loss, grp_loss)) < 1e-5
+    assert max(float((one[k] - grp[k]).abs().max()) for k in one) < 1e-5
 
 
 def test_deepspeed_settings_come_from_the_trainer_config():
@@ -219,7 +234,7 @@ def test_deepspeed_settings_come_from_the_trainer_config():
         return SimpleNamespace(state=SimpleNamespace(
             deepspeed_plugin=SimpleNamespace(deepspeed_config=config)))
 
-    trainer = SimpleNamespace(per_device_batch_size=4, grad_accum=4)
+    trainer = SimpleNamespace(per_device_batch_size=4, grad_accum=4, length_groups=1)
     config = {"train_micro_batch_size_per_gpu": "auto", "gradient_accumulation_steps": 4}
     configure_deepspeed(accelerator(config), trainer)
     assert config == {"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 4}
@@ -227,4 +242,7 @@ def test_deepspeed_settings_come_from_the_trainer_config():
                                           r"\(trainer.grad_accum\); set deepspeed_config."
                                           r"gradient_accumulation_steps: 4"):
         configure_deepspeed(accelerator({"gradient_accumulation_steps": 2}), trainer)
+    with pytest.raises(LaunchError, match=r"trainer.length_groups=4 .* use trainer.length_groups=1"):
+        configure_deepspeed(accelerator(config), SimpleNamespace(per_device_batch_size=4,
+                                                                 grad_accum=4, length_groups=4))
     configure_deepspeed(SimpleNamespace(state=SimpleNamespace()), trainer)   # no DeepSpeed: no-op

@@ -298,6 +298,8 @@ def test_corpus_never_contains_task_formats(data_dir):
 
 
 def test_tokenizer_covers_every_char_and_loads_with_autotokenizer(tmp_path):
+    """BPE over a full character alphabet: no character of the data is <unk>, every text
+    decodes back to itself, and merges make the prompts shorter than their characters."""
     from transformers import AutoTokenizer
 
     data_dir, tok_dir = build_tiny_fixture(tmp_path)
@@ -314,11 +316,48 @@ def test_tokenizer_covers_every_char_and_loads_with_autotokenizer(tmp_path):
         for r in read_jsonl(data_dir / f"{s}.jsonl"):
             texts += [r["input"], r["target"]]
     chars = sorted({c for t in texts for c in t} | {chr(i) for i in range(32, 127)})
-    ids = tok("".join(chars), add_special_tokens=False)["input_ids"]
-    assert len(ids) == len(chars) and tok.unk_token_id not in ids  # one token per character
-    for t in texts[1:50]:
+    for ch in chars:
+        ids = tok(ch, add_special_tokens=False)["input_ids"]
+        assert len(ids) == 1 and ids[0] != tok.unk_token_id, ch
+    n_chars = n_tokens = 0
+    for t in texts[1:200]:
         enc = tok(t, add_special_tokens=False)["input_ids"]
-        assert len(enc) == len(t) and tok.decode(enc) == t
+        assert tok.unk_token_id not in enc and tok.decode(enc) == t
+        n_chars, n_tokens = n_chars + len(t), n_tokens + len(enc)
+    assert n_tokens < 0.8 * n_chars
+
+
+def test_tokenizer_keeps_terms_whole_and_every_answer_token_is_pretrained(tmp_path):
+    """A knowledge-base term is tokenised alike in a prompt and in an answer (merges never
+    cross a term or a delimiter), and every token of the training answers occurs in the base's
+    pre-training text: LoRA keeps embeddings frozen, so an answer token that pre-training never
+    saw would keep its random embedding (the cause of corrupted template words). Checked on
+    the default build (seconds), the one `make base` pre-trains on."""
+    from moelora.medsynth.kb import load_kb
+    from moelora.medsynth.tokenizer import build_tokenizer, lexicon, pretraining_texts
+
+    data_dir = build_dataset(tmp_path / "data", verbose=False)
+    tok = build_tokenizer(data_dir, tmp_path / "tokenizer")
+    pieces = [p for p in tok.convert_ids_to_tokens(range(len(tok)))
+              if len(p) > 1 and p not in tok.all_special_tokens]
+    assert pieces and not [p for p in pieces if any(c in "，。：；、\n" for c in p)]
+    kb = load_kb()
+    terms = set(lexicon())
+    assert {d.name for d in kb.diseases if len(d.name) > 1} <= terms and "非上述类型" in terms
+    for name in [d.name for d in kb.diseases[:20]] + ["解剖部位", "知情同意"]:
+        alone = tok(name, add_special_tokens=False)["input_ids"]
+        for context in (f"诊断{name}为", f"头实体为{name}。", f"{name}和"):
+            ids = tok(context, add_special_tokens=False)["input_ids"]
+            assert any(ids[i:i + len(alone)] == alone for i in range(len(ids))), (name, context)
+    pretrained_text = pretraining_texts(data_dir)
+    seen = set()
+    for text in pretrained_text:
+        seen.update(tok(text, add_special_tokens=False)["input_ids"])
+    chars = set("".join(pretrained_text))
+    answers = [r["target"] for r in read_jsonl(data_dir / "train.jsonl")]
+    assert {c for a in answers for c in a} <= chars
+    unseen = {i for a in answers for i in tok(a, add_special_tokens=False)["input_ids"]} - seen
+    assert not unseen, tok.convert_ids_to_tokens(sorted(unseen))
 
 
 def test_tiny_fixture_supports_a_random_init_llama(tmp_path):
@@ -342,8 +381,10 @@ def test_tiny_fixture_supports_a_random_init_llama(tmp_path):
     assert model(input_ids=ids).logits.shape == (1, ids.shape[1], len(tok))
 
 
-def test_pretrain_smoke_three_steps(tmp_path):
-    """Three steps of the real pre-training loop on a tiny config: the loss is finite and moves."""
+@pytest.mark.parametrize("precision", ["bf16", "fp32"])
+def test_pretrain_smoke_three_steps(tmp_path, precision):
+    """Three steps of the real pre-training loop on a tiny config: the loss is finite and moves,
+    with bf16 autocast (the default) and in fp32; the weights stay fp32 either way."""
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
@@ -362,6 +403,7 @@ def test_pretrain_smoke_three_steps(tmp_path):
         max_steps=3,
         warmup_steps=1,
         lr=1e-2,
+        precision=precision,
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(llama_config(cfg, tok))
@@ -371,6 +413,16 @@ def test_pretrain_smoke_three_steps(tmp_path):
     log = pretrain(model, blocks, cfg, seed=0, progress=False)
     assert log["steps"] == 3 and all(torch.isfinite(torch.tensor(log["losses"])))
     assert log["losses"][-1] < log["losses"][0]
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_pretrain_rejects_an_unknown_precision(tmp_path):
+    from dataclasses import replace
+
+    from moelora.medsynth.pretrain import BaseConfig, pretrain
+
+    with pytest.raises(ValueError, match="BaseConfig.precision='fp16'"):
+        pretrain(None, None, replace(BaseConfig(), precision="fp16"), seed=0, progress=False)
 
 
 def test_gold_scores_perfect_with_the_scorer(splits):

@@ -60,7 +60,7 @@ def build_tokenizer(arch: str, data_dir: Path) -> Any:
 
     texts = data_texts(data_dir)
     if arch in ("llama", "mistral"):
-        return PreTrainedTokenizerFast(tokenizer_object=train_tokenizer(texts), bos_token=BOS,
+        return PreTrainedTokenizerFast(tokenizer_object=train_tokenizer(texts, texts), bos_token=BOS,
                                        eos_token=EOS, unk_token=UNK,
                                        clean_up_tokenization_spaces=False, model_max_length=1024)
     return _bpe_tokenizer(texts, arch)

@@ -20,10 +20,10 @@ from moelora.medsynth.corpus import build_corpus
 from moelora.medsynth.generators import GENERATORS, split_sizes
 from moelora.medsynth.kb import load_kb
 
-GENERATOR_VERSION = "medsynth-8/1.0"
+GENERATOR_VERSION = "medsynth-8/2.0"
 DEFAULT_SCALE = 0.1
-DEFAULT_EVAL_SCALE = 0.05
-DEFAULT_CORPUS_CHARS = 400_000
+DEFAULT_EVAL_SCALE = 0.1334   # 80 test samples per task (CHIP-CTC 147, KUAKE-QIC 88)
+DEFAULT_CORPUS_CHARS = 1_500_000
 SPLITS = ("train", "dev", "test")
 DATA_FILES = ("train.jsonl", "dev.jsonl", "test.jsonl", "corpus.txt")
 _SOURCE_MODULES = (
@@ -34,6 +34,8 @@ _SOURCE_MODULES = (
     "dialogue.py",
     "generators.py",
     "corpus.py",
+    "concepts.py",
+    "glossary.py",
     "build.py",
 )
 

@@ -17,6 +17,9 @@ from moelora.medsynth.kb import LAB_EXAMS, KnowledgeBase
 NOT_LISTED = "非上述类型"
 
 # ---------------------------------------------------------------- CHIP-CTC (§3.5)
+# 20 classes, the low end of the spec's ~20–44: at 34 classes (v1) the ~360 training criteria
+# left ~10 per class, and a CTC-only LoRA on the v2 base reached 0.32 against 0.48 with these 20
+# (docs/medsynth_notes.md).
 CTC_TEMPLATES: dict[str, tuple[str, ...]] = {
     "疾病": ("患有{disease}且病情未控制者", "合并严重{disease}的患者", "既往有{disease}病史者"),
     "诊断": ("经{exam}确诊为{disease}的患者", "符合{disease}诊断标准", "临床诊断为{disease}"),
@@ -42,20 +45,6 @@ CTC_TEMPLATES: dict[str, tuple[str, ...]] = {
     "依存性": ("依从性差不能按时随访者", "能够按要求完成随访"),
     "研究者决定": ("研究者认为不适合参加本研究的其他情况", "研究者判断存在其他不宜入组的因素"),
     "疾病分期": ("{disease}处于急性发作期", "{disease}分期为{stage}"),
-    "风险评估": ("体重指数在{n}～{m}之间", "{scale}评分≥{n}分"),
-    "睡眠": ("存在严重睡眠障碍者", "每晚睡眠时间少于{n}小时"),
-    "饮食": ("需要特殊饮食者", "长期素食或节食者"),
-    "教育情况": ("小学及以上文化程度", "受教育年限不少于{n}年"),
-    "数据可及性": ("临床资料不完整者", "无法获得完整病历资料者"),
-    "成瘾行为": ("有药物滥用史者", "有吸毒史者"),
-    "病例来源": ("{dept}门诊就诊的患者", "本院住院的患者"),
-    "器官组织状态": ("{organ}功能严重不全者", "{organ}功能衰竭者"),
-    "居住情况": ("在本地居住满{n}年", "无固定住所者"),
-    "献血": ("近{n}个月内献血超过四百毫升者",),
-    "锻炼": ("每周规律运动{n}次以上", "近期参加剧烈运动者"),
-    "口腔相关": ("有{oral}的患者", "口腔内存在{oral}"),
-    "残疾群体": ("肢体残疾无法行走者", "有视力残疾的患者"),
-    "设备": ("体内有心脏起搏器者", "佩戴助听器者"),
 }
 CTC_LABELS: tuple[str, ...] = tuple(CTC_TEMPLATES)
 CTC_PROMPTS = (
@@ -64,15 +53,12 @@ CTC_PROMPTS = (
     "请问是什么类型？\n{text}\n临床试验筛选标准选项：{opts}\n答：",
 )
 _SURGERIES = ("阑尾切除术", "胆囊切除术", "冠脉支架植入术", "关节置换术", "放疗", "化疗")
-_SCALES = ("汉密尔顿抑郁量表", "格拉斯哥昏迷量表", "疼痛数字评分")
-_ORGANS = ("心", "肝", "肾", "肺")
-_ORAL = ("龋齿", "牙周炎", "口腔溃疡", "义齿")
 _STAGES = ("早期", "中期", "晚期")
 _PREFIXES = ("", "", "1.", "2、", "（3）", "④")
 
 
 def gen_ctc(kb: KnowledgeBase, rng: random.Random) -> dict[str, Any]:
-    """A screening criterion of one of 34 classes → its class, or 非上述类型."""
+    """A screening criterion of one of 20 classes → its class, or 非上述类型."""
     label = pick(rng, CTC_LABELS)
     d = pick(rng, kb.diseases)
     slots = {
@@ -86,9 +72,6 @@ def gen_ctc(kb: KnowledgeBase, rng: random.Random) -> dict[str, Any]:
         "big": rng.choice((100, 120, 140, 160)),
         "temp": rng.choice(("37.5", "38", "38.5")),
         "surgery": pick(rng, _SURGERIES),
-        "scale": pick(rng, _SCALES),
-        "organ": pick(rng, _ORGANS),
-        "oral": pick(rng, _ORAL),
         "stage": pick(rng, _STAGES),
         "dept": d.department,
     }

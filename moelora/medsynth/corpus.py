@@ -8,9 +8,13 @@ no option lists, no ``答：``), so pre-training teaches facts and language, not
 
 from __future__ import annotations
 
+import itertools
 import random
+from collections.abc import Callable
 
 from moelora.medsynth.common import DURATIONS, pick, sample
+from moelora.medsynth import glossary
+from moelora.medsynth.concepts import CTC_CONCEPTS, QIC_CONCEPTS
 from moelora.medsynth.kb import Disease, KnowledgeBase
 
 
@@ -237,6 +241,53 @@ def _polarity_paragraph(kb: KnowledgeBase, d: Disease, rng: random.Random) -> st
     )
 
 
+# ------------------------------------------------------------ copying and lookup in context
+# Lines whose second half can only be predicted from their first half: entity lists drawn at
+# random across the knowledge base and restated (exactly, reversed or filtered), and
+# associations made up for the line (a bed number, a person, an item) that are then looked
+# up. None of them uses a task's wording; they teach the base to copy from its context.
+_SURNAMES = ("张", "王", "李", "赵", "刘", "陈", "杨", "黄", "周", "吴", "徐", "孙", "马", "朱")
+_ECHO_FRAMES = (
+    ("清单：{a}。照抄一遍：{b}。", "same"),
+    ("甲说：{a}。乙复述：{b}。", "same"),
+    ("原文：{a}。抄录：{b}。", "same"),
+    ("备忘录写着{a}，再写一次是{b}。", "same"),
+    ("顺序记为{a}，倒序记为{b}。", "reverse"),
+    ("登记了{a}，去掉重复后仍是{b}。", "same"),
+    ("列出{a}，其中第一项是{b}。", "first"),
+    ("列出{a}，其中最后一项是{b}。", "last"),
+)
+
+
+def _entity_pool(kb: KnowledgeBase, rng: random.Random) -> list[str]:
+    return pick(rng, (list(kb.symptoms), list(kb.drugs), list(kb.exams),
+                      [d.name for d in kb.diseases], [a for d in kb.diseases for a in d.aliases],
+                      list(kb.departments)))
+
+
+def _echo_paragraph(kb: KnowledgeBase, rng: random.Random) -> str:
+    """A random list of entities, then the same list again (or its reverse, first, last)."""
+    items = sample(rng, _entity_pool(kb, rng), rng.randint(2, 5))
+    frame, mode = pick(rng, _ECHO_FRAMES)
+    again = {"same": items, "reverse": items[::-1], "first": items[:1], "last": items[-1:]}[mode]
+    return frame.format(a="、".join(items), b="、".join(again))
+
+
+def _lookup_paragraph(kb: KnowledgeBase, rng: random.Random) -> str:
+    """Associations invented for this line (bed → person → entity), then one is recalled."""
+    pool = _entity_pool(kb, rng)
+    n = rng.randint(2, 4)
+    beds = sample(rng, [str(i) for i in range(1, 40)], n)
+    people = [pick(rng, _SURNAMES) + pick(rng, ("某", "先生", "女士", "阿姨")) for _ in range(n)]
+    things = sample(rng, pool, n)
+    facts = "，".join(f"{b}床{p}登记的是{t}" for b, p, t in zip(beds, people, things))
+    k = rng.randrange(n)
+    ask = pick(rng, (f"{beds[k]}床登记的是什么？是{things[k]}。",
+                     f"查询{beds[k]}床，结果为{things[k]}。",
+                     f"登记{things[k]}的是{beds[k]}床{people[k]}。"))
+    return f"值班记录：{facts}。{ask}"
+
+
 def build_corpus(kb: KnowledgeBase, *, seed: int, num_chars: int) -> str:
     """Every fact at least once, then random paragraphs until ``num_chars`` characters.
 
@@ -258,33 +309,42 @@ def build_corpus(kb: KnowledgeBase, *, seed: int, num_chars: int) -> str:
         lines.append(_drug_paragraph(kb, g, rng))
     for e in kb.exams:
         lines.append(_exam_paragraph(kb, e, rng))
+    for label in CTC_CONCEPTS:
+        lines += glossary.criterion_lines(label, rng)
+    for label in QIC_CONCEPTS:
+        lines += glossary.intent_lines(label, rng)
+    lines += glossary.other_category_lines(rng)
+    for make in (glossary.record_lines, glossary.extraction_lines, glossary.doctor_lines):
+        lines += make(kb, pick(rng, kb.diseases), rng)
     total = sum(len(x) + 1 for x in lines)
     symptoms = list(kb.symptoms)
+    kinds: tuple[tuple[float, Callable[[Disease], str]], ...] = (
+        (0.17, lambda d: _disease_paragraph(kb, d, rng)),
+        (0.05, lambda d: _case_paragraph(kb, d, rng)),
+        (0.05, lambda d: _dialogue_paragraph(kb, d, rng)),
+        (0.05, lambda d: _symptom_paragraph(kb, pick(rng, symptoms), rng)),
+        (0.03, lambda d: _drug_paragraph(kb, pick(rng, d.drugs), rng)),
+        (0.02, lambda d: _exam_paragraph(kb, pick(rng, d.exams), rng)),
+        (0.09, lambda d: _mention_paragraph(kb, d, rng)),
+        (0.05, lambda d: _reorder_paragraph(kb, rng)),
+        (0.05, lambda d: _selection_paragraph(kb, d, rng)),
+        (0.05, lambda d: _finding_paragraph(kb, d, rng)),
+        (0.04, lambda d: _polarity_paragraph(kb, d, rng)),
+        (0.20, lambda d: _echo_paragraph(kb, rng)),
+        (0.15, lambda d: _lookup_paragraph(kb, rng)),
+        (0.04, lambda d: pick(rng, glossary.criterion_lines(pick(rng, tuple(CTC_CONCEPTS)), rng))),
+        (0.02, lambda d: pick(rng, glossary.intent_lines(pick(rng, tuple(QIC_CONCEPTS)), rng))),
+        (0.01, lambda d: pick(rng, glossary.other_category_lines(rng))),
+        (0.02, lambda d: pick(rng, glossary.record_lines(kb, d, rng))),
+        (0.02, lambda d: pick(rng, glossary.extraction_lines(kb, d, rng))),
+        (0.02, lambda d: pick(rng, glossary.doctor_lines(kb, d, rng))),
+    )
+    bounds = list(itertools.accumulate(w for w, _ in kinds))
     while total < num_chars:
-        kind = rng.random()
+        kind = rng.random() * bounds[-1]
         d = pick(rng, kb.diseases)
-        if kind < 0.27:
-            line = _disease_paragraph(kb, d, rng)
-        elif kind < 0.35:
-            line = _case_paragraph(kb, d, rng)
-        elif kind < 0.43:
-            line = _dialogue_paragraph(kb, d, rng)
-        elif kind < 0.50:
-            line = _symptom_paragraph(kb, pick(rng, symptoms), rng)
-        elif kind < 0.55:
-            line = _drug_paragraph(kb, pick(rng, d.drugs), rng)
-        elif kind < 0.58:
-            line = _exam_paragraph(kb, pick(rng, d.exams), rng)
-        elif kind < 0.72:
-            line = _mention_paragraph(kb, d, rng)
-        elif kind < 0.80:
-            line = _reorder_paragraph(kb, rng)
-        elif kind < 0.88:
-            line = _selection_paragraph(kb, d, rng)
-        elif kind < 0.95:
-            line = _finding_paragraph(kb, d, rng)
-        else:
-            line = _polarity_paragraph(kb, d, rng)
+        make = kinds[next(i for i, b in enumerate(bounds) if kind < b)][1]
+        line = make(d)
         lines.append(line)
         total += len(line) + 1
     return "\n".join(lines) + "\n"

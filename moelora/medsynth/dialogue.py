@@ -66,6 +66,7 @@ def gen_mdcfnpc(kb: KnowledgeBase, rng: random.Random) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- IMCS-V2-MRG (§3.7)
 MRG_HEADER = "上述问诊对话的诊疗报告如下："
+MRG_SECTIONS = ("主诉", "现病史", "辅助检查", "既往史", "诊断", "建议")   # the report's six sections
 MRG_PROMPTS = (
     "根据下面的问诊对话自动生成对应的诊疗报告：\n{dialogue}\n说明：诊疗报告分为主诉, 现病史, 辅助检查, 既往史, 诊断, 建议这六个章节。\n答：",
     "问诊对话历史：\n{dialogue}\n根据上述对话，给出诊疗报告\n说明：诊疗报告分为主诉, 现病史, 辅助检查, 既往史, 诊断, 建议这六个章节。\n答：",
@@ -113,14 +114,15 @@ def gen_mrg(kb: KnowledgeBase, rng: random.Random) -> dict[str, Any]:
     else:
         turns.append("医生：按我说的用药，注意休息。")
     present = "、".join(main)
-    report = [
-        f"主诉：{'伴'.join(main)}{dur}。",
-        f"现病史：患者{dur}前出现{present}，{'伴' if has_third else '无'}{third}。",
-        f"辅助检查：{aux}",
-        f"既往史：{history}",
-        f"诊断：{d.name}。",
-        f"建议：{drug}，{exam}。",
-    ]
+    contents = (
+        f"{'伴'.join(main)}{dur}。",
+        f"患者{dur}前出现{present}，{'伴' if has_third else '无'}{third}。",
+        aux,
+        history,
+        f"{d.name}。",
+        f"{drug}，{exam}。",
+    )
+    report = [f"{section}：{content}" for section, content in zip(MRG_SECTIONS, contents)]
     prompt = pick(rng, MRG_PROMPTS).format(dialogue="\n".join(turns))
     return rec("IMCS-V2-MRG", "report_generation", prompt, "\n".join([MRG_HEADER, *report]), None)
 

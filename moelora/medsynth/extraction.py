@@ -162,6 +162,8 @@ def gen_cdn(kb: KnowledgeBase, rng: random.Random) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- CHIP-CDEE (§3.3)
 CDEE_HEADER = "上述句子中的临床发现事件如下："
+CDEE_FIELDS = ("主体词", "发生状态", "描述词", "解剖部位")   # the attributes of a finding event
+CDEE_STATUSES = ("否定", "不确定")
 CDEE_PROMPTS = (
     "临床发现事件抽取：\n{text}\n说明：临床发现事件的主体词包含发生状态，描述词和解剖部位这三种属性，其中描述词和解剖部位可能有多个值\n答：",
     "{text}\n问题：句子中的临床发现事件及其属性是什么？\n说明：临床发现事件由主体词，发生状态，描述词和解剖部位组成\n答：",
@@ -169,7 +171,8 @@ CDEE_PROMPTS = (
 
 
 def _event(subject: str, status: str, descs: list[str], sites: list[str]) -> str:
-    return f"主体词：{subject}；发生状态：{status}；描述词：{'，'.join(descs)}；解剖部位：{'，'.join(sites)}"
+    values = (subject, status, "，".join(descs), "，".join(sites))
+    return "；".join(f"{field}：{value}" for field, value in zip(CDEE_FIELDS, values))
 
 
 def gen_cdee(kb: KnowledgeBase, rng: random.Random) -> dict[str, Any]:
