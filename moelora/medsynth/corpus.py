@@ -12,8 +12,8 @@ import itertools
 import random
 from collections.abc import Callable
 
-from moelora.medsynth.common import DURATIONS, pick, sample
 from moelora.medsynth import glossary
+from moelora.medsynth.common import DURATIONS, pick, sample
 from moelora.medsynth.concepts import CTC_CONCEPTS, QIC_CONCEPTS
 from moelora.medsynth.kb import Disease, KnowledgeBase
 
