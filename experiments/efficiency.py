@@ -98,9 +98,11 @@ class Subject:
         stamps = self.loop(steps + 1)
         return [b - a for a, b in zip(stamps, stamps[1:])]
 
-    def loop(self, max_steps: int) -> list[float]:
+    def loop(self, max_steps: int, *, one_micro_batch: bool = False) -> list[float]:
         """Run the shared training loop for ``max_steps`` steps from the saved adapter, then put
-        the saved adapter back; returns the clock after every step."""
+        the saved adapter back; returns the clock after every step. ``one_micro_batch``: the
+        whole step as one micro-batch (``length_groups=1``, no accumulation), so that every
+        activation of the step is alive at once (the memory measurement)."""
         from moelora.measure import sync
         from moelora.train import train
 
@@ -112,6 +114,8 @@ class Subject:
 
         settings = replace(self.ctx.train_settings(max_steps=max_steps), save_every=0,
                            progress=False, log_every=10**9)
+        if one_micro_batch:
+            settings = replace(settings, length_groups=1, grad_accum=1)
         model = self.run.model
         try:
             train(model, self.encoder, self.train_records, settings=settings,
@@ -188,8 +192,10 @@ def measure_group(entries: dict[str, dict[str, Any]], *, accelerator: Any, repea
                                                 for p in s.run.model.parameters())),
                      "train_batch_size": len(s.train_records) // (steps + 1),
                      "test_examples": len(s.sample),
-                     "train_peak_bytes": peak_memory(lambda s=s: s.loop(1), s.params,
-                                                     accelerator.device),
+                     # one micro-batch: with several, a later one's activations may reuse
+                     # the freed addresses of an earlier one's (moelora.measure.peak_memory)
+                     "train_peak_bytes": peak_memory(lambda s=s: s.loop(1, one_micro_batch=True),
+                                                     s.params, accelerator.device),
                      "train_step_seconds": [], "latency": {k: [] for k in s.strategies},
                      "merge_seconds": [], "generate_peak_bytes": None}
     for name in names:                                            # warm-up, not recorded

@@ -31,7 +31,9 @@ def sync(device: torch.device) -> None:
 
 def saved_tensor_bytes(fn: Callable[[], object]) -> int:
     """Bytes of the distinct storages autograd saves for backward while ``fn`` runs
-    (parameters excluded: they exist anyway)."""
+    (parameters excluded: they exist anyway). Storages are told apart by address, so ``fn``
+    must run one forward and one backward: a second forward may reuse the freed addresses of
+    the first one's activations."""
     seen: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:

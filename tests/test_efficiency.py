@@ -63,6 +63,23 @@ def test_training_measurement_leaves_the_adapter_as_saved(smoke_runs):
     assert not s.run.model.training and "forward" not in vars(s.run.model)
 
 
+def test_step_memory_is_measured_on_one_micro_batch_and_repeats_exactly(smoke_runs):
+    """With several micro-batches per step (trainer.length_groups), a later micro-batch's
+    activations can take the freed addresses of an earlier one's, and counting storages by
+    address then depends on the allocator; the measurement runs the step as one micro-batch."""
+    from accelerate import Accelerator
+
+    from moelora.measure import peak_memory
+
+    entry = find_runs(smoke_runs["lora_full"].parents[2], "default")[("medsynth", "")]["moelora_dense"]
+    s = Subject("moelora_dense", entry, accelerator=Accelerator(cpu=True), steps=1, per_task=1,
+                new_tokens=2)
+    assert s.ctx.train_settings(max_steps=1).length_groups > 1   # the case that needs it
+    measure = [peak_memory(lambda: s.loop(1, one_micro_batch=True), s.params, s.accelerator.device)
+               for _ in range(3)]
+    assert measure[0] > 0 and measure == [measure[0]] * 3
+
+
 def test_compare_flags_a_ratio_that_moved_beyond_the_spread(measured, tmp_path, capsys):
     import copy
 
