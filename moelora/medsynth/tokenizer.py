@@ -1,8 +1,9 @@
 """Subword (BPE) tokenizer for the MedSynth-8 base model (spec/medsynth.md §5).
 
 Trained with HF ``tokenizers``: byte-pair merges learned on the base model's pre-training text
-(``corpus.txt`` and the unlabelled inputs of the training split, :func:`pretraining_texts`), over an initial alphabet of every character of the corpus, of all three
-splits and of printable ASCII, so no character of the data is ever ``<unk>`` (character-level
+(``corpus.txt`` and the unlabelled inputs of the training split, :func:`pretraining_texts`),
+over an initial alphabet of every character of the corpus, of all three splits and of printable
+ASCII, so no character of the data is ever ``<unk>`` (character-level
 coverage) while frequent words, entity names, labels and template phrases become one or two
 tokens. Punctuation, whitespace, digits and ASCII letters are isolated before the merges, so a
 merge never crosses a delimiter and an entity is tokenised the same way in a prompt and in an
