@@ -126,7 +126,7 @@ class RunContext:
             grad_accum=t.grad_accum, lr=lr, weight_decay=t.weight_decay,
             max_grad_norm=t.max_grad_norm, warmup_steps=t.warmup_steps, save_every=t.save_every,
             log_every=t.log_every, keep_checkpoints=t.keep_checkpoints, progress=self.cfg.progress,
-            length_groups=t.length_groups,
+            length_groups=t.length_groups, loss_weighting=t.loss_weighting,
         )
 
     def train(self, model: nn.Module, encoder: Encoder, records: list[dict[str, Any]], *,

@@ -38,6 +38,9 @@ IGNORED_KEYS = ("experiment_name", "threads", "overwrite", "resume", "progress",
 NOT_COMPUTED = ("data.build", "model.build")
 # Keys that change only how a trained model is evaluated, not the trained weights.
 INFERENCE_KEYS = ("decoding", "scorer", "method.infer", "trainer.eval")
+# Keys added after identity version 1, with the value that computes what a job computed before
+# the key existed: dropped at that value, so that earlier finished jobs keep their identity.
+ADDED_KEYS = {"trainer.loss_weighting": "token"}
 # Inputs given as paths: compared as absolute paths (their content is fingerprinted as well).
 PATH_KEYS = ("model.path", "data.root")
 FIX = ("Nothing in it was changed. To recompute it there, add overwrite=true (its results are "
@@ -90,6 +93,9 @@ def comparable_config(config: dict[str, Any], *, training_only: bool = False) ->
         node = _get(kept, ".".join(parents))
         if isinstance(node, dict) and isinstance(node.get(leaf), str):
             node[leaf] = os.path.abspath(node[leaf])
+    for dotted, before in ADDED_KEYS.items():
+        if _get(kept, dotted) == before:
+            _drop(kept, dotted)
     for dotted in NOT_COMPUTED + (INFERENCE_KEYS if training_only else ()):
         _drop(kept, dotted)
     return _normalise(kept, prefixes)

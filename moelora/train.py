@@ -47,6 +47,10 @@ class TrainSettings:
     keep_checkpoints: int = 2
     progress: bool = True
     length_groups: int = 1
+    loss_weighting: str = "token"
+
+
+LOSS_WEIGHTINGS = ("token", "example")
 
 
 @dataclass
@@ -62,6 +66,21 @@ class TrainResult:
 def supervised_tokens(example: dict[str, Any]) -> int:
     """Answer tokens the causal-LM loss counts (after the shift: position t predicts t + 1)."""
     return sum(1 for label in example["labels"][1:] if label != IGNORE_INDEX)
+
+
+def example_mean_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Eq. (2) per example, then the mean over the examples: every example weighs the same,
+    whatever its answer length (``trainer.loss_weighting=example``).
+
+    ``logits`` may carry extra leading positions (a prompt-learning prefix); the last
+    ``labels.size(1)`` are aligned with ``labels``. Position t predicts token t + 1."""
+    logits = logits[:, -labels.size(1):].float()
+    target = labels[:, 1:]
+    per_token = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.size(-1)), target.reshape(-1),
+        ignore_index=IGNORE_INDEX, reduction="none").view_as(target)
+    counts = (target != IGNORE_INDEX).sum(dim=1).clamp(min=1)
+    return (per_token.sum(dim=1) / counts).mean()
 
 
 def _micro_batches(indices: Sequence[int], rank: int, world: int, accum: int,
@@ -109,6 +128,9 @@ def train(
         on_step: called as ``on_step(step, model)`` after every optimiser step (e.g. to
             snapshot the adapter for checkpoint selection); ``model`` is unwrapped.
     """
+    if settings.loss_weighting not in LOSS_WEIGHTINGS:
+        raise ValueError(f"trainer.loss_weighting={settings.loss_weighting!r}: use one of "
+                         f"{', '.join(LOSS_WEIGHTINGS)}")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters; did the method's build() freeze all?")
@@ -154,10 +176,16 @@ def train(
             task_ids = batch.pop("task_ids")
             sync = i == len(micro) - 1
             # DDP averages the devices' gradients, hence × num_processes
-            weight = accelerator.num_processes * sum(tokens[j] for j in idx) / step_tokens
+            by_example = settings.loss_weighting == "example"
+            share = len(idx) / len(indices) if by_example else sum(tokens[j] for j in idx) / step_tokens
+            weight = accelerator.num_processes * share
             with accelerator.no_sync(model) if not sync else _null(), task_context(unwrapped, task_ids):
                 with accelerator.autocast():
-                    loss = model(**batch).loss * weight
+                    if by_example:
+                        labels = batch.pop("labels")
+                        loss = example_mean_loss(model(**batch).logits, labels) * weight
+                    else:
+                        loss = model(**batch).loss * weight
                 accelerator.sync_gradients = sync  # DeepSpeed's engine steps at the last one only
                 # accelerate (DeepSpeed's engine: its config's) divides by its accumulation steps;
                 # the weights already sum to one over the step. Inside the context:

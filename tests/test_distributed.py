@@ -246,3 +246,18 @@ def test_deepspeed_settings_come_from_the_trainer_config():
         configure_deepspeed(accelerator(config), SimpleNamespace(per_device_batch_size=4,
                                                                  grad_accum=4, length_groups=4))
     configure_deepspeed(SimpleNamespace(state=SimpleNamespace()), trainer)   # no DeepSpeed: no-op
+
+
+def test_example_weighting_is_the_same_over_length_groups_and_differs_from_token_weighting(
+        tiny_world, tmp_path):
+    """trainer.loss_weighting=example: each micro-batch weighs by its share of the step's
+    examples, so 4 length groups train what one batch trains; the token mean trains otherwise."""
+    ex = ("trainer.per_device_batch_size=8", "trainer.loss_weighting=example")
+    one_loss, one, _ = _train_weights(tiny_world, tmp_path / "a", *ex, "trainer.length_groups=1")
+    grp_loss, grp, _ = _train_weights(tiny_world, tmp_path / "b", *ex, "trainer.length_groups=4")
+    tok_loss, tok, _ = _train_weights(tiny_world, tmp_path / "c", "trainer.per_device_batch_size=8",
+                                      "trainer.length_groups=4")
+    assert max(abs(a - b) for a, b in zip(one_loss, grp_loss)) < 1e-5
+    assert max(float((one[k] - grp[k]).abs().max()) for k in one) < 1e-5
+    assert max(abs(a - b) for a, b in zip(one_loss, tok_loss)) > 1e-3
+    assert max(float((one[k] - tok[k]).abs().max()) for k in one) > 1e-4

@@ -274,3 +274,18 @@ def test_every_shipped_config_passes_the_checks():
                 extra = {"model": ["model.path=/m"], "data": ["data.root=/d"]}.get(group, [])
                 cfg = hydra_compose("config", overrides=[f"{group}={path.stem}", *extra])
                 check_config(cfg, {group: path.stem})
+
+
+def test_a_key_added_at_its_earlier_behaviour_keeps_old_identities():
+    """trainer.loss_weighting came after identity version 1: at ``token`` (what every job did
+    before) a job keeps the identity it had without the key; ``example`` is another job."""
+    from moelora.identity import ADDED_KEYS, job_fingerprint
+
+    cfg = OmegaConf.to_container(compose(["method=lora_full"]), resolve=False)
+    assert cfg["trainer"]["loss_weighting"] == ADDED_KEYS["trainer.loss_weighting"] == "token"
+    before = json.loads(json.dumps(cfg))
+    del before["trainer"]["loss_weighting"]
+    assert job_fingerprint(cfg) == job_fingerprint(before)
+    cfg["trainer"]["loss_weighting"] = "example"
+    assert job_fingerprint(cfg) != job_fingerprint(before)
+    assert job_fingerprint(cfg, training_only=True) != job_fingerprint(before, training_only=True)

@@ -128,3 +128,50 @@ def test_encoder_rejects_bad_settings(tiny_world, tmp_path):
     _, tok = ctx.load_base()
     with pytest.raises(ValueError, match="truncation_side"):
         Encoder(tok, ctx.task_map, 16, 16, truncation_side="middle")
+
+
+def test_example_mean_loss_weighs_every_example_the_same(tiny_world, tmp_path):
+    """trainer.loss_weighting=example: one example alone gives the model's own loss (Eq. 2);
+    a batch gives the mean of its examples' losses, not the token mean."""
+    from moelora.train import example_mean_loss
+
+    ctx = _ctx(tiny_world, tmp_path)
+    torch.manual_seed(0)
+    model, tok = ctx.load_base()
+    enc = ctx.encoder(tok)
+    records = ctx.splits["train"]
+    examples = sorted((enc.train_example(r) for r in records[:12]),
+                      key=lambda e: sum(x != IGNORE_INDEX for x in e["labels"]))
+    short, long = examples[0], examples[-1]
+    assert sum(x != IGNORE_INDEX for x in short["labels"]) < sum(
+        x != IGNORE_INDEX for x in long["labels"])
+    alone = []
+    with torch.no_grad():
+        for ex in (short, long):
+            batch = enc.collate_train([ex])
+            batch.pop("task_ids")
+            labels = batch.pop("labels")
+            out = model(**batch, labels=labels)
+            alone.append(float(out.loss))
+            assert float(example_mean_loss(out.logits, labels)) == pytest.approx(alone[-1], rel=1e-5)
+        batch = enc.collate_train([short, long])
+        batch.pop("task_ids")
+        labels = batch.pop("labels")
+        out = model(**batch, labels=labels)
+        both = float(example_mean_loss(out.logits, labels))
+    assert both == pytest.approx(sum(alone) / 2, rel=1e-4)
+    assert float(out.loss) != pytest.approx(both, rel=1e-3)   # the token mean differs
+
+
+def test_loss_weighting_is_checked(tiny_world, tmp_path):
+    from dataclasses import replace
+
+    ctx = _ctx(tiny_world, tmp_path)
+    model, tok = ctx.load_base()
+    model = ctx.build_adapter(model)
+    enc = ctx.encoder(tok)
+    settings = replace(ctx.train_settings(max_steps=1), loss_weighting="tokens")
+    with pytest.raises(ValueError, match="loss_weighting='tokens'.*token, example"):
+        train(model, enc, ctx.splits["train"], settings=settings,
+              sampler=ctx.sampler(enc, ctx.splits["train"]), accelerator=ctx.accelerator,
+              ckpt_dir=None, adapter_meta=ctx.adapter_meta())
