@@ -158,6 +158,7 @@ def train(
     for _ in range(start):  # replay the data order up to the resume point
         next(stream)
 
+    by_example = settings.loss_weighting == "example"
     model.train()
     if accelerator.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -176,7 +177,6 @@ def train(
             task_ids = batch.pop("task_ids")
             sync = i == len(micro) - 1
             # DDP averages the devices' gradients, hence × num_processes
-            by_example = settings.loss_weighting == "example"
             share = len(idx) / len(indices) if by_example else sum(tokens[j] for j in idx) / step_tokens
             weight = accelerator.num_processes * share
             with accelerator.no_sync(model) if not sync else _null(), task_context(unwrapped, task_ids):
