@@ -292,9 +292,15 @@ def test_cache_skips_then_rebuilds_on_change(tmp_path, capsys):
 
 
 def test_corpus_never_contains_task_formats(data_dir):
+    """No task's instruction, options or target format; the answer cue occurs only after a
+    textbook question about a fact (``…？答：…``), never at the end of a line."""
     corpus = (data_dir / "corpus.txt").read_text(encoding="utf-8")
-    for marker in ("答：", "如下：", "选项", "主体词：", "头实体为", "没有对应的标准化实体"):
+    for marker in ("如下：", "选项", "主体词：", "头实体为", "没有对应的标准化实体"):
         assert marker not in corpus
+    cued = [line for line in corpus.splitlines() if "答：" in line]
+    assert cued, "no question-and-answer lines: the answer cue would never be pre-trained"
+    for line in cued:
+        assert line.count("答：") == 1 and "？答：" in line and not line.endswith("答："), line
 
 
 def test_tokenizer_covers_every_char_and_loads_with_autotokenizer(tmp_path):
@@ -327,7 +333,7 @@ def test_tokenizer_covers_every_char_and_loads_with_autotokenizer(tmp_path):
     assert n_tokens < 0.8 * n_chars
 
 
-def test_tokenizer_keeps_terms_whole_and_every_answer_token_is_pretrained(tmp_path):
+def test_tokenizer_keeps_terms_whole_and_every_prompt_and_answer_token_is_pretrained(tmp_path):
     """A knowledge-base term is tokenised alike in a prompt and in an answer (merges never
     cross a term or a delimiter), and every token of the training answers occurs in the base's
     pre-training text: LoRA keeps embeddings frozen, so an answer token that pre-training never
@@ -357,6 +363,11 @@ def test_tokenizer_keeps_terms_whole_and_every_answer_token_is_pretrained(tmp_pa
     answers = [r["target"] for r in read_jsonl(data_dir / "train.jsonl")]
     assert {c for a in answers for c in a} <= chars
     unseen = {i for a in answers for i in tok(a, add_special_tokens=False)["input_ids"]} - seen
+    assert not unseen, tok.convert_ids_to_tokens(sorted(unseen))
+    # every prompt token too, the final answer cue included: the answer's first token is
+    # predicted from the cue's position (v2.0's base never saw ``答``: docs/medsynth_notes.md)
+    prompts = [r["input"] for s in ("train", "dev", "test") for r in read_jsonl(data_dir / f"{s}.jsonl")]
+    unseen = {i for p in prompts for i in tok(p, add_special_tokens=False)["input_ids"]} - seen
     assert not unseen, tok.convert_ids_to_tokens(sorted(unseen))
 
 

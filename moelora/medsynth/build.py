@@ -20,7 +20,7 @@ from moelora.medsynth.corpus import build_corpus
 from moelora.medsynth.generators import GENERATORS, split_sizes
 from moelora.medsynth.kb import load_kb
 
-GENERATOR_VERSION = "medsynth-8/2.0"
+GENERATOR_VERSION = "medsynth-8/2.1"   # 2.1: the answer cue is pre-trained (docs/medsynth_notes.md)
 DEFAULT_SCALE = 0.1
 DEFAULT_EVAL_SCALE = 0.1334   # 80 test samples per task (CHIP-CTC 147, KUAKE-QIC 88)
 DEFAULT_CORPUS_CHARS = 1_500_000

@@ -3,7 +3,9 @@
 Definitions, symptom, drug and examination descriptions, case-note sentences and short
 dialogue snippets, one paragraph per line. It states the knowledge-base facts in many
 phrasings but never contains a task prompt or a task target format (no answer headers,
-no option lists, no ``答：``), so pre-training teaches facts and language, not the tasks.
+no option lists), so pre-training teaches facts and language, not the tasks. Questions and
+answers about the facts (``问：…答：…``, :func:`_faq_paragraph`) teach the answer cue that
+ends every task prompt as language: a cue is followed by an answer to what was asked.
 """
 
 from __future__ import annotations
@@ -116,6 +118,31 @@ def _dialogue_paragraph(kb: KnowledgeBase, d: Disease, rng: random.Random) -> st
         f"患者说：我{pick(rng, DURATIONS)}{said}。医生说：这是{'、'.join(syms)}，"
         f"可能是{pick(rng, d.aliases)}，也就是{d.name}，可以去{d.department}看看。"
     )
+
+
+def _faq_paragraph(kb: KnowledgeBase, d: Disease, rng: random.Random) -> str:
+    """A question about one knowledge-base fact, then ``答：`` and its answer, on one line.
+
+    Every task prompt ends in ``答：``; without these lines the token ``答`` never occurs in
+    pre-training text (the task-adaptive inputs lose their cue, ``tokenizer.pretraining_texts``),
+    so the position from which every answer is predicted would hold an untrained embedding.
+    The questions are the textbook's (symptoms, drugs, examinations, departments, aliases,
+    indications), never a task's instruction, options or target format.
+    """
+    alias = pick(rng, d.aliases)
+    drug = pick(rng, d.drugs)
+    symptom = pick(rng, d.symptoms)
+    qa = pick(rng, (
+        (f"{alias}有哪些症状？", "、".join(d.symptoms)),
+        (f"{d.name}常用什么药治疗？", "、".join(d.drugs)),
+        (f"怀疑{alias}要做什么检查？", "、".join(d.exams)),
+        (f"{alias}应该挂哪个科？", d.department),
+        (f"{alias}在医学上叫什么？", d.name),
+        (f"{drug}可以治疗哪些疾病？", "、".join(kb.drug_indications[drug])),
+        (f"{kb.symptoms[symptom].colloquial}在医学上怎么说？", symptom),
+    ))
+    head = pick(rng, ("问：", "患者问：", "读者提问：", ""))
+    return f"{head}{qa[0]}答：{qa[1]}。"
 
 
 # ------------------------------------------------------------ restatements (copying)
@@ -332,6 +359,7 @@ def build_corpus(kb: KnowledgeBase, *, seed: int, num_chars: int) -> str:
         (0.04, lambda d: _polarity_paragraph(kb, d, rng)),
         (0.20, lambda d: _echo_paragraph(kb, rng)),
         (0.15, lambda d: _lookup_paragraph(kb, rng)),
+        (0.04, lambda d: _faq_paragraph(kb, d, rng)),
         (0.04, lambda d: pick(rng, glossary.criterion_lines(pick(rng, tuple(CTC_CONCEPTS)), rng))),
         (0.02, lambda d: pick(rng, glossary.intent_lines(pick(rng, tuple(QIC_CONCEPTS)), rng))),
         (0.01, lambda d: pick(rng, glossary.other_category_lines(rng))),

@@ -84,11 +84,14 @@ def extraction_lines(kb: KnowledgeBase, d: Disease, rng: random.Random) -> tuple
 
 
 def doctor_lines(kb: KnowledgeBase, d: Disease, rng: random.Random) -> tuple[str, ...]:
-    """How doctors usually phrase a question, an examination, a prescription, a referral."""
+    """How doctors usually phrase a question, an examination, a prescription, a referral.
+
+    Each phrase starts after a delimiter, as MedDG's answers do, so the pre-tokenizer cuts it
+    alike in both and its tokens are pre-trained (``tests/test_medsynth.py``)."""
     s = pick(rng, d.symptoms)
     return (
         f"问诊时医生常问：有没有{s}？还有{pick(rng, d.symptoms)}吗？",
-        f"要做检查时医生会说：建议做个{d.exams[0]}看看，或者先查一下{d.exams[0]}。",
-        f"开药时医生会说：可以用{d.drugs[0]}治疗，或者建议吃{d.drugs[0]}。",
-        f"让患者转诊时医生会说：建议去{d.department}就诊，或者简单说挂{d.department}。",
+        f"要做检查时医生会说：建议做个{d.exams[0]}看看。也可以说：先查一下{d.exams[0]}。",
+        f"开药时医生会说：可以用{d.drugs[0]}治疗。也可以说：建议吃{d.drugs[0]}。",
+        f"让患者转诊时医生会说：建议去{d.department}就诊。也可以简单说：挂{d.department}。",
     )

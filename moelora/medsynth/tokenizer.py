@@ -93,7 +93,9 @@ def pretraining_texts(data_dir: str | Path) -> list[str]:
 
     Each input loses its final answer cue (``答：``): every paragraph ends with EOS, and a base that
     has seen the cue followed by EOS answers every prompt with nothing (measured with the cue
-    kept: in-context learning gave an empty answer to 714 of the 715 test prompts)."""
+    kept: in-context learning gave an empty answer to 714 of the 715 test prompts). The cue itself
+    is pre-trained in the corpus's question lines (``…？答：…``, ``corpus._faq_paragraph``), where
+    an answer follows it."""
     import random
 
     data_dir = Path(data_dir)
