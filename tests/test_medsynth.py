@@ -15,6 +15,7 @@ import pytest
 
 from moelora.io import read_jsonl
 from moelora.medsynth import build_dataset, build_tiny_fixture
+from moelora.medsynth.tokenizer import ANSWER_CUE
 from moelora.tasks import PAPER_TASKS
 
 SCALE = 0.02
@@ -297,10 +298,11 @@ def test_corpus_never_contains_task_formats(data_dir):
     corpus = (data_dir / "corpus.txt").read_text(encoding="utf-8")
     for marker in ("如下：", "选项", "主体词：", "头实体为", "没有对应的标准化实体"):
         assert marker not in corpus
-    cued = [line for line in corpus.splitlines() if "答：" in line]
+    cued = [line for line in corpus.splitlines() if ANSWER_CUE in line]
     assert cued, "no question-and-answer lines: the answer cue would never be pre-trained"
     for line in cued:
-        assert line.count("答：") == 1 and "？答：" in line and not line.endswith("答："), line
+        assert line.count(ANSWER_CUE) == 1 and f"？{ANSWER_CUE}" in line, line
+        assert not line.endswith(ANSWER_CUE), line
 
 
 def test_tokenizer_covers_every_char_and_loads_with_autotokenizer(tmp_path):
@@ -335,8 +337,8 @@ def test_tokenizer_covers_every_char_and_loads_with_autotokenizer(tmp_path):
 
 def test_tokenizer_keeps_terms_whole_and_every_prompt_and_answer_token_is_pretrained(tmp_path):
     """A knowledge-base term is tokenised alike in a prompt and in an answer (merges never
-    cross a term or a delimiter), and every token of the training answers occurs in the base's
-    pre-training text: LoRA keeps embeddings frozen, so an answer token that pre-training never
+    cross a term or a delimiter), and every token of the training answers and of every prompt
+    occurs in the base's pre-training text: LoRA keeps embeddings frozen, so an answer token that pre-training never
     saw would keep its random embedding (the cause of corrupted template words). Checked on
     the default build (seconds), the one `make base` pre-trains on."""
     from moelora.medsynth.kb import load_kb
@@ -360,13 +362,14 @@ def test_tokenizer_keeps_terms_whole_and_every_prompt_and_answer_token_is_pretra
     for text in pretrained_text:
         seen.update(tok(text, add_special_tokens=False)["input_ids"])
     chars = set("".join(pretrained_text))
-    answers = [r["target"] for r in read_jsonl(data_dir / "train.jsonl")]
+    records = {s: read_jsonl(data_dir / f"{s}.jsonl") for s in ("train", "dev", "test")}
+    answers = [r["target"] for r in records["train"]]
     assert {c for a in answers for c in a} <= chars
     unseen = {i for a in answers for i in tok(a, add_special_tokens=False)["input_ids"]} - seen
     assert not unseen, tok.convert_ids_to_tokens(sorted(unseen))
     # every prompt token too, the final answer cue included: the answer's first token is
     # predicted from the cue's position (v2.0's base never saw ``答``: docs/medsynth_notes.md)
-    prompts = [r["input"] for s in ("train", "dev", "test") for r in read_jsonl(data_dir / f"{s}.jsonl")]
+    prompts = [r["input"] for split in records.values() for r in split]
     unseen = {i for p in prompts for i in tok(p, add_special_tokens=False)["input_ids"]} - seen
     assert not unseen, tok.convert_ids_to_tokens(sorted(unseen))
 

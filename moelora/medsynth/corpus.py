@@ -18,6 +18,7 @@ from moelora.medsynth import glossary
 from moelora.medsynth.common import DURATIONS, pick, sample
 from moelora.medsynth.concepts import CTC_CONCEPTS, QIC_CONCEPTS
 from moelora.medsynth.kb import Disease, KnowledgeBase
+from moelora.medsynth.tokenizer import ANSWER_CUE
 
 
 def _disease_paragraph(kb: KnowledgeBase, d: Disease, rng: random.Random) -> str:
@@ -142,7 +143,7 @@ def _faq_paragraph(kb: KnowledgeBase, d: Disease, rng: random.Random) -> str:
         (f"{kb.symptoms[symptom].colloquial}在医学上怎么说？", symptom),
     ))
     head = pick(rng, ("问：", "患者问：", "读者提问：", ""))
-    return f"{head}{qa[0]}答：{qa[1]}。"
+    return f"{head}{qa[0]}{ANSWER_CUE}{qa[1]}。"
 
 
 # ------------------------------------------------------------ restatements (copying)
