@@ -7,6 +7,7 @@ like credentials are redacted (moelora.redaction).
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 from importlib import metadata
@@ -23,6 +24,29 @@ __all__ = ["RESULTS_NAME", "provenance", "read_results", "redact", "write_result
 RESULTS_NAME = "results.json"
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "hydra-core", "rouge-chinese",
             "scikit-learn", "tokenizers", "numpy")
+# CPU features that select different matmul kernels (oneDNN bf16 / AMX): with them the same
+# code, config and seed give other weights, so a run records which of them its CPU has.
+CPU_KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
+    """The CPU as far as it changes results: model name, torch's kernel capability, the
+    flags of CPU_KERNEL_FLAGS it has, and ONEDNN_MAX_CPU_ISA when set."""
+    model, flags = platform.processor() or None, set()
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and value.strip():
+            model = value.strip()
+        elif key.strip() == "flags":
+            flags = set(value.split())
+            break
+    return {"model": model, "capability": torch.backends.cpu.get_cpu_capability(),
+            "kernel_flags": [f for f in CPU_KERNEL_FLAGS if f in flags],
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")}
 
 
 def git_info(root: Path) -> dict[str, Any]:
@@ -52,6 +76,7 @@ def provenance(root: Path, device: str) -> dict[str, Any]:
         device=device,
         gpu=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         platform=platform.platform(),
+        cpu=cpu_info(),
         hostname=platform.node(),
     )
     return info

@@ -9,7 +9,7 @@ import pytest
 
 from moelora.io import read_json, write_json
 from moelora.loggers import CSVLogger, WandbLogger, _wandb_mode
-from moelora.results import redact
+from moelora.results import cpu_info, provenance, redact
 
 
 def test_wandb_is_offline_unless_configured(monkeypatch, tmp_path):
@@ -126,3 +126,22 @@ def test_long_run_directory_names_are_shortened_not_refused():
     assert len(name) <= MAX_NAME and "/" not in name and name.split(",")[-1].startswith("+")
     assert name != run_dirname(items[:-1] + ["data.max_source_length=99"], settings)
     assert run_dirname(["seed=3", "trainer=smoke"], settings) == "trainer=smoke"
+
+
+def test_provenance_records_the_cpu_kernel_flags_that_change_results(tmp_path, monkeypatch):
+    """The same config and seed give other weights on a CPU with other bf16/AMX kernels, so a
+    run says which of CPU_KERNEL_FLAGS its CPU has (read from /proc/cpuinfo)."""
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\n"
+                       "flags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile\n\n"
+                       "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu\n")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    info = cpu_info(cpuinfo)
+    assert info["model"] == "Test CPU 9000"
+    assert info["kernel_flags"] == ["avx2", "avx512f", "amx_bf16"]
+    assert info["onednn_max_cpu_isa"] == "AVX2"
+    assert info["capability"]
+    missing = cpu_info(tmp_path / "absent")
+    assert missing["kernel_flags"] == [] and missing["onednn_max_cpu_isa"] == "AVX2"
+    assert set(provenance(tmp_path, "cpu")["cpu"]) == {"model", "capability", "kernel_flags",
+                                                       "onednn_max_cpu_isa"}
