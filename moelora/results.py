@@ -27,11 +27,15 @@ PACKAGES = ("torch", "transformers", "peft", "accelerate", "hydra-core", "rouge-
 # CPU features that select different matmul kernels (oneDNN bf16 / AMX): with them the same
 # code, config and seed give other weights, so a run records which of them its CPU has.
 CPU_KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+# Environment variables that pin those kernels, and so change results when set: oneDNN's
+# ISA cap (bf16 matmuls) and MKL's code branch (fp32 matmuls; docs/medsynth_notes.md).
+KERNEL_ENV = ("ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
 
 
 def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
-    """The CPU as far as it changes results: model name, torch's kernel capability, the
-    flags of CPU_KERNEL_FLAGS it has, and ONEDNN_MAX_CPU_ISA when set."""
+    """The CPU as far as it changes results: model name, torch's kernel capability (which
+    ``ATEN_CPU_CAPABILITY`` caps), the flags of CPU_KERNEL_FLAGS it has, and the KERNEL_ENV
+    variables (None when unset)."""
     model, flags = platform.processor() or None, set()
     try:
         text = cpuinfo.read_text(errors="replace")
@@ -46,7 +50,7 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
             break
     return {"model": model, "capability": torch.backends.cpu.get_cpu_capability(),
             "kernel_flags": [f for f in CPU_KERNEL_FLAGS if f in flags],
-            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA")}
+            **{name.lower(): os.environ.get(name) for name in KERNEL_ENV}}
 
 
 def git_info(root: Path) -> dict[str, Any]:

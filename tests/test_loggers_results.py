@@ -136,12 +136,15 @@ def test_provenance_records_the_cpu_kernel_flags_that_change_results(tmp_path, m
                        "flags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile\n\n"
                        "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu\n")
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    monkeypatch.delenv("MKL_CBWR", raising=False)
     info = cpu_info(cpuinfo)
     assert info["model"] == "Test CPU 9000"
     assert info["kernel_flags"] == ["avx2", "avx512f", "amx_bf16"]
-    assert info["onednn_max_cpu_isa"] == "AVX2"
+    assert info["onednn_max_cpu_isa"] == "AVX2" and info["mkl_cbwr"] is None
     assert info["capability"]
+    monkeypatch.setenv("MKL_CBWR", "AVX512")
+    assert cpu_info(cpuinfo)["mkl_cbwr"] == "AVX512"
     missing = cpu_info(tmp_path / "absent")
     assert missing["kernel_flags"] == [] and missing["onednn_max_cpu_isa"] == "AVX2"
     assert set(provenance(tmp_path, "cpu")["cpu"]) == {"model", "capability", "kernel_flags",
-                                                       "onednn_max_cpu_isa"}
+                                                       "onednn_max_cpu_isa", "mkl_cbwr"}

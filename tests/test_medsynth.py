@@ -475,6 +475,8 @@ def test_build_base_end_to_end_and_cached(tmp_path, capsys):
     AutoModelForCausalLM.from_pretrained(str(out))
     AutoTokenizer.from_pretrained(str(out))
     assert (out / "model.safetensors").is_file()
+    stamp = json.loads((out / "build_stamp.json").read_text())
+    assert stamp["cpu"]["capability"] and "mkl_cbwr" in stamp["cpu"]  # the CPU that built it
     build_base(data_dir, out, seed=0, config=cfg, progress=False)
     assert "cached" in capsys.readouterr().out
     build_base(data_dir, out, seed=1, config=cfg, progress=False)

@@ -7,9 +7,12 @@ fixed data order, then saved with ``save_pretrained`` (safetensors) next to its 
 A build stamp (hash of the data files, config, seed, schedule and this code) makes the
 build cached: an identical request returns at once, a changed input rebuilds.
 
-Determinism: the same seed, data and thread count give the same weights (``torch``
-CPU kernels are deterministic for a fixed number of threads); ``max_minutes`` is a
-safety stop only, and a build that hits it is marked ``truncated`` in its stamp.
+Determinism: the same seed, data and thread count give the same weights on one kind of CPU
+(``torch`` CPU kernels are deterministic for a fixed number of threads). Another CPU can give
+other weights: oneDNN picks the bf16 kernels by the CPU's instruction set (AMX, AVX512-BF16,
+AVX512), and MKL its fp32 branch, so the stamp records the CPU that built the base
+(``cpu``; measurements in docs/medsynth_notes.md). ``max_minutes`` is a safety stop only, and a
+build that hits it is marked ``truncated`` in its stamp.
 """
 
 from __future__ import annotations
@@ -203,6 +206,8 @@ def build_base(
     import torch
     from transformers import LlamaForCausalLM
 
+    from moelora.results import cpu_info
+
     data_dir, out = Path(data_dir), Path(out_dir)
     missing = [f for f in DATA_FILES if not (data_dir / f).is_file()]
     if missing:
@@ -226,8 +231,10 @@ def build_base(
     model.save_pretrained(str(out), safe_serialization=True)
     tail = log["losses"][-20:]
     final = sum(tail) / len(tail)
+    # the CPU that built it: another CPU's kernels give other weights (docs/medsynth_notes.md)
     write_json(
-        out / STAMP_FILE, {**stamp, "params": n_params, "final_loss": round(final, 4), **log}
+        out / STAMP_FILE,
+        {**stamp, "params": n_params, "final_loss": round(final, 4), **log, "cpu": cpu_info()},
     )
     print(
         f"saved {out}: {log['steps']} steps in {log['seconds']}s, final loss {final:.4f}"
