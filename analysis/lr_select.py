@@ -23,15 +23,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from analysis.collect import RESULTS_NAME, ignored_keys, variant_of
-from moelora.io import write_json, write_text
+from analysis.collect import RESULTS_NAME, _get, ignored_keys, variant_of
+from analysis.stats import summarize
+from moelora.io import read_json, write_json, write_text
 
 # Overrides that set the lr or the evaluated split: the grid itself, not the variant.
 LR_KEYS = {"trainer.lr", "trainer.lr_scale", "data.files.test", "experiment_name"}
@@ -51,8 +51,7 @@ class Point:
 
     @property
     def mean(self) -> float:
-        values = list(self.avg_by_seed.values())
-        return sum(values) / len(values) if values else math.nan
+        return summarize(list(self.avg_by_seed.values())).mean
 
 
 @dataclass
@@ -85,19 +84,19 @@ def effective_lr(config: dict[str, Any]) -> tuple[float, str]:
     trainer = config.get("trainer") or {}
     if trainer.get("lr") is not None:
         return float(trainer["lr"]), f"trainer.lr={trainer['lr']}"
-    base = float(((config.get("method") or {}).get("optim") or {}).get("lr"))
+    base = float(_get(config, "method", "optim", "lr"))
     scale = trainer.get("lr_scale")
     return base * float(scale), f"trainer.lr_scale={scale:g}"
 
 
 def check_dev_split(res: dict[str, Any], path: Path) -> None:
     """Raise :class:`NotDevSplitError` unless the run's evaluated (``test``) file is its dev file."""
-    files = ((res.get("inputs") or {}).get("data") or {}).get("files") or {}
+    files = _get(res, "inputs", "data", "files") or {}
     test, dev = files.get("test") or {}, files.get("dev") or {}
     if test.get("sha256") and dev.get("sha256"):
         same = test["sha256"] == dev["sha256"]
     else:                                 # no input fingerprints: compare the configured names
-        names = ((res.get("config") or {}).get("data") or {}).get("files") or {}
+        names = _get(res, "config", "data", "files") or {}
         same = bool(names.get("dev")) and names.get("test") == names.get("dev")
     if not same:
         raise NotDevSplitError(
@@ -117,13 +116,12 @@ def read_points(root: Path) -> list[Choice]:
                                 "(analysis/lr_select.py shows the command)")
     for path in paths:
         try:
-            res = json.loads(path.read_text(encoding="utf-8"))
+            res = read_json(path)
         except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: unreadable ({type(e).__name__}: {e}); rerun that job or "
-                             "move the file away") from e
+            raise ValueError(f"{e}; rerun that job or move the file away") from e
         overrides = [str(o) for o in res.get("overrides") or []]
         variant = variant_of(overrides, LR_KEYS, ignore)
-        model = str(((res.get("inputs") or {}).get("model") or {}).get("fingerprint") or "")[:12]
+        model = str(_get(res, "inputs", "model", "fingerprint") or "")[:12]
         key = (str(res.get("method")), variant, model)
         choice = groups.setdefault(key, Choice(*key, points=[], failed=[]))
         if res.get("status") != "success":
@@ -184,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         choices = read_points(args.root)
-    except (NotDevSplitError, FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError) as e:      # NotDevSplitError is a ValueError
         print(f"[lr_select] {e}", file=sys.stderr)
         return 2
     if not choices:
