@@ -16,6 +16,11 @@ REPORTS ?= reports
 PYTEST_ARGS ?=
 # experiments.reproduce: jobs side by side, one thread each (JOBS=1: one grid multirun at a time)
 JOBS ?= 2
+# extra Hydra overrides for every job of reproduce-mini, e.g. OVERRIDES=lr_protocol=dev
+OVERRIDES ?=
+# opt-in lr per method (analysis/lr_select.py): the methods that train, and the lr_scale grid
+LR_METHODS ?= ptuning,lora_full,lora_single,lora_full_tp,molora,moelora_dense,moelora_sparse,moelora_no_gate,moelora_multi_gate,moelora_bt,moelora_rbt,lora_full_qkv,moelora_dense_qkv
+LR_GRID ?= 10,15,25,35,50
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -93,10 +98,16 @@ reproduce-smoke: base ## every experiment grid with trainer=smoke and 3 seeds, J
 	$(MAKE) report RESULTS=$(RESULTS)/smoke REPORTS=$(REPORTS)/smoke
 
 reproduce-mini: base ## every experiment grid at full MedSynth-8 length, JOBS at a time (hours on 2 cores; experiments/README.md)
-	$(PY) -m experiments.reproduce --jobs $(JOBS) --results $(RESULTS)
+	$(PY) -m experiments.reproduce --jobs $(JOBS) --results $(RESULTS) $(OVERRIDES)
 	$(MAKE) report
+
+lr-sweep: base ## opt-in: every method of LR_METHODS at every lr_scale of LR_GRID, seed 42, scored on the dev split (hours)
+	$(PY) run.py -m experiment_name=lr_dev method=$(LR_METHODS) trainer.lr_scale=$(LR_GRID) seed=42 data.files.test=dev.jsonl logger=none
+
+lr-select: $(STAMP) ## opt-in: each method's best dev lr: $(REPORTS)/lr_select.md and conf/lr_protocol/dev.yaml (then OVERRIDES=lr_protocol=dev)
+	$(PY) -m analysis.lr_select --root $(RESULTS)/lr_dev --out $(REPORTS) --protocol conf/lr_protocol/dev.yaml
 
 clean: ## remove outputs and reports (keeps artifacts and .venv)
 	rm -rf outputs multirun $(REPORTS) analysis/out
 
-.PHONY: help env data base demo test test-all test-gpu lint format golden bench bench-serving efficiency smoke collect tables figures claims report reproduce-smoke reproduce-mini clean
+.PHONY: help env data base demo test test-all test-gpu lint format golden bench bench-serving efficiency smoke collect tables figures claims report reproduce-smoke reproduce-mini lr-sweep lr-select clean

@@ -18,11 +18,18 @@
 # The test split is never read: a run whose evaluated file is not the dev file is refused, with
 # its path. A choice at the edge of the grid is flagged, since the best lr may lie beyond it.
 # Tables built from such runs depart from the paper's equal-lr protocol: say so beside them.
+#
+# ``--protocol conf/lr_protocol/dev.yaml`` writes the choices as an lr protocol
+# (moelora/lr_protocol.py): then ``python run.py method=<m> lr_protocol=dev`` trains each
+# listed method at its own lr, and one override puts a whole grid under it
+# (``python -m experiments.reproduce --jobs 2 lr_protocol=dev``), so that tables and claims
+# compare the methods each at its dev-chosen lr as one variant.
 
 # %%
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from dataclasses import asdict, dataclass, field
@@ -35,6 +42,9 @@ from moelora.io import read_json, write_json, write_text
 
 # Overrides that set the lr or the evaluated split: the grid itself, not the variant.
 LR_KEYS = {"trainer.lr", "trainer.lr_scale", "data.files.test", "experiment_name"}
+# Settings an lr is chosen under, recorded in the protocol file (moelora.lr_protocol checks them).
+CHOSEN_WITH = ("model.name", "data.name", "trainer.max_steps", "trainer.per_device_batch_size",
+               "trainer.grad_accum", "trainer.warmup_steps", "trainer.loss_weighting")
 
 
 class NotDevSplitError(ValueError):
@@ -48,6 +58,7 @@ class Point:
     lr: float
     override: str                         # "trainer.lr_scale=15" or "trainer.lr=0.003"
     avg_by_seed: dict[int, float] = field(default_factory=dict)
+    scale: float = math.nan               # lr / method.optim.lr: the protocol's lr_scale
 
     @property
     def mean(self) -> float:
@@ -63,6 +74,7 @@ class Choice:
     model: str                            # the base model's fingerprint, shortened
     points: list[Point]
     failed: list[str]                     # "<run folder> (<status>)" of runs not (yet) successful
+    settings: dict[str, Any] = field(default_factory=dict)   # CHOSEN_WITH values of its runs
 
     @property
     def best(self) -> Point:
@@ -128,11 +140,16 @@ def read_points(root: Path) -> list[Choice]:
             choice.failed.append(f"{path.parent} ({res.get('status', 'unknown')})")
             continue
         check_dev_split(res, path)
-        lr, override = effective_lr(res.get("config") or {})
+        config = res.get("config") or {}
+        lr, override = effective_lr(config)
         point = next((p for p in choice.points if math.isclose(p.lr, lr, rel_tol=1e-9)), None)
         if point is None:
-            point = Point(lr, override)
+            point = Point(lr, override, scale=lr / float(_get(config, "method", "optim", "lr")))
             choice.points.append(point)
+        for key in CHOSEN_WITH:
+            value = _get(config, *key.split("."))
+            if value is not None:
+                choice.settings.setdefault(key, value)
         point.avg_by_seed[int(res["seed"])] = float(res["scores"]["avg"])
     for choice in groups.values():
         choice.points.sort(key=lambda p: p.lr)
@@ -175,19 +192,67 @@ def to_json(choices: list[Choice]) -> list[dict[str, Any]]:
             for c in choices]
 
 
+def to_protocol(choices: list[Choice], name: str = "dev") -> str:
+    """``conf/lr_protocol/<name>.yaml``: each method's chosen ``lr_scale`` and the settings it was
+    chosen under, with every grid point's dev avg in a comment.
+
+    Raises:
+        ValueError: a method has several variants or base models, or the methods were chosen
+            under different settings: one protocol holds one sweep.
+    """
+    methods = [c.method for c in choices]
+    if dupes := sorted({m for m in methods if methods.count(m) > 1}):
+        found = "; ".join(f"{c.method} ({c.variant or 'no other overrides'}, base {c.model}…)"
+                          for c in choices if c.method in dupes)
+        raise ValueError(f"several variants or base models for {', '.join(dupes)}: {found}. "
+                         "One protocol holds one sweep: point --root at a folder with one of them")
+    settings = {k: v for c in choices for k, v in c.settings.items()}
+    for c in choices:
+        if differs := [k for k, v in c.settings.items() if settings[k] != v] + [
+                k for k in settings if k not in c.settings]:
+            raise ValueError(f"{c.method} was swept under other settings ({', '.join(differs)}) "
+                             "than the other methods; one protocol holds one sweep")
+    models = sorted({c.model for c in choices if c.model})
+    lines = [f"# Each method's own learning rate, chosen on the dev split by analysis.lr_select "
+             f"(lr_protocol={name},",
+             "# moelora/lr_protocol.py). Generated: regenerate it from the sweep rather than edit "
+             "it by hand.",
+             f"# Base model {', '.join(m + '…' for m in models) or 'unknown'}; dev avg per "
+             "lr_scale (mean over the seeds run), [chosen]:"]
+    for c in choices:
+        grid = " | ".join((f"[{p.scale:g}: {p.mean:.4f}]" if p is c.best else
+                           f"{p.scale:g}: {p.mean:.4f}") for p in c.points)
+        seeds = sorted({s for p in c.points for s in p.avg_by_seed})
+        lines.append(f"#   {c.method} (seeds {', '.join(map(str, seeds))}): {grid}"
+                     + ("  (at the grid's edge)" if c.at_edge else ""))
+    lines += [f"name: {name}", "lr_scale:"]
+    lines += [f"  {c.method}: {c.best.scale:g}" for c in sorted(choices, key=lambda c: c.method)]
+    lines.append("chosen_with:" + ("" if settings else " {}"))
+    lines += [f"  {k}: {json.dumps(v)}" for k, v in settings.items()]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__ or "choose an lr per method on dev")
     parser.add_argument("--root", type=Path, required=True, help="the dev sweep's output folder")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="where lr_select.* go")
+    parser.add_argument("--protocol", type=Path, default=None, metavar="YAML",
+                        help="also write the choices as an lr protocol, e.g. "
+                             "conf/lr_protocol/dev.yaml (its name: the file's stem)")
     args = parser.parse_args(argv)
     try:
         choices = read_points(args.root)
+        if not choices:
+            raise ValueError(f"{args.root}: no successful run to choose from")
+        if args.protocol and args.protocol.stem == "shared":
+            raise ValueError(f"{args.protocol}: lr_protocol=shared is the paper's equal-lr "
+                             "protocol; write the choices under another name, e.g. dev.yaml")
+        protocol = to_protocol(choices, args.protocol.stem) if args.protocol else None
     except (FileNotFoundError, ValueError) as e:      # NotDevSplitError is a ValueError
-        print(f"[lr_select] {e}", file=sys.stderr)
+        print(f"[lr_select] {e}; nothing was written", file=sys.stderr)
         return 2
-    if not choices:
-        print(f"[lr_select] {args.root}: no successful run to choose from", file=sys.stderr)
-        return 2
+    if protocol is not None:
+        write_text(args.protocol, protocol)
     text = to_markdown(choices)
     write_text(args.out / "lr_select.md", text)
     write_json(args.out / "lr_select.json", to_json(choices))

@@ -21,6 +21,7 @@ from moelora.adapters import save_adapter
 from moelora.data import Encoder, token_warnings
 from moelora.distributed import effective_batch_size
 from moelora.generation import DecodingSettings, GenerationResult, generate_predictions
+from moelora.lr_protocol import check_trains
 from moelora.merge import supports_merge
 from moelora.models import load_base_model, load_tokenizer, resolve_target_modules
 from moelora.samplers import StepSampler
@@ -120,6 +121,7 @@ class RunContext:
     # ---- train / generate ----------------------------------------------------------
     def train_settings(self, *, max_steps: int | None = None) -> TrainSettings:
         t = self.cfg.trainer
+        check_trains(self.cfg)                  # lr_protocol=dev lists every method it trains
         lr = t.lr if t.lr is not None else self.cfg.method.optim.lr * t.lr_scale
         return TrainSettings(
             max_steps=max_steps or t.max_steps, per_device_batch_size=t.per_device_batch_size,

@@ -32,8 +32,9 @@ from typing import Any
 
 IDENTITY_VERSION = 1
 # Top-level config keys that do not change what a job computes.
+# ``lr_protocol``: its effect on this job is written into ``trainer.lr_scale`` (moelora.lr_protocol).
 IGNORED_KEYS = ("experiment_name", "threads", "overwrite", "resume", "progress", "reuse", "logger",
-                "paths")
+                "paths", "lr_protocol")
 # Dotted keys that do not either: whether a missing input may be built (its content counts).
 NOT_COMPUTED = ("data.build", "model.build")
 # Keys that change only how a trained model is evaluated, not the trained weights.

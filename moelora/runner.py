@@ -27,7 +27,7 @@ from typing import Any
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from moelora import distributed
+from moelora import distributed, lr_protocol
 from moelora.context import PipelineOutput, RunContext
 from moelora.data import apply_task_prompt, load_split
 from moelora.identity import IdentityMismatchError, check_previous, job_identity
@@ -149,10 +149,13 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
     run_dir = Path(run_dir)
     choices = _choices()
     try:                                        # 1. the whole config, before anything changes
+        lr_note = lr_protocol.apply(cfg)        # this method's lr under lr_protocol=dev
         check_config(cfg, choices or None)
         check_input_paths(cfg)
     except (ConfigError, FileNotFoundError) as e:
         return _refuse(cfg, run_dir, "config", e)
+    if lr_note and distributed.is_main_rank():
+        print(f"[lr] {lr_note}")
     try:
         with distributed.job(cfg, run_dir) as accelerator:
             return _run(cfg, run_dir, accelerator, choices)

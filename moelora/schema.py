@@ -26,7 +26,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ("model", "data", "method", "trainer", "logger", "paths")
+GROUPS = ("model", "data", "method", "trainer", "lr_protocol", "logger", "paths")
 GLOBAL_DIRS = ("experiment", "debug", "local")
 # Keys that configure instantiation rather than the target's parameters.
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from analysis import lr_select
+from moelora import lr_protocol
 from tests.conftest import REPO_ROOT
 from tests.test_analysis_collect import write_run
 
@@ -16,14 +19,16 @@ TEST = {"file": "test.jsonl", "sha256": "t" * 64}
 
 
 def dev_run(root, method, seed, scale, avg, *, split=DEV, status="success", model="m" * 64,
-            extra_overrides=()):
+            extra_overrides=(), max_steps=None):
     """One results.json of the dev sweep: lr = 2e-4 × scale, scored on ``split``."""
     overrides = [f"trainer.lr_scale={scale}", "data.files.test=dev.jsonl",
                  "experiment_name=lr_dev", *extra_overrides]
     return write_run(
         root, "lr_dev", method, seed, {"CMeIE": avg, "CHIP-CDN": avg}, status=status,
         overrides=overrides,
-        config={"trainer": {"lr": None, "lr_scale": scale}, "method": {"optim": {"lr": 2e-4}},
+        config={"trainer": {"lr": None, "lr_scale": scale,
+                            **({"max_steps": max_steps} if max_steps else {})},
+                "method": {"optim": {"lr": 2e-4}},
                 "data": {"files": {"train": "train.jsonl", "dev": "dev.jsonl",
                                    "test": split["file"]}}},
         inputs={"model": {"fingerprint": model},
@@ -105,3 +110,39 @@ def test_the_documented_override_scores_the_dev_file():
                                                "lr_scale": cfg.trainer.lr_scale},
                                    "method": {"optim": {"lr": cfg.method.optim.lr}}}) \
         == (pytest.approx(3e-3), "trainer.lr_scale=15")
+
+
+def test_the_choices_become_an_lr_protocol_that_trains_each_method_at_its_lr(tmp_path):
+    for scale, avg in {10: 0.62, 15: 0.67, 25: 0.63}.items():
+        dev_run(tmp_path / "runs", "lora_full", 42, scale, avg, max_steps=1000)
+    for scale, avg in {25: 0.69, 35: 0.71, 50: 0.67}.items():
+        dev_run(tmp_path / "runs", "moelora_dense", 42, scale, avg, max_steps=1000)
+    path = tmp_path / "conf" / "dev.yaml"
+    assert lr_select.main(["--root", str(tmp_path / "runs"), "--out", str(tmp_path / "r"),
+                           "--protocol", str(path)]) == 0
+    text = path.read_text()
+    table = yaml.safe_load(text)
+    assert table == {"name": "dev", "lr_scale": {"lora_full": 15, "moelora_dense": 35},
+                     "chosen_with": {"trainer.max_steps": 1000}}
+    assert "#   lora_full (seeds 42): 10: 0.6200 | [15: 0.6700] | 25: 0.6300" in text
+    cfg = OmegaConf.create({"method": {"name": "moelora_dense", "optim": {"lr": 2e-4}},
+                            "trainer": {"lr": None, "lr_scale": 25.0, "max_steps": 1000},
+                            "lr_protocol": table})
+    lr_protocol.apply(cfg)
+    assert cfg.trainer.lr_scale == 35
+
+
+def test_a_protocol_holds_one_sweep(tmp_path):
+    dev_run(tmp_path / "runs", "lora_full", 42, 15, 0.6)
+    dev_run(tmp_path / "runs", "lora_full", 42, 25, 0.7, model="x" * 64)     # another base
+    path = tmp_path / "dev.yaml"
+    with pytest.raises(ValueError, match="several variants or base models for lora_full"):
+        lr_select.to_protocol(lr_select.read_points(tmp_path / "runs"))
+    assert lr_select.main(["--root", str(tmp_path / "runs"), "--out", str(tmp_path / "r"),
+                           "--protocol", str(path)]) == 2
+    assert not path.exists() and not (tmp_path / "r" / "lr_select.json").exists()
+    other = tmp_path / "other"
+    dev_run(other, "lora_full", 42, 15, 0.6, max_steps=1000)
+    dev_run(other, "molora", 42, 15, 0.6, max_steps=2000)
+    with pytest.raises(ValueError, match=r"swept under other settings \(trainer.max_steps\)"):
+        lr_select.to_protocol(lr_select.read_points(other))
