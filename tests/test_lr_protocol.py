@@ -104,7 +104,9 @@ def test_a_protocol_job_is_the_job_at_that_lr_scale_and_an_unlisted_one_fails_cl
                         "trainer.lr_scale=3", "experiment_name=other")
     assert code == 0 and "[reuse]" in capsys.readouterr().out
     assert read_json(shared / "results.json")["identity"] == res["identity"]
-    code, bad = _job(tiny_world, tmp_path, "bad", "method=molora", "lr_protocol=dev")
+    # a method the file does not list (its line deleted here, whatever the committed file holds)
+    code, bad = _job(tiny_world, tmp_path, "bad", "method=molora", "lr_protocol=dev",
+                     "~lr_protocol.lr_scale.molora")
     assert code == 1
     assert "lists no lr for method molora" in read_json(bad / "results.json")["error"]
 
