@@ -129,6 +129,8 @@ class RunContext:
             max_grad_norm=t.max_grad_norm, warmup_steps=t.warmup_steps, save_every=t.save_every,
             log_every=t.log_every, keep_checkpoints=t.keep_checkpoints, progress=self.cfg.progress,
             length_groups=t.length_groups, loss_weighting=t.loss_weighting,
+            # runs saved before the key existed drew their masks with torch's kernel
+            dropout_masks=t.get("dropout_masks", "torch"),
         )
 
     def train(self, model: nn.Module, encoder: Encoder, records: list[dict[str, Any]], *,

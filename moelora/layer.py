@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from moelora.dropout import dropout
 from moelora.models import is_conv1d, linear_shape
 
 EXPERT_INITS = ("normal_0.01", "kaiming")
@@ -143,10 +144,10 @@ class MoELoRALinear(nn.Module):
         p = self.dropout_p if self.training else 0.0
         if p > 0 and self.dropout_mode == "per_expert":
             n, k = self.num_experts, self.rank // self.num_experts
-            xs = F.dropout(x.unsqueeze(-2).expand(*x.shape[:-1], n, x.shape[-1]), p, True)
+            xs = dropout(x.unsqueeze(-2).expand(*x.shape[:-1], n, x.shape[-1]), p)
             u = torch.einsum("...nd,nkd->...nk", xs, a.view(n, k, -1)).flatten(-2)
         else:
-            u = F.linear(F.dropout(x, p, True) if p > 0 else x, a)  # (..., r)
+            u = F.linear(dropout(x, p) if p > 0 else x, a)  # (..., r); moelora.dropout
         u = u * (rank_weights.to(u.dtype) * self.scaling)   # s applied at rank r, not d_out
         return F.linear(u, self.lora_B)                               # (..., d_out)
 

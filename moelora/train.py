@@ -9,7 +9,8 @@ step's tokens, so a step computes the same gradient however its effective batch 
 over devices and accumulation (2 processes × 8 = 1 × 16; one micro-batch on one device is
 the plain mean, unchanged). Which examples
 form a step is the sampler's business (moelora.samplers); how task ids reach the model is
-moelora.routing's. Checkpoints (adapter + optimizer + scheduler + RNG) every
+moelora.routing's; how the adapters' dropout masks are drawn is moelora.dropout's
+(``dropout_masks``). Checkpoints (adapter + optimizer + scheduler + RNG) every
 ``save_every`` steps let a killed run resume with the same final weights.
 """
 
@@ -29,6 +30,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from moelora.checkpoint import last_checkpoint, load_checkpoint, save_checkpoint
 from moelora.data import IGNORE_INDEX, Encoder
+from moelora.dropout import MASKS, mask_sampling, use_in
 from moelora.routing import task_context
 from moelora.samplers import StepSampler
 
@@ -48,6 +50,7 @@ class TrainSettings:
     progress: bool = True
     length_groups: int = 1
     loss_weighting: str = "token"
+    dropout_masks: str = "torch"    # moelora.dropout.MASKS; the CPU default config says bits16
 
 
 LOSS_WEIGHTINGS = ("token", "example")
@@ -131,6 +134,10 @@ def train(
     if settings.loss_weighting not in LOSS_WEIGHTINGS:
         raise ValueError(f"trainer.loss_weighting={settings.loss_weighting!r}: use one of "
                          f"{', '.join(LOSS_WEIGHTINGS)}")
+    if settings.dropout_masks not in MASKS:
+        raise ValueError(f"trainer.dropout_masks={settings.dropout_masks!r}: use one of "
+                         f"{', '.join(MASKS)}")
+    use_in(model)                   # peft's nn.Dropout draws through moelora.dropout too
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters; did the method's build() freeze all?")
@@ -179,7 +186,8 @@ def train(
             # DDP averages the devices' gradients, hence × num_processes
             share = len(idx) / len(indices) if by_example else sum(tokens[j] for j in idx) / step_tokens
             weight = accelerator.num_processes * share
-            with accelerator.no_sync(model) if not sync else _null(), task_context(unwrapped, task_ids):
+            with (accelerator.no_sync(model) if not sync else _null(),
+                  task_context(unwrapped, task_ids), mask_sampling(settings.dropout_masks)):
                 with accelerator.autocast():
                     if by_example:
                         labels = batch.pop("labels")
