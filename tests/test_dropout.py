@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch import nn
 
 from moelora.dropout import (
@@ -206,6 +205,8 @@ def test_dropout_masks_torch_keeps_the_identity_of_runs_saved_before_the_key():
     """trainer.dropout_masks came after identity version 1: at ``torch`` (what every job drew
     before) a job keeps its earlier identity; ``bits16``, the CPU default, is another job. The
     GPU schedule (trainer=paper) stays at ``torch``, which its GPU runs computed anyway."""
+    from omegaconf import OmegaConf
+
     from moelora.identity import ADDED_KEYS, job_fingerprint
 
     cfg = OmegaConf.to_container(compose(["method=lora_full"]), resolve=False)
@@ -218,3 +219,42 @@ def test_dropout_masks_torch_keeps_the_identity_of_runs_saved_before_the_key():
     cfg["trainer"]["dropout_masks"] = "torch"
     assert job_fingerprint(cfg) == job_fingerprint(before)
     assert compose(["trainer=paper"]).trainer.dropout_masks == "torch"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_bits16_on_a_gpu_is_torchs_fused_dropout():
+    """On CUDA ``bits16`` leaves the mask to torch's fused kernel: a MOELoRA layer and a peft
+    LoRA model give the same outputs and gradients under both settings for one RNG state."""
+    from moelora.layer import MoELoRALinear
+
+    class Source:
+        mergeable = True
+
+        def rank_weights(self, layer, x):
+            return torch.full((x.shape[0], layer.rank), 0.5, device=x.device)
+
+    x = torch.randn(4, 33, 64, device="cuda")
+    torch.cuda.manual_seed(0)
+    want = F.dropout(x, 0.1, True)
+    torch.cuda.manual_seed(0)
+    with mask_sampling("bits16"):
+        assert torch.equal(dropout(x, 0.1), want)
+
+    torch.manual_seed(0)
+    layer = MoELoRALinear(nn.Linear(64, 48), num_experts=4, rank=8, alpha=16, dropout=0.1,
+                          weight_source=Source()).cuda()
+    nn.init.normal_(layer.lora_B, std=0.1)
+    model = _tiny_lora().cuda()
+    use_in(model)
+    ids = torch.randint(0, 64, (2, 8), device="cuda")
+    outs = {}
+    for masks in MASKS:
+        torch.cuda.manual_seed(1)
+        with mask_sampling(masks):
+            out = layer(x)
+            out.sum().backward()
+            logits = model(input_ids=ids).logits
+        outs[masks] = (out.detach(), layer.lora_A.grad.clone(), logits.detach())
+        layer.lora_A.grad = None
+    assert all(torch.equal(a, b) for a, b in zip(outs["bits16"], outs["torch"]))
