@@ -21,6 +21,7 @@ from moelora.adapters import save_adapter
 from moelora.data import Encoder, token_warnings
 from moelora.distributed import effective_batch_size
 from moelora.generation import DecodingSettings, GenerationResult, generate_predictions
+from moelora.identity import ADDED_KEYS
 from moelora.lr_protocol import check_trains
 from moelora.merge import supports_merge
 from moelora.models import load_base_model, load_tokenizer, resolve_target_modules
@@ -129,8 +130,8 @@ class RunContext:
             max_grad_norm=t.max_grad_norm, warmup_steps=t.warmup_steps, save_every=t.save_every,
             log_every=t.log_every, keep_checkpoints=t.keep_checkpoints, progress=self.cfg.progress,
             length_groups=t.length_groups, loss_weighting=t.loss_weighting,
-            # runs saved before the key existed drew their masks with torch's kernel
-            dropout_masks=t.get("dropout_masks", "torch"),
+            # a run saved before the key existed drew its masks as the key's earlier value
+            dropout_masks=t.get("dropout_masks", ADDED_KEYS["trainer.dropout_masks"]),
         )
 
     def train(self, model: nn.Module, encoder: Encoder, records: list[dict[str, Any]], *,

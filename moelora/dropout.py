@@ -24,6 +24,7 @@ process-wide for the duration of :func:`mask_sampling` (the shared trainer opens
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -41,12 +42,17 @@ def mode() -> str:
     return _mode
 
 
+def check_masks(masks: str) -> None:
+    """Raise ``ValueError`` with the fix unless ``masks`` is one of :data:`MASKS`."""
+    if masks not in MASKS:
+        raise ValueError(f"trainer.dropout_masks={masks!r}: use one of {', '.join(MASKS)}")
+
+
 @contextmanager
 def mask_sampling(masks: str) -> Iterator[None]:
     """Draw every :func:`dropout` mask with ``masks`` (one of :data:`MASKS`) inside the block."""
     global _mode
-    if masks not in MASKS:
-        raise ValueError(f"trainer.dropout_masks={masks!r}: use one of {', '.join(MASKS)}")
+    check_masks(masks)
     previous, _mode = _mode, masks
     try:
         yield
@@ -60,8 +66,7 @@ def bits16_threshold(p: float) -> int:
 
 
 def bits16_mask(shape: torch.Size | tuple[int, ...], p: float, *, dtype: torch.dtype = torch.float32,
-                device: torch.device | str = "cpu",
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                device: torch.device | str = "cpu") -> torch.Tensor:
     """A scaled keep mask: ``2^16 / (2^16 − t)`` where kept, 0 where dropped, in ``dtype``.
 
     Four 16-bit lanes of each 64-bit draw (the full 64 bits: ``random_(-2**63, None)``; a plain
@@ -69,12 +74,10 @@ def bits16_mask(shape: torch.Size | tuple[int, ...], p: float, *, dtype: torch.d
     ``clamp(lane − (t − 2^15) + 1, 0, 1)`` is 1 exactly where ``lane + 2^15 ≥ t`` (the lanes are
     integers, exact in fp32), all without a comparison or a bool tensor, which cost more here.
     """
-    numel = 1
-    for size in shape:
-        numel *= int(size)
+    numel = math.prod(shape)
     t = min(bits16_threshold(p), LEVELS - 1)
     draws = torch.empty((numel + 3) // 4, dtype=torch.int64, device=device)
-    draws.random_(-(1 << 63), None, generator=generator)
+    draws.random_(-(1 << 63), None)
     lanes = draws.view(torch.int16)[:numel].view(shape).to(torch.float32)
     keep = lanes.sub_(t - LEVELS // 2 - 1).clamp_(0.0, 1.0)
     return keep.mul_(LEVELS / (LEVELS - t)).to(dtype)

@@ -147,7 +147,7 @@ class MoELoRALinear(nn.Module):
             xs = dropout(x.unsqueeze(-2).expand(*x.shape[:-1], n, x.shape[-1]), p)
             u = torch.einsum("...nd,nkd->...nk", xs, a.view(n, k, -1)).flatten(-2)
         else:
-            u = F.linear(dropout(x, p) if p > 0 else x, a)  # (..., r); moelora.dropout
+            u = F.linear(dropout(x, p), a)              # (..., r); p = 0: x itself
         u = u * (rank_weights.to(u.dtype) * self.scaling)   # s applied at rank r, not d_out
         return F.linear(u, self.lora_B)                               # (..., d_out)
 

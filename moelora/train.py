@@ -30,7 +30,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from moelora.checkpoint import last_checkpoint, load_checkpoint, save_checkpoint
 from moelora.data import IGNORE_INDEX, Encoder
-from moelora.dropout import MASKS, mask_sampling, use_in
+from moelora.dropout import check_masks, mask_sampling, use_in
 from moelora.routing import task_context
 from moelora.samplers import StepSampler
 
@@ -50,7 +50,7 @@ class TrainSettings:
     progress: bool = True
     length_groups: int = 1
     loss_weighting: str = "token"
-    dropout_masks: str = "torch"    # moelora.dropout.MASKS; the CPU default config says bits16
+    dropout_masks: str = "torch"    # moelora.dropout.MASKS; conf/trainer/default.yaml says bits16
 
 
 LOSS_WEIGHTINGS = ("token", "example")
@@ -134,9 +134,7 @@ def train(
     if settings.loss_weighting not in LOSS_WEIGHTINGS:
         raise ValueError(f"trainer.loss_weighting={settings.loss_weighting!r}: use one of "
                          f"{', '.join(LOSS_WEIGHTINGS)}")
-    if settings.dropout_masks not in MASKS:
-        raise ValueError(f"trainer.dropout_masks={settings.dropout_masks!r}: use one of "
-                         f"{', '.join(MASKS)}")
+    check_masks(settings.dropout_masks)
     use_in(model)                   # peft's nn.Dropout draws through moelora.dropout too
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
