@@ -21,6 +21,10 @@ OVERRIDES ?=
 # opt-in lr per method (analysis/lr_select.py): the methods that train, and the lr_scale grid
 LR_METHODS ?= ptuning,lora_full,lora_single,lora_full_tp,molora,moelora_dense,moelora_sparse,moelora_no_gate,moelora_multi_gate,moelora_bt,moelora_rbt,lora_full_qkv,moelora_dense_qkv
 LR_GRID ?= 10,15,25,35,50
+# make decode-noise: which runs are decoded again, and how many times each
+NOISE_EXPERIMENT ?= table2
+NOISE_METHODS ?= lora_full moelora_dense
+DRAWS ?= 4
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -107,7 +111,10 @@ lr-sweep: base ## opt-in: every method of LR_METHODS at every lr_scale of LR_GRI
 lr-select: $(STAMP) ## opt-in: each method's best dev lr: $(REPORTS)/lr_select.md and conf/lr_protocol/dev.yaml (then OVERRIDES=lr_protocol=dev)
 	$(PY) -m analysis.lr_select --root $(RESULTS)/lr_dev --out $(REPORTS) --protocol conf/lr_protocol/dev.yaml
 
+decode-noise: $(STAMP) ## the decoding's share of a row's spread: NOISE_METHODS runs of NOISE_EXPERIMENT decoded DRAWS times each
+	$(PY) -m analysis.decode_noise --root $(RESULTS)/$(NOISE_EXPERIMENT) --methods $(NOISE_METHODS) --draws $(DRAWS) --out $(REPORTS)
+
 clean: ## remove outputs and reports (keeps artifacts and .venv)
 	rm -rf outputs multirun $(REPORTS) analysis/out
 
-.PHONY: help env data base demo test test-all test-gpu lint format golden bench bench-serving efficiency smoke collect tables figures claims report reproduce-smoke reproduce-mini lr-sweep lr-select clean
+.PHONY: help env data base demo test test-all test-gpu lint format golden bench bench-serving efficiency smoke collect tables figures claims report reproduce-smoke reproduce-mini lr-sweep lr-select decode-noise clean
