@@ -17,10 +17,10 @@
 # training seed of the grids reaches. ``--input`` answers another file of the run's tasks
 # instead (a larger test split, say; built with ``python -m moelora.medsynth data --eval-scale``),
 # and then nothing is recorded to reproduce. For each folder of seeds (one method, one variant)
-# ``decode_noise.md`` then sets the std of the recorded ``avg`` over the seeds beside the mean
-# decode-only std of the runs and the training std they imply, sqrt(max(0, total² − decode²))
-# (the two draws are independent given the seed). Runs decoded greedily have no decoding noise:
-# every draw is the same.
+# ``decode_noise.md`` then sets the std over the seeds of ``avg`` (at each run's own decoding
+# seed) beside the runs' decode-only std and the training std they imply,
+# sqrt(max(0, total² − decode²)), taking the training and decoding noise as independent. Runs
+# decoded greedily have no decoding noise: every draw is the same.
 
 # %%
 from __future__ import annotations
@@ -36,6 +36,8 @@ from typing import Any
 from analysis.collect import RESULTS_NAME
 from analysis.stats import summarize
 from moelora.io import read_json, read_jsonl, write_json, write_text
+from moelora.predict import STRATEGIES, predict
+from moelora.runs import load_run
 
 DRAW_SEED_BASE = 1000     # draw i > 0 of a run with seed s decodes with seed 1000 · s + i
 TOLERANCE = 1e-9          # a redraw at the run's own seed reproduces its recorded scores to this
@@ -91,9 +93,6 @@ def measure(run_dir: str | Path, *, draws: int = 4, strategy: str = "mixed",
     Raises:
         moelora.runs.RunLoadError: the folder is not a finished run that can be rebuilt.
     """
-    from moelora.predict import predict
-    from moelora.runs import load_run
-
     run_dir = Path(run_dir)
     run = load_run(run_dir)
     results = read_json(run_dir / RESULTS_NAME)
@@ -197,15 +196,16 @@ def find_runs(root: Path, methods: Sequence[str] | None) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.decode_noise",
-                                     description=__doc__ if __doc__ else None)
+    parser = argparse.ArgumentParser(
+        prog="python -m analysis.decode_noise",
+        description="Answer finished runs' test splits again with other decoding seeds and "
+                    "split the std over seeds into decoding and training.")
     parser.add_argument("runs", nargs="*", type=Path, help="finished run directories")
     parser.add_argument("--root", type=Path, help="every successful run under this folder")
     parser.add_argument("--methods", nargs="*", default=None, help="with --root: these only")
     parser.add_argument("--draws", type=int, default=4, help="decodings per run (default 4)")
-    parser.add_argument("--strategy", default="mixed",
-                        help="serving path (moelora.predict): mixed | grouped_unmerged | "
-                             "grouped_merged")
+    parser.add_argument("--strategy", default="mixed", choices=STRATEGIES,
+                        help="serving path (moelora.predict); default: mixed")
     parser.add_argument("--input", type=Path, default=None,
                         help="answer this PromptCBLUE file instead of each run's test split")
     parser.add_argument("--out", type=Path, default=Path("reports"))
