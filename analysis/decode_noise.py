@@ -37,6 +37,7 @@ from analysis.collect import RESULTS_NAME
 from analysis.stats import summarize
 from moelora.io import read_json, read_jsonl, write_json, write_text
 from moelora.predict import STRATEGIES, predict
+from moelora.results import read_results
 from moelora.runs import load_run
 
 DRAW_SEED_BASE = 1000     # draw i > 0 of a run with seed s decodes with seed 1000 · s + i
@@ -95,7 +96,7 @@ def measure(run_dir: str | Path, *, draws: int = 4, strategy: str = "mixed",
     """
     run_dir = Path(run_dir)
     run = load_run(run_dir)
-    results = read_json(run_dir / RESULTS_NAME)
+    results = read_results(run_dir) or {}
     records = run.splits()["test"] if input_file is None else read_jsonl(input_file)
     seed = int(run.config.seed)
     noise = RunNoise(run_dir=str(run_dir), method=run.method, seed=seed,
@@ -219,9 +220,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"[decode_noise] {i}/{len(runs)} {run_dir}", flush=True)
         measured.append(measure(run_dir, draws=args.draws, strategy=args.strategy,
                                 input_file=args.input))
+    text = to_markdown(measured)
     write_json(args.out / "decode_noise.json", [asdict(r) for r in measured])
-    write_text(args.out / "decode_noise.md", to_markdown(measured))
-    print(to_markdown(measured))
+    write_text(args.out / "decode_noise.md", text)
+    print(text)
     print(f"wrote {args.out / 'decode_noise.md'} and {args.out / 'decode_noise.json'}")
     return 0
 
