@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 from omegaconf import OmegaConf
@@ -59,19 +61,30 @@ def test_an_explicit_trainer_lr_still_wins_and_is_said():
     assert "trainer.lr=0.001 is set and wins" in lr_protocol.apply(cfg)
 
 
-def test_the_committed_dev_protocol_matches_the_default_settings_and_methods():
-    """Every method it lists exists, and the default config is what it was chosen under: a
-    plain `python run.py lr_protocol=dev` is not refused."""
+def test_the_committed_dev_protocol_applies_at_the_settings_it_was_chosen_under():
+    """Every method it lists exists, and a job at the settings it was chosen under (its
+    ``chosen_with``, given on the command line) gets the listed lr. Since 2026-12-06 the default
+    schedule (8 × 2,000 steps) is not the one the committed table was chosen at (16 × 1,000), so
+    a plain `python run.py lr_protocol=dev` is refused, naming the keys that differ."""
     path = REPO_ROOT / "conf" / "lr_protocol" / "dev.yaml"
     table = yaml.safe_load(path.read_text())
     assert table["name"] == "dev" and table["lr_scale"]
+    chosen = [f"{key}={value}" for key, value in table["chosen_with"].items()]
     for method, scale in table["lr_scale"].items():
         assert (REPO_ROOT / "conf" / "method" / f"{method}.yaml").is_file(), method
         assert scale > 0
-        cfg = compose([f"method={method}", "lr_protocol=dev"])
+        cfg = compose([f"method={method}", "lr_protocol=dev", *chosen])
         for key, value in table["chosen_with"].items():
             assert OmegaConf.select(cfg, key) == value, key
         assert lr_protocol.apply(cfg) is not None and cfg.trainer.lr_scale == float(scale)
+        plain = compose([f"method={method}", "lr_protocol=dev"])
+        differs = [key for key, value in table["chosen_with"].items()
+                   if OmegaConf.select(plain, key) != value]
+        if differs:
+            with pytest.raises(ConfigError, match=re.escape(differs[0])):
+                lr_protocol.apply(plain)
+        else:
+            assert lr_protocol.apply(plain) is not None
 
 
 def test_a_smoke_run_under_the_dev_protocol_is_refused_before_it_starts(tiny_world, tmp_path,
