@@ -35,7 +35,7 @@ from typing import Any
 
 from analysis.collect import RESULTS_NAME
 from analysis.stats import summarize
-from moelora.io import read_json, read_jsonl, write_json, write_text
+from moelora.io import read_jsonl, write_json, write_text
 from moelora.predict import STRATEGIES, predict
 from moelora.results import read_results
 from moelora.runs import load_run
@@ -189,7 +189,7 @@ def find_runs(root: Path, methods: Sequence[str] | None) -> list[Path]:
     """Successful run folders under ``root`` (optionally of some methods only), sorted."""
     found = []
     for path in sorted(root.rglob(RESULTS_NAME)):
-        res = read_json(path)
+        res = read_results(path.parent) or {}
         if res.get("status") != "success" or (methods and res.get("method") not in methods):
             continue
         found.append(path.parent)

@@ -10,7 +10,7 @@ import pytest
 
 from analysis import decode_noise
 from analysis.decode_noise import RunNoise, draw_seeds, group_noise, measure, to_markdown
-from moelora.io import read_json
+from moelora.io import read_json, write_jsonl
 from moelora.predict import predict
 from moelora.runs import load_run
 
@@ -86,8 +86,6 @@ def test_cli_writes_markdown_and_json(smoke_runs, tmp_path, capsys):
 def test_another_input_is_answered_and_its_first_draw_counts(smoke_runs, tmp_path):
     """``--input``: the run answers that file; nothing recorded to reproduce, so the spread over
     seeds is taken from each run's draw at its own seed."""
-    from moelora.io import write_jsonl
-
     run_dir = smoke_runs["lora_full"]
     run = load_run(run_dir)
     part = run.splits()["test"][::2]
