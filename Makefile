@@ -39,10 +39,10 @@ $(STAMP): pyproject.toml
 env: $(STAMP) ## create .venv and install the project (CPU torch)
 
 data: $(STAMP) ## build MedSynth-8 (cached)
-	$(PY) -m moelora.medsynth data --out $(DATA_DIR)
+	$(PY) -m moelora.data.medsynth data --out $(DATA_DIR)
 
 base: data ## train the tokenizer and pre-train the tiny base model (cached)
-	$(PY) -m moelora.medsynth base --data $(DATA_DIR) --out $(BASE_DIR)
+	$(PY) -m moelora.data.medsynth base --data $(DATA_DIR) --out $(BASE_DIR)
 
 demo: base ## the main job on the embedded default: python run.py, then its scores
 	$(PY) run.py

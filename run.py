@@ -14,15 +14,15 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from moelora.naming import register_resolvers
-from moelora.redaction import RedactingStream, secret_values
+from moelora.harness.naming import register_resolvers
+from moelora.utils.redaction import RedactingStream, secret_values
 
 register_resolvers()    # ${moelora.dirname:...} in conf/hydra/default.yaml
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> int:
-    from moelora.runner import run
+    from moelora.harness.runner import run
 
     hc = HydraConfig.get()
     code = run(cfg, hc.runtime.output_dir)
@@ -32,10 +32,10 @@ def main(cfg: DictConfig) -> int:
 
 
 if __name__ == "__main__":
-    from moelora.distributed import hydra_overrides_for_rank
-    from moelora.hydra_callbacks import register_launchers
+    from moelora.engine.distributed import hydra_overrides_for_rank
+    from moelora.harness.hydra_callbacks import register_launchers
 
-    # A secret typed on the command line is masked in everything printed (moelora.redaction).
+    # A secret typed on the command line is masked in everything printed (moelora.utils.redaction).
     if secrets := secret_values(a for a in sys.argv[1:] if "=" in a and not a.startswith("-")):
         sys.stdout = RedactingStream(sys.stdout, secrets)
         sys.stderr = RedactingStream(sys.stderr, secrets)

@@ -64,7 +64,7 @@ def split_override(item: str) -> tuple[str, str]:
 def variant_of(overrides: list[str], grid_keys: set[str], ignore: tuple[str, ...]) -> str:
     """The overrides that are neither ignorable nor part of the grid, sorted, comma-joined;
     paths and URLs shortened as in run directory names (``model.path=Qwen2-7B-1a2b3c4d``)."""
-    from moelora.naming import safe_item
+    from moelora.harness.naming import safe_item
 
     kept = sorted(safe_item(f"{k}={v}") for k, v in map(split_override, overrides)
                   if k not in ignore and k not in grid_keys)
@@ -365,7 +365,7 @@ def cost_markdown(costs: pd.DataFrame) -> str:
              "Sums of `timing.total_seconds` over successful jobs. *computed*: trained and "
              "evaluated in this experiment's folders; *evaluate-only*: reused another run's final "
              "checkpoint (only inference differs); *adopted*: an identical job of another "
-             "experiment, taken over (moelora/reuse.py). *standalone* counts adopted jobs at their "
+             "experiment, taken over (moelora/harness/reuse.py). *standalone* counts adopted jobs at their "
              "source's time, and adds to an evaluate-only job (or one adopted from it) the time of "
              "the run that trained its weights, less that run's evaluation. A resumed job adds its "
              "earlier attempts up to their last saved progress.", "",

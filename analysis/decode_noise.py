@@ -4,8 +4,8 @@
 # run's seed) and on its decoding: the paper samples answers (T = 0.95, top-p 0.7, methods.md
 # §1.4), with the decoding RNG seeded by the run's seed as well. The std over seeds 42, 43, 44
 # of a table's row mixes the two. This module separates them. It rebuilds each finished run
-# (moelora.runs.load_run), answers the run's own test split again with other decoding seeds
-# (moelora.predict), and reports per task the spread of the scores over those draws, with the
+# (moelora.inference.load.load_run), answers the run's own test split again with other decoding seeds
+# (moelora.inference.predict), and reports per task the spread of the scores over those draws, with the
 # weights fixed:
 #
 #     python -m analysis.decode_noise RUN_DIR [RUN_DIR ...] --draws 4 --out reports
@@ -15,7 +15,7 @@
 # The first draw uses the run's own seed and must give the run's recorded scores (the column
 # "reproduced" says whether it did); the others use the seeds ``1000 · seed + i``, which no
 # training seed of the grids reaches. ``--input`` answers another file of the run's tasks
-# instead (a larger test split, say; built with ``python -m moelora.medsynth data --eval-scale``),
+# instead (a larger test split, say; built with ``python -m moelora.data.medsynth data --eval-scale``),
 # and then nothing is recorded to reproduce. For each folder of seeds (one method, one variant)
 # ``decode_noise.md`` then sets the std over the seeds of ``avg`` (at each run's own decoding
 # seed) beside the runs' decode-only std and the training std they imply,
@@ -35,10 +35,10 @@ from typing import Any
 
 from analysis.collect import RESULTS_NAME
 from analysis.stats import summarize
-from moelora.io import read_jsonl, write_json, write_text
-from moelora.predict import STRATEGIES, predict
-from moelora.results import read_results
-from moelora.runs import load_run
+from moelora.harness.results import read_results
+from moelora.inference.load import load_run
+from moelora.inference.predict import STRATEGIES, predict
+from moelora.utils.io import read_jsonl, write_json, write_text
 
 DRAW_SEED_BASE = 1000     # draw i > 0 of a run with seed s decodes with seed 1000 · s + i
 TOLERANCE = 1e-9          # a redraw at the run's own seed reproduces its recorded scores to this
@@ -88,11 +88,11 @@ def measure(run_dir: str | Path, *, draws: int = 4, strategy: str = "mixed",
             input_file: str | Path | None = None, **decoding: Any) -> RunNoise:
     """Answer the run's test split ``draws`` times, each with its own decoding seed.
 
-    ``decoding`` overrides the run's decoding settings (moelora.predict), e.g. ``mode="sample"``
+    ``decoding`` overrides the run's decoding settings (moelora.inference.predict), e.g. ``mode="sample"``
     for a run that decoded greedily; the draw at the run's seed then need not reproduce it.
 
     Raises:
-        moelora.runs.RunLoadError: the folder is not a finished run that can be rebuilt.
+        moelora.inference.load.RunLoadError: the folder is not a finished run that can be rebuilt.
     """
     run_dir = Path(run_dir)
     run = load_run(run_dir)
@@ -206,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--methods", nargs="*", default=None, help="with --root: these only")
     parser.add_argument("--draws", type=int, default=4, help="decodings per run (default 4)")
     parser.add_argument("--strategy", default="mixed", choices=STRATEGIES,
-                        help="serving path (moelora.predict); default: mixed")
+                        help="serving path (moelora.inference.predict); default: mixed")
     parser.add_argument("--input", type=Path, default=None,
                         help="answer this PromptCBLUE file instead of each run's test split")
     parser.add_argument("--out", type=Path, default=Path("reports"))

@@ -20,7 +20,7 @@
 # Tables built from such runs depart from the paper's equal-lr protocol: say so beside them.
 #
 # ``--protocol conf/lr_protocol/dev.yaml`` writes the choices as an lr protocol
-# (moelora/lr_protocol.py): then ``python run.py method=<m> lr_protocol=dev`` trains each
+# (moelora/harness/lr_protocol.py): then ``python run.py method=<m> lr_protocol=dev`` trains each
 # listed method at its own lr, and one override puts a whole grid under it
 # (``python -m experiments.reproduce --jobs 2 lr_protocol=dev``), so that tables and claims
 # compare the methods each at its dev-chosen lr as one variant.
@@ -38,11 +38,11 @@ from typing import Any
 
 from analysis.collect import RESULTS_NAME, _get, ignored_keys, variant_of
 from analysis.stats import summarize
-from moelora.io import read_json, write_json, write_text
+from moelora.utils.io import read_json, write_json, write_text
 
 # Overrides that set the lr or the evaluated split: the grid itself, not the variant.
 LR_KEYS = {"trainer.lr", "trainer.lr_scale", "data.files.test", "experiment_name"}
-# Settings an lr is chosen under, recorded in the protocol file (moelora.lr_protocol checks them).
+# Settings an lr is chosen under, recorded in the protocol file (moelora.harness.lr_protocol checks them).
 CHOSEN_WITH = ("model.name", "data.name", "trainer.max_steps", "trainer.per_device_batch_size",
                "trainer.grad_accum", "trainer.warmup_steps", "trainer.loss_weighting")
 
@@ -215,7 +215,7 @@ def to_protocol(choices: list[Choice], name: str = "dev") -> str:
     models = sorted({c.model for c in choices if c.model})
     lines = [f"# Each method's own learning rate, chosen on the dev split by analysis.lr_select "
              f"(lr_protocol={name},",
-             "# moelora/lr_protocol.py). Generated: regenerate it from the sweep rather than edit "
+             "# moelora/harness/lr_protocol.py). Generated: regenerate it from the sweep rather than edit "
              "it by hand.",
              f"# Base model {', '.join(m + '…' for m in models) or 'unknown'}; dev avg per "
              "lr_scale (mean over the seeds run), [chosen]:"]

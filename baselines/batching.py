@@ -18,7 +18,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Sequence
 
-from moelora.samplers import StepSampler
+from moelora.data.samplers import StepSampler
 
 GRANULARITIES = ("step",)
 TASK_PROBS = ("uniform", "proportional")

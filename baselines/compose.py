@@ -28,12 +28,12 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from moelora.adapters import CONFIG_NAME, WEIGHTS_NAME, read_adapter_config
-from moelora.data import IGNORE_INDEX, Encoder
-from moelora.io import read_json
-from moelora.naming import run_dirname
-from moelora.redaction import redact_override
-from moelora.routing import task_context
+from moelora.data.encoding import IGNORE_INDEX, Encoder
+from moelora.engine.adapters import CONFIG_NAME, WEIGHTS_NAME, read_adapter_config
+from moelora.harness.naming import run_dirname
+from moelora.method.gate import task_context
+from moelora.utils.io import read_json
+from moelora.utils.redaction import redact_override
 
 # Keys under the composition methods' own YAML nodes: they do not exist for lora_single,
 # so they are dropped when the lora_single run directory is derived from this run's.
@@ -97,7 +97,7 @@ def derive_input_run_dir(run_dir: Path, input_method: str) -> Path:
     exp_dir, overrides = _split_run_dir(run_dir)
     name = ",".join(o for o in overrides if o and not _is_own(o))
     task = _hydra_task_overrides()
-    if task is not None:   # the name Hydra gives the input run (moelora.naming)
+    if task is not None:   # the name Hydra gives the input run (moelora.harness.naming)
         from hydra.core.hydra_config import HydraConfig
 
         name = run_dirname([o for o in task if not _is_own(o)],
@@ -144,7 +144,7 @@ class LoraFactors:
 
 
 def read_lora_factors(directory: Path, task: str | None = None) -> LoraFactors:
-    """Read an adapter saved by :func:`moelora.adapters.save_adapter` from a ``peft`` LoRA.
+    """Read an adapter saved by :func:`moelora.engine.adapters.save_adapter` from a ``peft`` LoRA.
 
     Module names are those of the plain base model (the ``base_model.model.`` prefix and the
     adapter name are removed). ``s = alpha / rank`` from the saved hyper-parameters (Eq. 3).

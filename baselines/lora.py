@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from moelora.models import ALL_LINEAR, find_targets, is_conv1d
+from moelora.method.layer import is_conv1d
+from moelora.method.model import ALL_LINEAR, find_targets
 
 
 def build(
@@ -28,7 +29,7 @@ def build(
     """Wrap ``model`` with rank-``rank`` LoRA on every linear layer (``nn.Linear`` or
     ``Conv1D``, which peft handles with ``fan_in_fan_out``) whose name ends with one of
     ``target_modules``, or on every one but the output head for ``all-linear`` (peft's own
-    shorthand; moelora.models.find_targets selects the same layers). Everything else is
+    shorthand; moelora.method.model.find_targets selects the same layers). Everything else is
     frozen. ``tasks`` is unused: LoRA sees no task id.
 
     Returns:

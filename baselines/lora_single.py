@@ -18,7 +18,7 @@ task only, with snapshot selection on validation.
 Layout under ``<run_dir>/single/<task>/``: ``checkpoints/`` (resumable training),
 ``snapshots/step-XXXXXX/`` (adapters), ``val.json`` (written last: the task is done).
 
-:func:`load_run` rebuilds a finished run (moelora/runs.py) as one peft model holding the eight
+:func:`load_run` rebuilds a finished run (moelora/inference/load.py) as one peft model holding the eight
 adapters, named by their tasks: a task group selects its adapter (``set_adapter``); a batch
 mixing tasks passes ``adapter_names`` (one per row) to ``generate``, which peft splits by
 adapter inside every layer.
@@ -38,12 +38,12 @@ from typing import Any
 import torch
 
 from baselines.compose import by_task, higher_is_better, val_subset, validation_scores
-from moelora.adapters import load_adapter, trainable_state_dict
-from moelora.context import PipelineOutput, RunContext
-from moelora.generation import GenerationResult
-from moelora.io import read_json, write_json
-from moelora.seed import seed_everything
-from moelora.train import TrainResult
+from moelora.engine.adapters import load_adapter, trainable_state_dict
+from moelora.engine.generation import GenerationResult
+from moelora.engine.train import TrainResult
+from moelora.harness.context import PipelineOutput, RunContext
+from moelora.utils.io import read_json, write_json
+from moelora.utils.seed import seed_everything
 
 
 def epoch_matched_steps(total_steps: int, task_sizes: Mapping[str, int]) -> dict[str, int]:
@@ -251,19 +251,19 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
 
 def load_run(run_dir: Path, *, config: Any, device: torch.device, dtype: str | None = None,
              trust_remote_code: bool | None = None) -> Any:
-    """A finished LoRA (Single) run as one peft model with its task adapters (moelora/runs.py).
+    """A finished LoRA (Single) run as one peft model with its task adapters (moelora/inference/load.py).
 
     Each ``<run_dir>/adapters/<task>/`` is checked against the base (fingerprint, keys, shapes)
-    by :func:`moelora.adapters.load_adapter`, then added as the peft adapter named ``<task>``.
+    by :func:`moelora.engine.adapters.load_adapter`, then added as the peft adapter named ``<task>``.
 
     Returns:
-        a :class:`moelora.runs.LoadedRun` whose ``task_scope`` selects a task's adapter and whose
+        a :class:`moelora.inference.load.LoadedRun` whose ``task_scope`` selects a task's adapter and whose
         ``batch_kwargs`` give ``adapter_names`` (one per row) for batches mixing tasks.
     """
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-    from moelora.runs import LoadedRun, RunLoadError, build_from_adapter
-    from moelora.tasks import TaskMap
+    from moelora.inference.load import LoadedRun, RunLoadError, build_from_adapter
+    from moelora.method.tasks import TaskMap
 
     task_map = TaskMap(list(config.data.tasks), scheme=config.data.task_ids)
     dirs = {t: Path(run_dir) / "adapters" / t for t in task_map.tasks}

@@ -40,9 +40,9 @@ from baselines.compose import (
     merged,
     teacher_forced_loss,
 )
-from moelora.context import PipelineOutput, RunContext
-from moelora.generation import GenerationResult
-from moelora.io import read_json, write_json
+from moelora.engine.generation import GenerationResult
+from moelora.harness.context import PipelineOutput, RunContext
+from moelora.utils.io import read_json, write_json
 
 COMPOSES = ("elementwise", "product")
 

@@ -13,9 +13,9 @@ index). ``s = α / r`` (``scaling_rank: total``) or ``α / (r/N)`` (``expert``).
 MOELoRA: ``A ~ N(0, 0.01)``, ``B = 0`` (so the model equals the base at init); router
 ``default_linear`` (PyTorch Linear init) or ``normal_0.02``. No task id is used anywhere.
 
-The layer is MOELoRA's fused :class:`moelora.layer.MoELoRALinear` with a per-layer
+The layer is MOELoRA's fused :class:`moelora.method.layer.MoELoRALinear` with a per-layer
 :class:`TokenRouter` as its (non-mergeable) weight source. The weights vary per token, so
-the update cannot be folded into ``W0``: ``moelora.merge.supports_merge`` is False, the
+the update cannot be folded into ``W0``: ``moelora.method.merge.supports_merge`` is False, the
 layer's ``merge`` refuses, and inference always runs the adapter path
 (``infer: merged_per_task`` runs unmerged and says so).
 """
@@ -29,16 +29,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from moelora.context import PipelineOutput, RunContext
-from moelora.layer import MoELoRALinear
-from moelora.models import find_targets
+from moelora.harness.context import PipelineOutput, RunContext
+from moelora.method.layer import MoELoRALinear
+from moelora.method.model import find_targets
 
 ROUTER_INITS = ("default_linear", "normal_0.02")
 
 
 class TokenRouter(nn.Module):
     """Per-token expert weights ``p(x) = softmax(R x)`` for one layer (an
-    :class:`moelora.layer.ExpertWeightSource`; not mergeable).
+    :class:`moelora.method.layer.ExpertWeightSource`; not mergeable).
 
     Args:
         in_features: ``d_in`` of the layer.
@@ -98,7 +98,7 @@ def build(
 ) -> nn.Module:
     """Replace every linear layer (``nn.Linear`` or ``Conv1D``) whose name ends with one of
     ``target_modules`` (every one but the output head for ``all-linear``, see
-    moelora.models.find_targets) by a fused :class:`moelora.layer.MoELoRALinear` whose expert
+    moelora.method.model.find_targets) by a fused :class:`moelora.method.layer.MoELoRALinear` whose expert
     weights come from its own :class:`TokenRouter`; freeze everything else. ``tasks`` is unused
     (no task id).
 

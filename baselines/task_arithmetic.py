@@ -33,7 +33,7 @@ from baselines.compose import (
     val_subset,
     validation_scores,
 )
-from moelora.context import PipelineOutput, RunContext
+from moelora.harness.context import PipelineOutput, RunContext
 
 COMBINES = ("exact", "legacy_linear")
 

@@ -9,7 +9,7 @@ On a tiny Llama built from a config (hidden 256, 4 blocks, all 7 projections ada
 * on the CPU, the training step of LoRA and MOELoRA with dropout masks drawn 16 bits an entry
   (``trainer.dropout_masks=bits16``, the CPU default) vs torch's kernel (``torch``).
 
-Peak memory (moelora.measure.peak_memory): ``torch.cuda.max_memory_allocated`` on CUDA; on
+Peak memory (moelora.utils.measure.peak_memory): ``torch.cuda.max_memory_allocated`` on CUDA; on
 the CPU, the bytes of the distinct tensors saved for backward plus trainable parameters, their
 gradients and AdamW state (the part that differs between methods; the frozen base is common).
 Medians over repeats, warm-up excluded. Run: ``python experiments/bench_moelora.py``
@@ -31,11 +31,11 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # run as a script from anywhere
 
-from moelora.dropout import mask_sampling, use_in  # noqa: E402
-from moelora.measure import peak_memory, sync  # noqa: E402
-from moelora.merge import merged_for_task  # noqa: E402
-from moelora.moe import build, get_router, moelora_layers  # noqa: E402
-from moelora.routing import task_context  # noqa: E402
+from moelora.method.dropout import mask_sampling, use_in  # noqa: E402
+from moelora.method.gate import task_context  # noqa: E402
+from moelora.method.merge import merged_for_task  # noqa: E402
+from moelora.method.model import build, get_router, moelora_layers  # noqa: E402
+from moelora.utils.measure import peak_memory, sync  # noqa: E402
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 TASKS = [f"task{i}" for i in range(8)]
@@ -95,7 +95,7 @@ def bench_training(names: list[str], device: torch.device, *, batch: int, seq: i
                    repeats: int) -> dict[str, tuple[float, float]]:
     """Median step time and peak memory per method; steps interleaved across methods so that
     machine load affects all of them alike. ``name@bits16`` draws the dropout masks with
-    ``bits16`` (moelora.dropout); a plain name with torch's kernel."""
+    ``bits16`` (moelora.method.dropout); a plain name with torch's kernel."""
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 2000, (batch, seq), generator=g).to(device)
     task_ids = torch.arange(batch, device=device) % len(TASKS)

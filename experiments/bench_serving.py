@@ -5,9 +5,9 @@ answer the same stream, interleaved in one process with the order alternated per
 
 * ``base``: the bare base model (the floor);
 * ``moelora_mixed``: MOELoRA (N = 8, r = 16) unmerged, consecutive requests batched whatever
-  their task; each row reads its own task's expert weights (moelora.routing.task_context);
+  their task; each row reads its own task's expert weights (moelora.method.gate.task_context);
 * ``moelora_grouped_merged``: a batch holds one task's requests only and runs with that task's
-  weights merged (Eq. 8, moelora.merge.merged_for_task, re-merged when the task changes); a
+  weights merged (Eq. 8, moelora.method.merge.merged_for_task, re-merged when the task changes); a
   request waits until its task has a full batch;
 * ``single_mixed``: peft LoRA (Single), the 8 task adapters (r = 16 each) loaded at once,
   consecutive requests batched with ``adapter_names`` (one per row), which peft splits by
@@ -46,11 +46,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))   # run as a script from anywhere
 
 from experiments.bench_moelora import TARGETS, TASKS, make_base  # noqa: E402
-from moelora.io import write_json  # noqa: E402
-from moelora.measure import alternating, spread, sync  # noqa: E402
-from moelora.merge import merged_for_task  # noqa: E402
-from moelora.moe import build  # noqa: E402
-from moelora.routing import task_context  # noqa: E402
+from moelora.method.gate import task_context  # noqa: E402
+from moelora.method.merge import merged_for_task  # noqa: E402
+from moelora.method.model import build  # noqa: E402
+from moelora.utils.io import write_json  # noqa: E402
+from moelora.utils.measure import alternating, spread, sync  # noqa: E402
 
 SETUPS = ("base", "moelora_mixed", "moelora_grouped_merged", "single_mixed")
 PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
@@ -140,9 +140,9 @@ def tiny_llama() -> tuple[Callable[[], nn.Module], Callable[[int], list[list[int
 def medsynth_base(path: Path, data: Path) -> tuple[Callable[[], nn.Module],
                                                     Callable[[int], list[list[int]]], int]:
     """The MedSynth-8 base and the prompts of its test split, per task."""
-    from moelora.data import Encoder, load_split
-    from moelora.models import load_base_model, load_tokenizer
-    from moelora.tasks import PAPER_TASKS, TaskMap
+    from moelora.data.encoding import Encoder, load_split
+    from moelora.method.tasks import PAPER_TASKS, TaskMap
+    from moelora.models.loading import load_base_model, load_tokenizer
 
     tok = load_tokenizer(path)
     task_map = TaskMap(list(PAPER_TASKS))
@@ -232,7 +232,7 @@ def adapter_flops_fraction(moelora: nn.Module, base: nn.Module) -> float:
     """FLOPs of the rank-r adapter path per token (``r·(d_in + d_out)`` per adapted linear) over
     the base's linear FLOPs (``d_in·d_out`` each, the output head included): the least extra
     time an unmerged adapter costs when matmuls dominate."""
-    from moelora.moe import moelora_layers
+    from moelora.method.model import moelora_layers
 
     extra = sum(m.rank * (m.in_features + m.out_features) for _, m in moelora_layers(moelora))
     return extra / linear_params(base)
@@ -380,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         path = ROOT / "artifacts" / "base" / "medsynth-tiny" if args.base == "medsynth" else Path(args.base)
         load_base, prompts, pad_id = medsynth_base(path, args.data)
         label = f"{path} with the prompts of {args.data / 'test.jsonl'}"
-    from moelora.models import resolve_dtype
+    from moelora.models.loading import resolve_dtype
 
     dtype = resolve_dtype(args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
     setups = make_setups(load_base, device, dtype)

@@ -20,7 +20,7 @@ Then, from the repository root, with the project's environment:
     python experiments/chatglm_oracle.py bench --original /tmp/chatglm-6b-code \\
         --oracle-python /tmp/oracle-venv/bin/python
 
-Both commands build the tiny checkpoint with project code (moelora/chatglm/tiny.py) in a
+Both commands build the tiny checkpoint with project code (moelora/models/chatglm/tiny.py) in a
 temporary folder, copy the three original files next to it there (they never enter the
 repository) and start this same script as a worker under the oracle's Python, which loads
 the checkpoint with ``trust_remote_code=True``. The worker part imports nothing from the
@@ -64,7 +64,7 @@ TEXTS = (
 )
 # Left-padded prompt batch (logits and greedy generation).
 PROMPTS = ("患者咳嗽三天，伴有发热。诊断：", "Diagnosis:", "头痛\n恶心\n请给出诊断  结果：")
-# Right-padded training batch, built the way moelora/data.py does: prompt + [gMASK] + <sop>,
+# Right-padded training batch, built the way moelora/data/encoding.py does: prompt + [gMASK] + <sop>,
 # then answer + <eop>, labels on the answer only.
 TRAIN_PAIRS = (("患者咳嗽三天，诊断：", "急性支气管炎"), ("Diagnosis:", "acute bronchitis"),
                ("头痛\n恶心", "偏头痛"))
@@ -144,7 +144,7 @@ def bench_worker(ckpt: Path, native: bool, attn: str | None = None) -> None:
     torch.set_num_threads(1)
     if native:
         sys.path.insert(0, str(REPO_ROOT))
-        from moelora.chatglm import register
+        from moelora.models.chatglm import register
 
         register()
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -177,7 +177,7 @@ def bench_worker(ckpt: Path, native: bool, attn: str | None = None) -> None:
 # ---- driver side: the project's environment ----------------------------------------------
 def _stage(original: Path, sizes: dict[str, int] | None, tmp: Path) -> Path:
     sys.path.insert(0, str(REPO_ROOT))
-    from moelora.chatglm.tiny import build_tiny_checkpoint
+    from moelora.models.chatglm.tiny import build_tiny_checkpoint
 
     missing = [f for f in ORIGINAL_FILES if not (original / f).is_file()]
     if missing:
@@ -196,7 +196,7 @@ def _worker_env() -> dict[str, str]:
 
 
 def make_goldens(original: Path, oracle_python: str, out_dir: Path) -> None:
-    from moelora.chatglm.tiny import fixture_digest
+    from moelora.models.chatglm.tiny import fixture_digest
 
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = _stage(original, None, Path(tmp))

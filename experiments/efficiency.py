@@ -6,21 +6,21 @@ every method of the Fig. 5 grid, rebuilt from its saved adapter and measured in 
     python -m experiments.efficiency --compare FIRST.json SECOND.json   # a rerun's stability
 
 For each (benchmark, variant) of the experiment's successful runs, one run per method is
-rebuilt (moelora.runs.load_run; the run that trained, lowest seed; the others, e.g. its
+rebuilt (moelora.inference.load.load_run; the run that trained, lowest seed; the others, e.g. its
 evaluate-only ``trained_by`` twins, are listed under ``stands_for``). Then, ``--repeats``
-times, with the method order reversed every other repetition (moelora.measure.alternating):
+times, with the method order reversed every other repetition (moelora.utils.measure.alternating):
 
-* training step time: the shared loop (moelora.train.train) on the run's own training data,
+* training step time: the shared loop (moelora.engine.train.train) on the run's own training data,
   batches drawn by the run's own sampler, the run's batch size and optimiser settings;
   ``--steps`` timed steps per call (the first step of a call, which creates the optimiser
   state, is not timed); the adapter is restored afterwards;
 * generation latency per example on a fixed sample of the test split (the first
   ``--per-task`` examples of each task), greedy, exactly ``--new-tokens`` new tokens (EOS
   ignored), the run's eval batch size, for each inference path the method allows
-  (moelora.predict strategies: ``grouped_merged`` = merged per task (Eq. 8), the one-off merge
+  (moelora.inference.predict strategies: ``grouped_merged`` = merged per task (Eq. 8), the one-off merge
   time apart; ``grouped_unmerged``; ``mixed`` = unmerged, batches mixing tasks).
 
-Peak memory (moelora.measure.peak_memory) of one training step, and the parameter bytes of each
+Peak memory (moelora.utils.measure.peak_memory) of one training step, and the parameter bytes of each
 model (on CUDA also the peak allocated while generating). A warm-up round comes first. Every
 raw repetition goes to one JSON (default ``<results>/<experiment>/efficiency.json``), with the
 device, threads and versions, and the ratios to LoRA (Full) computed within each repetition;
@@ -77,7 +77,7 @@ class Subject:
 
     def __init__(self, method: str, entry: dict[str, Any], *, accelerator: Any, steps: int,
                  per_task: int, new_tokens: int) -> None:
-        from moelora.runs import load_run
+        from moelora.inference.load import load_run
 
         self.method, self.entry = method, entry
         self.run = load_run(entry["run_dir"], device=accelerator.device)
@@ -103,8 +103,8 @@ class Subject:
         the saved adapter back; returns the clock after every step. ``one_micro_batch``: the
         whole step as one micro-batch (``length_groups=1``, no accumulation), so that every
         activation of the step is alive at once (the memory measurement)."""
-        from moelora.measure import sync
-        from moelora.train import train
+        from moelora.engine.train import train
+        from moelora.utils.measure import sync
 
         stamps: list[float] = []
 
@@ -133,7 +133,7 @@ class Subject:
 
     def generate(self, strategy: str) -> tuple[float, float, int | None]:
         """(seconds per example, merge seconds, CUDA peak bytes or None) of one pass."""
-        from moelora.predict import predict
+        from moelora.inference.predict import predict
 
         device = self.accelerator.device
         if device.type == "cuda":
@@ -149,7 +149,7 @@ class Subject:
 
 def _ratios(methods: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per method: its value / LoRA (Full)'s, within each repetition, as median and min–max."""
-    from moelora.measure import spread
+    from moelora.utils.measure import spread
 
     ref = methods.get(REFERENCE)
     if ref is None:
@@ -178,8 +178,8 @@ def _median(values: list[float]) -> float:
 def measure_group(entries: dict[str, dict[str, Any]], *, accelerator: Any, repeats: int,
                   steps: int, per_task: int, new_tokens: int) -> dict[str, Any]:
     """Every method of one (benchmark, variant), interleaved; raw repetitions and ratios."""
-    from moelora.measure import alternating, peak_memory, spread
-    from moelora.summary import parameter_summary
+    from moelora.harness.results import parameter_summary
+    from moelora.utils.measure import alternating, peak_memory, spread
 
     subjects = {m: Subject(m, e, accelerator=accelerator, steps=steps, per_task=per_task,
                            new_tokens=new_tokens) for m, e in sorted(entries.items())}
@@ -193,7 +193,7 @@ def measure_group(entries: dict[str, dict[str, Any]], *, accelerator: Any, repea
                      "train_batch_size": len(s.train_records) // (steps + 1),
                      "test_examples": len(s.sample),
                      # one micro-batch: with several, a later one's activations may reuse
-                     # the freed addresses of an earlier one's (moelora.measure.peak_memory)
+                     # the freed addresses of an earlier one's (moelora.utils.measure.peak_memory)
                      "train_peak_bytes": peak_memory(lambda s=s: s.loop(1, one_micro_batch=True),
                                                      s.params, accelerator.device),
                      "train_step_seconds": [], "latency": {k: [] for k in s.strategies},
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))
     if args.compare:
-        from moelora.io import read_json
+        from moelora.utils.io import read_json
 
         rows = compare(*(read_json(p) for p in args.compare))
         for group, method, key, within in rows:
@@ -270,8 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if moved else 0
     from accelerate import Accelerator
 
-    from moelora.io import write_json
-    from moelora.results import provenance
+    from moelora.harness.results import provenance
+    from moelora.utils.io import write_json
 
     groups = find_runs(args.results, args.experiment)
     if not groups:
@@ -281,8 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     if not cuda:
         torch.set_num_threads(args.threads)
-    from moelora.distributed import precision as mixed_precision
-    from moelora.runs import read_run_config
+    from moelora.engine.distributed import precision as mixed_precision
+    from moelora.inference.load import read_run_config
 
     first = next(iter(next(iter(groups.values())).values()))["run_dir"]
     precision = (read_run_config(first) or {}).get("trainer", {}).get("precision", "no")

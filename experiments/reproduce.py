@@ -17,7 +17,7 @@ the same folders as the grid multiruns), N at a time, each with one thread: on 2
 one-thread jobs get through about 1.4× the work of one two-thread job. A job starts once what
 it waits for has finished: a composition method its input method's jobs of the same experiment
 and seed; a job whose identical or training twin is planned earlier that twin, which it then
-adopts or only evaluates (moelora/reuse.py). A job whose composition inputs failed is skipped.
+adopts or only evaluates (moelora/harness/reuse.py). A job whose composition inputs failed is skipped.
 Each job's output goes to ``<results>/reproduce_logs/``; the console shows one line per start
 and end, then a summary per grid. Jobs that another process is running are reported busy and
 left to it (job locks), so two reproduce commands may overlap.
@@ -26,7 +26,7 @@ After the grids, when ``fig5_efficiency`` was among them, the Fig. 5 measurement
 (experiments/efficiency.py: every method rebuilt from its saved adapter and timed in one
 process, written to ``<results>/fig5_efficiency/efficiency.json``; ``--no-efficiency`` skips it).
 
-Grids share jobs (moelora/reuse.py): a job identical to a finished one is adopted, and one that
+Grids share jobs (moelora/harness/reuse.py): a job identical to a finished one is adopted, and one that
 differs only in inference evaluates the finished one's weights. ``--plan`` composes every job
 of the selected grids and prints, per experiment, how many are done, will be adopted, will only
 evaluate, or will train.
@@ -96,7 +96,7 @@ def _outcome(job: Job, results: Path, code: int, log: Path) -> str:
     """success | failed | busy, from the job's results.json and its log: a one-job multirun
     exits 0 even when its job failed, and a job that refuses its folder (``[mismatch]``: it
     holds another job's results) leaves the old results.json as it was."""
-    from moelora.results import read_results
+    from moelora.harness.results import read_results
 
     text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else ""
     if "\n[busy] " in text:

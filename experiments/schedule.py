@@ -4,7 +4,7 @@
 (conf/experiment/<name>.yaml → ``hydra.sweeper.params``, the jobs analysis.collect.expected_runs
 lists; an extra override of a grid key, e.g. ``seed=42``, replaces that key's values as it does
 for ``python run.py experiment=<name> seed=42``). Each job composes its config and takes its
-fingerprints (moelora.identity: the whole job, and the training alone), so the schedule knows:
+fingerprints (moelora.harness.identity: the whole job, and the training alone), so the schedule knows:
 
 * its state, as ``--plan`` counts it: ``done`` (a finished run of this job in this experiment),
   ``adopt`` (an identical job finished or planned earlier elsewhere), ``evaluate`` (a job that
@@ -126,8 +126,8 @@ def build_jobs(names: list[str], extra: list[str], results: Path) -> list[Job]:
     """Every job of the grids ``names`` (in that order), with states and dependencies."""
     from hydra import compose, initialize_config_dir
 
-    from moelora.results import redact
-    from moelora.reuse import finished_runs, job_fingerprint
+    from moelora.harness.results import redact
+    from moelora.harness.reuse import finished_runs, job_fingerprint
 
     done_jobs: dict[str, set[str]] = {}     # fingerprint → experiments that hold it finished
     done_trainings: set[str] = set()
@@ -203,7 +203,7 @@ def run_dir(job: Job, output_dir: Path) -> Path:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    from moelora.naming import run_dirname
+    from moelora.harness.naming import run_dirname
 
     params = [f"{k}={v}" for k, v in sweep_params(job.experiment).items()]
     parsed = OverridesParser.create().parse_overrides([*params, *job.overrides()])
@@ -216,10 +216,10 @@ def run_dir(job: Job, output_dir: Path) -> Path:
 
 
 def prepare_inputs(jobs: list[Job]) -> None:
-    """Build the embedded benchmark and base once for all jobs (moelora.inputs: only where the
+    """Build the embedded benchmark and base once for all jobs (moelora.harness.inputs: only where the
     defaults point, cached), before any two jobs could build them at the same time."""
-    from moelora.inputs import check_input_paths
-    from moelora.inputs import prepare_inputs as prepare
+    from moelora.harness.inputs import check_input_paths
+    from moelora.harness.inputs import prepare_inputs as prepare
 
     seen = set()
     for job in jobs:

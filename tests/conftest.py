@@ -59,7 +59,7 @@ def build_tiny_model(tokenizer_dir: Path, out_dir: Path, *, seed: int = 0) -> Pa
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory):
     """(data_dir, model_dir) of a tiny MedSynth-8 and a tiny random Llama."""
-    from moelora.medsynth import build_tiny_fixture
+    from moelora.data.medsynth import build_tiny_fixture
 
     root = tmp_path_factory.mktemp("tiny_world")
     data_dir, tokenizer_dir = build_tiny_fixture(root / "medsynth")
@@ -69,9 +69,9 @@ def tiny_world(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_chatglm(tmp_path_factory) -> Path:
-    """A tiny ChatGLM-6B directory in the release's layout (moelora/chatglm/tiny.py): the
+    """A tiny ChatGLM-6B directory in the release's layout (moelora/models/chatglm/tiny.py): the
     checkpoint the goldens of tests/golden/chatglm_v1.* were made with."""
-    from moelora.chatglm.tiny import build_tiny_checkpoint
+    from moelora.models.chatglm.tiny import build_tiny_checkpoint
 
     return build_tiny_checkpoint(tmp_path_factory.mktemp("tiny_chatglm") / "chatglm-6b")
 
@@ -116,7 +116,7 @@ def arch_model_dir(tiny_world, tmp_path_factory):
 
 
 # Greedy smoke runs of the methods that inference and the efficiency measurement rebuild
-# (moelora/runs.py): trained once per session, read by several test modules.
+# (moelora/inference/load.py): trained once per session, read by several test modules.
 SMOKE_RUN_METHODS = {"lora_full": [], "moelora_dense": [], "molora": [], "moelora_multi_gate": [],
                      "lora_single": ["method.single.select_by=loss", "method.single.val_per_task=2"]}
 # Further trained methods that only the loader's reproduction test rebuilds (another experiment).
@@ -124,7 +124,7 @@ MORE_RUN_METHODS = {"lora_full_tp": [], "ptuning": ["method.ptuning.num_virtual_
 
 
 def _smoke_runs(tiny_world, out: Path, experiment: str, methods: dict[str, list[str]]) -> dict:
-    from moelora.runner import run
+    from moelora.harness.runner import run
 
     dirs = {}
     for method, extra in methods.items():

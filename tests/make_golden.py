@@ -29,13 +29,13 @@ def smoke_losses(method: str, tiny_world: tuple[Path, Path], out: Path) -> list[
     import torch
     from accelerate import Accelerator
 
-    from moelora.context import RunContext
-    from moelora.data import apply_task_prompt
-    from moelora.loggers import NoneLogger
-    from moelora.runner import load_splits
-    from moelora.seed import seed_everything
-    from moelora.tasks import TaskMap
-    from moelora.train import train
+    from moelora.data.encoding import apply_task_prompt
+    from moelora.engine.train import train
+    from moelora.harness.context import RunContext
+    from moelora.harness.loggers import NoneLogger
+    from moelora.harness.runner import load_splits
+    from moelora.method.tasks import TaskMap
+    from moelora.utils.seed import seed_everything
     from tests.conftest import compose, tiny_overrides
 
     torch.set_num_threads(1)
@@ -56,7 +56,7 @@ def smoke_losses(method: str, tiny_world: tuple[Path, Path], out: Path) -> list[
 
 def main() -> int:
     sys.path.insert(0, str(ROOT))
-    from moelora.medsynth import build_tiny_fixture
+    from moelora.data.medsynth import build_tiny_fixture
     from tests.conftest import build_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,9 +10,9 @@ import pytest
 
 from analysis import decode_noise
 from analysis.decode_noise import RunNoise, draw_seeds, group_noise, measure, to_markdown
-from moelora.io import read_json, write_jsonl
-from moelora.predict import predict
-from moelora.runs import load_run
+from moelora.inference.load import load_run
+from moelora.inference.predict import predict
+from moelora.utils.io import read_json, write_jsonl
 
 
 def test_draw_seeds_start_at_the_run_seed_and_avoid_training_seeds():

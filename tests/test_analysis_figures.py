@@ -11,7 +11,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from analysis import collect, figures, report, tables  # noqa: E402
-from moelora.io import read_json, write_json  # noqa: E402
+from moelora.utils.io import read_json, write_json  # noqa: E402
 from tests.test_analysis_collect import write_run  # noqa: E402
 
 TASKS = ["CMeIE", "CHIP-CDN", "KUAKE-QIC"]

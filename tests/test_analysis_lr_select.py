@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from analysis import lr_select
-from moelora import lr_protocol
+from moelora.harness import lr_protocol
 from tests.conftest import REPO_ROOT
 from tests.test_analysis_collect import write_run
 

@@ -15,13 +15,15 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from transformers.pytorch_utils import Conv1D
 
-from moelora.export import export_task_adapters, load_run_model, main
-from moelora.io import read_json
-from moelora.merge import merged_for_task
-from moelora.models import find_targets, linear_shape, resolve_target_modules
-from moelora.moe import build, moelora_layers
-from moelora.routing import task_context
-from moelora.runner import run
+from moelora.harness.runner import run
+from moelora.inference.export import load_run_model, main
+from moelora.method.export import export_task_adapters
+from moelora.method.gate import task_context
+from moelora.method.layer import linear_shape
+from moelora.method.merge import merged_for_task
+from moelora.method.model import build, find_targets, moelora_layers
+from moelora.models.loading import resolve_target_modules
+from moelora.utils.io import read_json
 from tests.conftest import compose, tiny_overrides
 from tests.tiny_models import ARCHITECTURES, build_model, build_tokenizer
 
@@ -192,7 +194,7 @@ def test_gpt2_attention_only_export_names_only_the_adapted_c_proj(tiny_world, tm
 
 @pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
 def test_a_trained_run_exports_and_merges(arch, smoke_run, arch_model_dir, tmp_path):
-    """From a run folder: ``python -m moelora.export RUN_DIR`` gives stock peft adapters that
+    """From a run folder: ``python -m moelora.inference.export RUN_DIR`` gives stock peft adapters that
     reproduce the reloaded model's logits, merged or not."""
     run_dir, cfg = smoke_run(arch, "moelora_dense")
     model, _ = load_run_model(run_dir)

@@ -9,7 +9,7 @@ import pytest
 from hydra.utils import instantiate
 
 from baselines.batching import BTSampler, RBTSampler
-from moelora.train import _micro_batches
+from moelora.engine.train import _micro_batches
 from tests.conftest import REPO_ROOT, compose
 
 SIZES = {0: 10, 1: 7, 2: 3}

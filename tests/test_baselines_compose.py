@@ -22,8 +22,8 @@ from baselines.compose import (
 from baselines.lora import build as build_lora
 from baselines.lorahub import lorahub_search, set_composition
 from baselines.task_arithmetic import select_lambda, set_task_arithmetic
-from moelora.adapters import save_adapter
-from moelora.io import write_json
+from moelora.engine.adapters import save_adapter
+from moelora.utils.io import write_json
 from tests.conftest import TINY_LLAMA, compose
 
 VOCAB = 61

@@ -28,8 +28,8 @@ from baselines.icl.packing import (
     reference_query,
 )
 from baselines.icl.pipeline import build_requests
-from moelora.generation import DecodingSettings
-from moelora.io import read_json
+from moelora.engine.generation import DecodingSettings
+from moelora.utils.io import read_json
 from tests.conftest import REPO_ROOT, compose, tiny_overrides
 
 
@@ -334,7 +334,7 @@ def test_icl_over_http_through_the_runner_never_leaks_the_key(shared_dir, tmp_pa
                                                              capfd):
     """Uses shared/data/promptcblue_toy: real PromptCBLUE prompts (long Chinese inputs) are
     what the proxy token budget must handle; no model is loaded with this backend."""
-    from moelora.runner import run
+    from moelora.harness.runner import run
 
     secret = "sk-SECRET-do-not-log-0123456789"
     monkeypatch.setenv("ICL_TEST_KEY", secret)

@@ -118,7 +118,7 @@ def test_build_on_tiny_llama_counts_and_cannot_merge():
     per_block = sum(16 * (i + o) + 8 * i for i, o in shapes)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert trainable == 2 * per_block
-    from moelora.merge import supports_merge
+    from moelora.method.merge import supports_merge
 
     assert not supports_merge(model)
     with pytest.raises(RuntimeError, match="cannot merge"):

@@ -13,12 +13,12 @@ from accelerate import Accelerator
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from baselines.ptuning import build
-from moelora.data import Encoder, load_split
-from moelora.generation import DecodingSettings, generate_predictions
-from moelora.io import read_json
-from moelora.samplers import RandomMixSampler
-from moelora.tasks import PAPER_TASKS, TaskMap
-from moelora.train import TrainSettings, train
+from moelora.data.encoding import Encoder, load_split
+from moelora.data.samplers import RandomMixSampler
+from moelora.engine.generation import DecodingSettings, generate_predictions
+from moelora.engine.train import TrainSettings, train
+from moelora.method.tasks import PAPER_TASKS, TaskMap
+from moelora.utils.io import read_json
 from tests.conftest import REPO_ROOT, TINY_LLAMA, compose, tiny_overrides
 
 HIDDEN = TINY_LLAMA["hidden_size"]
@@ -139,14 +139,14 @@ CAPTURED: dict = {}
 
 def capture_pipeline(ctx):
     """A pipeline that records what a method's pipeline receives and answers with blanks."""
-    from moelora.context import PipelineOutput
+    from moelora.harness.context import PipelineOutput
 
     CAPTURED["splits"] = ctx.splits
     return PipelineOutput(predictions=[{**r, "target": "-"} for r in ctx.splits["test"]])
 
 
 def test_lora_full_tp_prefixes_train_and_test_inputs_but_not_the_gold(tiny_world, tmp_path):
-    from moelora.runner import run
+    from moelora.harness.runner import run
 
     cfg = compose(tiny_overrides(tiny_world, tmp_path, "method=lora_full_tp",
                                  "method.pipeline=tests.test_baselines_ptuning.capture_pipeline"))

@@ -75,7 +75,7 @@ def test_ties_go_to_the_later_fraction_and_bad_mode_fails():
 
 # ---- end to end through the runner (slow) ----------------------------------------------
 def _job(tiny_world, out: Path, method: str, *extra: str):
-    from moelora.runner import run
+    from moelora.harness.runner import run
     from tests.conftest import compose, tiny_overrides
 
     cfg = compose(tiny_overrides(tiny_world, out, f"method={method}", *extra))
@@ -86,7 +86,7 @@ def _job(tiny_world, out: Path, method: str, *extra: str):
 
 @pytest.mark.slow
 def test_lora_single_end_to_end_resume_and_compositions(tiny_world, tmp_path, capsys):
-    from moelora.io import read_json
+    from moelora.utils.io import read_json
 
     fast = ["method.single.select_by=loss", "method.single.val_per_task=2"]
     code, run_dir = _job(tiny_world, tmp_path, "lora_single", *fast)
@@ -120,7 +120,7 @@ def test_lora_single_end_to_end_resume_and_compositions(tiny_world, tmp_path, ca
 
 @pytest.mark.slow
 def test_composition_without_lora_single_fails_with_the_command(tiny_world, tmp_path):
-    from moelora.io import read_json
+    from moelora.utils.io import read_json
 
     code, run_dir = _job(tiny_world, tmp_path, "task_arithmetic")
     r = read_json(run_dir / "results.json")
@@ -129,7 +129,7 @@ def test_composition_without_lora_single_fails_with_the_command(tiny_world, tmp_
 
 @pytest.mark.slow
 def test_molora_end_to_end_runs_unmerged(tiny_world, tmp_path):
-    from moelora.io import read_json
+    from moelora.utils.io import read_json
 
     code, run_dir = _job(tiny_world, tmp_path, "molora", "method.infer=merged_per_task")
     r = read_json(run_dir / "results.json")

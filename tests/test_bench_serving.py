@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from experiments.bench_serving import Request, batches_of, latencies, main, make_stream
-from moelora.io import read_json
+from moelora.utils.io import read_json
 
 
 def _stream(tasks):

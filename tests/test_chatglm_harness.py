@@ -1,5 +1,5 @@
 """The harness on the native ChatGLM-6B (issue #15), end to end on the tiny checkpoint:
-every method through the job runner (run.py's ``moelora.runner.run``, trainer=smoke),
+every method through the job runner (run.py's ``moelora.harness.runner.run``, trainer=smoke),
 ``task_id_scheme: authors``, MOELoRA per-example routing on the sequence-first layout,
 merge/unmerge and the export round trip to stock peft."""
 
@@ -12,14 +12,14 @@ import pytest
 import torch
 from peft import PeftModel
 
-from moelora.export import load_run_model
-from moelora.export import main as export_main
-from moelora.io import read_json
-from moelora.merge import merged_for_task, supports_merge
-from moelora.models import load_base_model, load_tokenizer
-from moelora.moe import moelora_layers
-from moelora.routing import task_context
-from moelora.runner import run
+from moelora.harness.runner import run
+from moelora.inference.export import load_run_model
+from moelora.inference.export import main as export_main
+from moelora.method.gate import task_context
+from moelora.method.merge import merged_for_task, supports_merge
+from moelora.method.model import moelora_layers
+from moelora.models.loading import load_base_model, load_tokenizer
+from moelora.utils.io import read_json
 from tests.conftest import REPO_ROOT, compose
 
 METHODS = sorted(p.stem for p in (REPO_ROOT / "conf" / "method").glob("*.yaml"))
@@ -126,7 +126,7 @@ def test_merge_and_unmerge_per_task(moelora, tiny_chatglm):
 
 
 def test_export_round_trip_to_stock_peft(moelora, runs, tiny_chatglm, tmp_path):
-    """python -m moelora.export on the run, then PeftModel.from_pretrained on the native base:
+    """python -m moelora.inference.export on the run, then PeftModel.from_pretrained on the native base:
     each task's logits (the trained adapter, as saved by the run)."""
     paths = export_main([str(runs["moelora_dense"]), "--out", str(tmp_path)])
     trained, meta = load_run_model(runs["moelora_dense"])

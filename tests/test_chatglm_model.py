@@ -9,11 +9,11 @@ import shutil
 import pytest
 import torch
 
-from moelora.chatglm.checkpoint import convert_to_safetensors, load_bin, main
-from moelora.chatglm.configuration import ChatGLMConfig
-from moelora.chatglm.modeling import ChatGLMForConditionalGeneration
-from moelora.models import load_base_model, load_tokenizer
-from moelora.routing import task_context
+from moelora.method.gate import task_context
+from moelora.models.chatglm.checkpoint import convert_to_safetensors, load_bin, main
+from moelora.models.chatglm.configuration import ChatGLMConfig
+from moelora.models.chatglm.modeling import ChatGLMForConditionalGeneration
+from moelora.models.loading import load_base_model, load_tokenizer
 
 PROMPTS = ["患者咳嗽三天，伴有发热。诊断：", "Diagnosis:", "头痛\n恶心\n请给出诊断  结果："]
 GREEDY = dict(do_sample=False, max_new_tokens=6)
@@ -59,7 +59,7 @@ def test_the_release_directory_loads_natively_and_runs_none_of_its_files(tiny_ch
     tok = load_tokenizer(ckpt, trust_remote_code=trust_remote_code)
     model = load_base_model(ckpt, dtype="float32", trust_remote_code=trust_remote_code)
     assert type(model) is ChatGLMForConditionalGeneration
-    assert type(tok).__module__ == "moelora.chatglm.tokenization"
+    assert type(tok).__module__ == "moelora.models.chatglm.tokenization"
     assert not marker.exists()
     assert model.transformer.word_embeddings.weight is model.lm_head.weight      # tied, as released
 
@@ -81,7 +81,7 @@ def test_a_shard_that_is_not_plain_tensors_is_refused_unexecuted(tiny_chatglm, t
 
 def test_conversion_to_safetensors_keeps_the_model(tiny_chatglm, tmp_path, tok, model, capsys):
     load_base_model(tiny_chatglm, dtype="float32")
-    assert "convert once to safetensors with: python -m moelora.chatglm.checkpoint" in \
+    assert "convert once to safetensors with: python -m moelora.models.chatglm.checkpoint" in \
         capsys.readouterr().out
     out = tmp_path / "chatglm-6b-st"
     main([str(tiny_chatglm), "--out", str(out)])
@@ -139,7 +139,7 @@ def test_decoding_with_the_cache_equals_the_full_forward(tok, model):
 
 
 def test_gradient_checkpointing_gives_the_same_moelora_gradients(tiny_chatglm, tok):
-    from moelora.moe import build
+    from moelora.method.model import build
 
     def grads(checkpointing: bool) -> dict[str, torch.Tensor]:
         model = load_base_model(tiny_chatglm, dtype="float32", gradient_checkpointing=checkpointing)
@@ -207,7 +207,7 @@ def test_float16_runs_and_stays_close_to_float32(tiny_chatglm, tok, model):
 def test_chatglm_6b_shapes_and_parameter_count():
     """At the release's size: its state-dict names, 6,173,286,400 parameters (head tied) and
     the paper's LoRA count on the four target projections (introspect.chatglm6b_param_counts)."""
-    from moelora.introspect import chatglm6b_param_counts
+    from moelora.method.introspect import chatglm6b_param_counts
 
     with torch.device("meta"):
         model = ChatGLMForConditionalGeneration(ChatGLMConfig())

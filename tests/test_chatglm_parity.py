@@ -2,7 +2,7 @@
 
 tests/golden/chatglm_v1.{json,safetensors} were written by the original THUDM/chatglm-6b
 modeling and tokenizer code under transformers 4.33 on the tiny checkpoint of
-moelora/chatglm/tiny.py (command in the JSON's ``command``; see experiments/chatglm_oracle.py).
+moelora/models/chatglm/tiny.py (command in the JSON's ``command``; see experiments/chatglm_oracle.py).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from moelora.chatglm.layout import chunk_layout, prefix_lm_allowed
-from moelora.chatglm.tiny import fixture_digest
-from moelora.models import load_base_model, load_tokenizer
+from moelora.models.chatglm.layout import chunk_layout, prefix_lm_allowed
+from moelora.models.chatglm.tiny import fixture_digest
+from moelora.models.loading import load_base_model, load_tokenizer
 from tests.conftest import REPO_ROOT
 
 GOLDEN = json.loads((REPO_ROOT / "tests" / "golden" / "chatglm_v1.json").read_text(encoding="utf-8"))
@@ -112,10 +112,10 @@ def test_greedy_generation_with_kv_cache_equals_the_original_token_for_token(tok
 
 
 def test_right_padded_training_batch_of_the_harness_equals_the_original(tok, model):
-    """moelora.data.Encoder builds the batch (right padding, 2D mask); the original computed
+    """moelora.data.encoding.Encoder builds the batch (right padding, 2D mask); the original computed
     the same ids without a mask, its own masks and positions from the ids."""
-    from moelora.data import Encoder
-    from moelora.tasks import TaskMap
+    from moelora.data.encoding import Encoder
+    from moelora.method.tasks import TaskMap
 
     train = GOLDEN["train"]
     enc = Encoder(tok, TaskMap(["CMeIE"]), max_source_length=64, max_target_length=32,
@@ -135,7 +135,7 @@ def test_right_padded_training_batch_of_the_harness_equals_the_original(tok, mod
 
 
 def test_the_harness_loader_gives_the_same_model(tiny_chatglm, tok):
-    """moelora.models.load_base_model (what run.py uses) on the unmodified directory."""
+    """moelora.models.loading.load_base_model (what run.py uses) on the unmodified directory."""
     model = load_base_model(tiny_chatglm, dtype="float32").eval()
     batch = tok(GOLDEN["prompts"]["texts"], padding=True, return_tensors="pt")
     with torch.no_grad():
@@ -145,11 +145,11 @@ def test_the_harness_loader_gives_the_same_model(tiny_chatglm, tok):
 
 
 def test_generation_through_the_harness_equals_the_original(tok, model):
-    """moelora.generation (left-padded batches of moelora.data.Encoder, KV cache, greedy):
+    """moelora.engine.generation (left-padded batches of moelora.data.encoding.Encoder, KV cache, greedy):
     the answers the original's greedy generation decodes to."""
-    from moelora.data import Encoder
-    from moelora.generation import DecodingSettings, generate_predictions
-    from moelora.tasks import TaskMap
+    from moelora.data.encoding import Encoder
+    from moelora.engine.generation import DecodingSettings, generate_predictions
+    from moelora.method.tasks import TaskMap
 
     gen = GOLDEN["generation"]
     width = len(GOLDEN["prompts"]["input_ids"][0])

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from moelora.data import Encoder, load_split
+from moelora.data.encoding import Encoder, load_split
 from moelora.evaluation import ScoringError, score_files
-from moelora.io import DataFormatError, read_json
-from moelora.models import load_tokenizer
-from moelora.runner import run
-from moelora.tasks import TaskMap
+from moelora.harness.runner import run
+from moelora.method.tasks import TaskMap
+from moelora.models.loading import load_tokenizer
+from moelora.utils.io import DataFormatError, read_json
 from tests.conftest import compose, tiny_overrides
 
 TASKS = TaskMap(["CMeIE", "CHIP-CDN", "CHIP-CDEE", "CHIP-MDCFNPC", "CHIP-CTC", "KUAKE-QIC",
@@ -72,7 +72,7 @@ def encoder(tiny_world):
 
 
 def test_token_stats_measure_unknown_tokens_and_truncation_per_task(encoder):
-    from moelora.data import token_warnings
+    from moelora.data.encoding import token_warnings
 
     # Digits and Latin letters are one token each in the MedSynth-8 tokenizer (pre-tokenizer),
     # an emoji is outside its alphabet: one unknown token.

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from moelora.distributed import LaunchError, check_launch, hydra_overrides_for_rank
-from moelora.io import job_lock, read_json
-from moelora.runner import run
+from moelora.engine.distributed import LaunchError, check_launch, hydra_overrides_for_rank
+from moelora.harness.runner import run
+from moelora.utils.io import job_lock, read_json
 from tests.conftest import REPO_ROOT, compose, tiny_overrides
 
 # dropout 0: every rank would draw its own masks; one test example per task keeps it short
@@ -167,12 +167,12 @@ def _train_weights(tiny_world, tmp_path, *extra):
     import torch
     from accelerate import Accelerator
 
-    from moelora.adapters import trainable_state_dict
-    from moelora.context import RunContext
-    from moelora.loggers import NoneLogger
-    from moelora.runner import load_splits
-    from moelora.tasks import TaskMap
-    from moelora.train import train
+    from moelora.engine.adapters import trainable_state_dict
+    from moelora.engine.train import train
+    from moelora.harness.context import RunContext
+    from moelora.harness.loggers import NoneLogger
+    from moelora.harness.runner import load_splits
+    from moelora.method.tasks import TaskMap
 
     cfg = compose(tiny_overrides(tiny_world, tmp_path, "method=moelora_dense",
                                  "method.adapter.dropout=0", *extra))
@@ -228,7 +228,7 @@ def test_length_groups_train_what_one_batch_trains(tiny_world, tmp_path):
 def test_deepspeed_settings_come_from_the_trainer_config():
     from types import SimpleNamespace
 
-    from moelora.distributed import configure_deepspeed
+    from moelora.engine.distributed import configure_deepspeed
 
     def accelerator(config):
         return SimpleNamespace(state=SimpleNamespace(

@@ -1,4 +1,4 @@
-"""How adapter dropout masks are drawn (moelora.dropout, ``trainer.dropout_masks``)."""
+"""How adapter dropout masks are drawn (moelora.method.dropout, ``trainer.dropout_masks``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from moelora.dropout import (
+from moelora.method.dropout import (
     LEVELS,
     MASKS,
     Dropout,
@@ -167,12 +167,12 @@ def test_the_trainer_checks_and_uses_the_setting(tiny_world, tmp_path):
 
     from accelerate import Accelerator
 
-    from moelora.adapters import trainable_state_dict
-    from moelora.context import RunContext
-    from moelora.loggers import NoneLogger
-    from moelora.runner import load_splits
-    from moelora.tasks import TaskMap
-    from moelora.train import train
+    from moelora.engine.adapters import trainable_state_dict
+    from moelora.engine.train import train
+    from moelora.harness.context import RunContext
+    from moelora.harness.loggers import NoneLogger
+    from moelora.harness.runner import load_splits
+    from moelora.method.tasks import TaskMap
     from tests.conftest import tiny_overrides
 
     cfg = compose(tiny_overrides(tiny_world, tmp_path, "method=moelora_dense"))
@@ -207,7 +207,7 @@ def test_dropout_masks_torch_keeps_the_identity_of_runs_saved_before_the_key():
     GPU schedule (trainer=paper) stays at ``torch``, which its GPU runs computed anyway."""
     from omegaconf import OmegaConf
 
-    from moelora.identity import ADDED_KEYS, job_fingerprint
+    from moelora.harness.identity import ADDED_KEYS, job_fingerprint
 
     cfg = OmegaConf.to_container(compose(["method=lora_full"]), resolve=False)
     assert cfg["trainer"]["dropout_masks"] == "bits16"
@@ -226,7 +226,7 @@ def test_dropout_masks_torch_keeps_the_identity_of_runs_saved_before_the_key():
 def test_bits16_on_a_gpu_is_torchs_fused_dropout():
     """On CUDA ``bits16`` leaves the mask to torch's fused kernel: a MOELoRA layer and a peft
     LoRA model give the same outputs and gradients under both settings for one RNG state."""
-    from moelora.layer import MoELoRALinear
+    from moelora.method.layer import MoELoRALinear
 
     class Source:
         mergeable = True

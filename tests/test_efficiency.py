@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from experiments.efficiency import Subject, find_runs, main
-from moelora.io import read_json
+from moelora.utils.io import read_json
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_step_memory_is_measured_on_one_micro_batch_and_repeats_exactly(smoke_ru
     address then depends on the allocator; the measurement runs the step as one micro-batch."""
     from accelerate import Accelerator
 
-    from moelora.measure import peak_memory
+    from moelora.utils.measure import peak_memory
 
     entry = find_runs(smoke_runs["lora_full"].parents[2], "default")[("medsynth", "")]["moelora_dense"]
     s = Subject("moelora_dense", entry, accelerator=Accelerator(cpu=True), steps=1, per_task=1,
@@ -84,7 +84,7 @@ def test_compare_flags_a_ratio_that_moved_beyond_the_spread(measured, tmp_path, 
     import copy
 
     from experiments.efficiency import compare
-    from moelora.io import write_json
+    from moelora.utils.io import write_json
 
     assert all(row[3] for row in compare(measured, measured))
     moved = copy.deepcopy(measured)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from moelora.io import write_jsonl
+from moelora.utils.io import write_jsonl
 from tests.test_evaluation_helpers import rec
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from moelora.evaluation import COMPAT_TASK_METRIC, score_records
-from moelora.io import read_jsonl
+from moelora.utils.io import read_jsonl
 from tests.test_evaluation_helpers import rouge_f, score_task
 
 COMPAT = "moelora_compat"

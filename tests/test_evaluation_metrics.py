@@ -8,7 +8,7 @@ import pytest
 from moelora.evaluation import TASK_METRIC, ScoringError, score_records, score_structured
 from moelora.evaluation.metrics import Counts, classification_prf, micro_prf, set_counts
 from moelora.evaluation.rouge import char_tokens
-from moelora.io import read_jsonl
+from moelora.utils.io import read_jsonl
 from tests.test_evaluation_helpers import rec, rouge_f, score_task
 
 SELF = rouge_f(1.0, 1.0)  # 2 / (2 + 1e-8) = 0.999999995

@@ -8,7 +8,7 @@ import pytest
 
 from moelora.evaluation import ALL_TASKS, ScoringError, parse_answer
 from moelora.evaluation.parsers import prenormalise
-from moelora.io import read_jsonl
+from moelora.utils.io import read_jsonl
 
 MDCF_CHOICES = ["已有症状疾病或者假设未来可能发生的疾病等", "未患有症状疾病",
                 "没有回答、不知道、回答不明确或者模棱两可不好推断",

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from moelora.evaluation.floors import floor_scores, majority_targets
-from moelora.io import read_json
+from moelora.utils.io import read_json
 
 CMEIE_CHOICES = ["并发症", "病因"]
 QIC_CHOICES = ["病因分析", "治疗方案", "其他"]
@@ -77,7 +77,7 @@ def test_a_task_without_training_records_gets_the_empty_answer_as_majority():
 def test_a_job_records_the_floors_of_its_evaluated_split(tiny_world, tmp_path):
     """The runner scores the floors once per job on the test split as evaluated
     (trainer.eval.limit_per_task applied) with the primary scorer mode."""
-    from moelora.runner import run
+    from moelora.harness.runner import run
     from tests.conftest import compose, tiny_overrides
 
     cfg = compose(tiny_overrides(tiny_world, tmp_path, "method=icl", "trainer.eval.limit_per_task=3"))

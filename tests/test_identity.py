@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from moelora.io import read_json
-from moelora.runner import run
+from moelora.harness.runner import run
+from moelora.utils.io import read_json
 from tests.conftest import REPO_ROOT, build_tiny_model, compose, tiny_overrides
 
 
@@ -114,7 +114,7 @@ def _hydra_run_dir(overrides: list[str]) -> str:
     from hydra import initialize_config_dir
     from hydra.core.hydra_config import HydraConfig
 
-    from moelora.naming import register_resolvers
+    from moelora.harness.naming import register_resolvers
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
@@ -146,7 +146,7 @@ def test_run_directory_names_tell_inputs_apart_and_never_nest():
 @pytest.fixture
 def no_builds(monkeypatch):
     """Any MedSynth-8 / tiny-base build records its target instead of running for minutes."""
-    import moelora.medsynth as medsynth
+    import moelora.data.medsynth as medsynth
 
     calls = []
     for name in ("build_dataset", "build_base"):
@@ -168,7 +168,7 @@ def test_a_mistyped_path_is_an_error_not_a_build(tmp_path, no_builds, capsys):
 
 
 def test_builds_go_to_the_default_location_or_where_asked(tmp_path, no_builds):
-    from moelora.inputs import check_input_paths, prepare_inputs
+    from moelora.harness.inputs import check_input_paths, prepare_inputs
 
     cfg = compose([f"paths.root_dir={tmp_path}"])
     check_input_paths(cfg)
@@ -265,7 +265,7 @@ def test_every_shipped_config_passes_the_checks():
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from moelora.schema import check_config
+    from moelora.harness.schema import check_config
 
     conf = REPO_ROOT / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
@@ -279,7 +279,7 @@ def test_every_shipped_config_passes_the_checks():
 def test_a_key_added_at_its_earlier_behaviour_keeps_old_identities():
     """trainer.loss_weighting came after identity version 1: at ``token`` (what every job did
     before) a job keeps the identity it had without the key; ``example`` is another job."""
-    from moelora.identity import ADDED_KEYS, job_fingerprint
+    from moelora.harness.identity import ADDED_KEYS, job_fingerprint
 
     cfg = OmegaConf.to_container(compose(["method=lora_full"]), resolve=False)
     assert cfg["trainer"]["loss_weighting"] == ADDED_KEYS["trainer.loss_weighting"] == "token"

@@ -7,9 +7,10 @@ import json
 
 import pytest
 
-from moelora.io import read_json, write_json
-from moelora.loggers import CSVLogger, WandbLogger, _wandb_mode
-from moelora.results import cpu_info, provenance, redact
+from moelora.harness.loggers import CSVLogger, WandbLogger, _wandb_mode
+from moelora.harness.results import provenance, redact
+from moelora.utils.io import read_json, write_json
+from moelora.utils.measure import cpu_info
 
 
 def test_wandb_is_offline_unless_configured(monkeypatch, tmp_path):
@@ -92,7 +93,7 @@ def test_csv_logger_of_a_resumed_job_keeps_every_step_and_key_once(tmp_path):
 
 
 def test_secret_keys_are_credentials_not_counts():
-    from moelora.redaction import is_secret_key
+    from moelora.utils.redaction import is_secret_key
 
     for key in ("token", "logger.api_key", "+method.icl.openai.api_key", "hf_token", "apikey",
                 "db.password", "client_secret", "secrets.x", "auth-token"):
@@ -105,7 +106,7 @@ def test_secret_keys_are_credentials_not_counts():
 def test_redacting_stream_masks_a_secret_split_across_writes():
     import io
 
-    from moelora.redaction import RedactingStream, secret_values
+    from moelora.utils.redaction import RedactingStream, secret_values
 
     secrets = secret_values(["+a.api_key=sk-abcdef", "seed=42", "x.token=t1,t2-long-one"])
     assert set(secrets) >= {"sk-abcdef", "t2-long-one"} and "42" not in secrets
@@ -118,7 +119,7 @@ def test_redacting_stream_masks_a_secret_split_across_writes():
 
 
 def test_long_run_directory_names_are_shortened_not_refused():
-    from moelora.naming import MAX_NAME, run_dirname
+    from moelora.harness.naming import MAX_NAME, run_dirname
 
     settings = {"exclude_keys": ["seed"], "item_sep": ",", "kv_sep": "="}
     items = [f"data.max_source_length={i}" for i in range(40)]

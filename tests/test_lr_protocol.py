@@ -8,11 +8,11 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from moelora import lr_protocol
-from moelora.identity import job_identity
-from moelora.io import read_json
-from moelora.runner import run
-from moelora.schema import ConfigError
+from moelora.harness import lr_protocol
+from moelora.harness.identity import job_identity
+from moelora.harness.runner import run
+from moelora.harness.schema import ConfigError
+from moelora.utils.io import read_json
 from tests.conftest import REPO_ROOT, compose, tiny_overrides
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from moelora.io import read_jsonl
-from moelora.medsynth import build_dataset, build_tiny_fixture
-from moelora.medsynth.tokenizer import ANSWER_CUE
-from moelora.tasks import PAPER_TASKS
+from moelora.data.medsynth import build_dataset, build_tiny_fixture
+from moelora.data.medsynth.tokenizer import ANSWER_CUE
+from moelora.method.tasks import PAPER_TASKS
+from moelora.utils.io import read_jsonl
 
 SCALE = 0.02
 EVAL_SCALE = 0.02
@@ -341,8 +341,8 @@ def test_tokenizer_keeps_terms_whole_and_every_prompt_and_answer_token_is_pretra
     occurs in the base's pre-training text: LoRA keeps embeddings frozen, so an answer token that pre-training never
     saw would keep its random embedding (the cause of corrupted template words). Checked on
     the default build (seconds), the one `make base` pre-trains on."""
-    from moelora.medsynth.kb import load_kb
-    from moelora.medsynth.tokenizer import build_tokenizer, lexicon, pretraining_texts
+    from moelora.data.medsynth.kb import load_kb
+    from moelora.data.medsynth.tokenizer import build_tokenizer, lexicon, pretraining_texts
 
     data_dir = build_dataset(tmp_path / "data", verbose=False)
     tok = build_tokenizer(data_dir, tmp_path / "tokenizer")
@@ -402,7 +402,7 @@ def test_pretrain_smoke_three_steps(tmp_path, precision):
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from moelora.medsynth.pretrain import BaseConfig, llama_config, pack_corpus, pretrain
+    from moelora.data.medsynth.pretrain import BaseConfig, llama_config, pack_corpus, pretrain
 
     data_dir, tok_dir = build_tiny_fixture(tmp_path)
     tok = AutoTokenizer.from_pretrained(str(tok_dir))
@@ -433,7 +433,7 @@ def test_pretrain_smoke_three_steps(tmp_path, precision):
 def test_pretrain_rejects_an_unknown_precision(tmp_path):
     from dataclasses import replace
 
-    from moelora.medsynth.pretrain import BaseConfig, pretrain
+    from moelora.data.medsynth.pretrain import BaseConfig, pretrain
 
     with pytest.raises(ValueError, match="BaseConfig.precision='fp16'"):
         pretrain(None, None, replace(BaseConfig(), precision="fp16"), seed=0, progress=False)
@@ -456,7 +456,7 @@ def test_gold_scores_perfect_with_the_scorer(splits):
 def test_build_base_end_to_end_and_cached(tmp_path, capsys):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from moelora.medsynth import BaseConfig, build_base
+    from moelora.data.medsynth import BaseConfig, build_base
 
     data_dir, _ = build_tiny_fixture(tmp_path)
     cfg = BaseConfig(

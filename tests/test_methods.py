@@ -15,9 +15,14 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from moelora.adapters import AdapterMismatchError, load_adapter, save_adapter, trainable_state_dict
-from moelora.models import resolve_target_modules
-from moelora.routing import task_context
+from moelora.engine.adapters import (
+    AdapterMismatchError,
+    load_adapter,
+    save_adapter,
+    trainable_state_dict,
+)
+from moelora.method.gate import task_context
+from moelora.models.loading import resolve_target_modules
 from tests.conftest import REPO_ROOT, TINY_LLAMA, compose
 
 METHODS = sorted(p.stem for p in (REPO_ROOT / "conf" / "method").glob("*.yaml"))
@@ -67,7 +72,7 @@ def test_method_yaml_composes_and_names_itself(name):
     assert cfg.method.name == name, f"conf/method/{name}.yaml must set name: {name}"
     for key in ("pipeline", "infer", "target_modules", "sampler", "optim"):
         assert key in cfg.method, f"conf/method/{name}.yaml lacks '{key}'"
-    from moelora.runner import resolve_pipeline
+    from moelora.harness.runner import resolve_pipeline
 
     assert callable(resolve_pipeline(cfg.method.pipeline))
 

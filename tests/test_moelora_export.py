@@ -10,10 +10,11 @@ import torch
 from peft import PeftModel
 from safetensors.torch import load_file
 
-from moelora.adapters import save_adapter
-from moelora.export import export_task_adapters, main
-from moelora.moe import build, moelora_layers
-from moelora.routing import task_context
+from moelora.engine.adapters import save_adapter
+from moelora.inference.export import main
+from moelora.method.export import export_task_adapters
+from moelora.method.gate import task_context
+from moelora.method.model import build, moelora_layers
 from tests.test_moelora_model import TARGETS, TASKS, _base, _inputs, _logits
 
 
@@ -62,7 +63,7 @@ def test_cli_exports_a_run_dir(tmp_path):
     model = _trained(gate="sparse", top_k=1)
     hparams = {"num_experts": 4, "rank": 8, "dropout": 0.0, "gate": "sparse", "top_k": 1,
                "task_id_scheme": "dense", "batch_axis": 0}
-    meta = {"method": "moelora_sparse", "hparams": hparams, "builder": "moelora.moe.build",
+    meta = {"method": "moelora_sparse", "hparams": hparams, "builder": "moelora.method.model.build",
             "tasks": TASKS, "task_id_scheme": "dense", "target_modules": TARGETS,
             "base_model": {"name_or_path": str(base_dir)}}
     save_adapter(model, tmp_path / "run" / "adapter", meta=meta)
@@ -84,7 +85,7 @@ def _saved_run(tmp_path, base_path: str) -> dict:
     """A MOELoRA run dir whose adapter records ``base_path`` (as RunContext.adapter_meta does)."""
     hparams = {"num_experts": 4, "rank": 8, "dropout": 0.0, "task_id_scheme": "dense",
                "batch_axis": 0}
-    meta = {"method": "moelora_dense", "hparams": hparams, "builder": "moelora.moe.build",
+    meta = {"method": "moelora_dense", "hparams": hparams, "builder": "moelora.method.model.build",
             "tasks": TASKS, "task_id_scheme": "dense", "target_modules": TARGETS,
             "base_model": {"name_or_path": base_path}}
     save_adapter(_trained(), tmp_path / "run" / "adapter", meta=meta)
@@ -94,7 +95,7 @@ def _saved_run(tmp_path, base_path: str) -> dict:
 def test_export_refuses_another_base_of_the_same_shape(tmp_path):
     """#12: names and shapes match, the weights do not: the export stops instead of writing
     adapters for the wrong base."""
-    from moelora.adapters import AdapterMismatchError
+    from moelora.engine.adapters import AdapterMismatchError
 
     base_dir = tmp_path / "base"
     _base().save_pretrained(str(base_dir))
@@ -114,8 +115,8 @@ def test_export_refuses_another_base_of_the_same_shape(tmp_path):
 
 def test_recorded_base_path_is_absolute_and_export_works_from_another_directory(tmp_path,
                                                                                monkeypatch):
-    from moelora.context import RunContext
-    from moelora.tasks import TaskMap
+    from moelora.harness.context import RunContext
+    from moelora.method.tasks import TaskMap
     from tests.conftest import compose
 
     (tmp_path / "project").mkdir()
@@ -138,7 +139,7 @@ def test_recorded_base_path_is_absolute_and_export_works_from_another_directory(
 def test_base_fingerprint_sees_weights_but_not_the_load_dtype():
     """A base fingerprinted in bf16 (training on GPU) matches the same base loaded in fp32
     (export); one changed weight does not match."""
-    from moelora.adapters import base_dtype, base_fingerprint
+    from moelora.engine.adapters import base_dtype, base_fingerprint
 
     fp32 = build(_base(), tasks=TASKS, target_modules=TARGETS, num_experts=4, rank=8)
     bf16 = build(_base().to(torch.bfloat16), tasks=TASKS, target_modules=TARGETS, num_experts=4,

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from moelora.gate import MoELoRARouter, gate_probabilities
-from moelora.layer import MoELoRALinear
+from moelora.method.gate import MoELoRARouter, gate_probabilities
+from moelora.method.layer import MoELoRALinear
 
 D_IN, D_OUT, N, R, ALPHA = 6, 5, 4, 8, 16.0
 TASKS = ["a", "b", "c"]

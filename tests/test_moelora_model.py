@@ -10,13 +10,12 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from moelora.adapters import AdapterMismatchError, load_adapter, save_adapter
-from moelora.gate import TaskGate
-from moelora.introspect import count_parameters, expert_weights, expert_weights_per_layer
-from moelora.layer import MoELoRALinear
-from moelora.merge import merged_for_task, supports_merge
-from moelora.moe import build, get_router, moelora_layers
-from moelora.routing import task_context
+from moelora.engine.adapters import AdapterMismatchError, load_adapter, save_adapter
+from moelora.method.gate import TaskGate, task_context
+from moelora.method.introspect import count_parameters, expert_weights, expert_weights_per_layer
+from moelora.method.layer import MoELoRALinear
+from moelora.method.merge import merged_for_task, supports_merge
+from moelora.method.model import build, get_router, moelora_layers
 
 TASKS = ["t0", "t1", "t2"]
 TARGETS = ["q_proj", "v_proj", "down_proj"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from moelora.introspect import chatglm6b_param_counts
+from moelora.method.introspect import chatglm6b_param_counts
 
 # per block, r = 16: 16·(4096+12288) + 16·(4096+4096) + 2·16·(4096+16384) = 1,048,576
 LORA_ALL = 28 * 1_048_576                      # 29,360,128

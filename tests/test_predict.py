@@ -1,4 +1,4 @@
-"""moelora.runs.load_run and moelora.predict on finished smoke runs: every trained method's
+"""moelora.inference.load.load_run and moelora.inference.predict on finished smoke runs: every trained method's
 rebuilt model reproduces the run's answers, and on MOELoRA, LoRA (Full) and LoRA (Single) the
 three serving strategies give the same greedy answers on batches that mix all tasks."""
 
@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from moelora.io import read_json, read_jsonl, write_json
-from moelora.predict import main, predict
-from moelora.runs import RunLoadError, load_run
+from moelora.inference.load import RunLoadError, load_run
+from moelora.inference.predict import main, predict
+from moelora.utils.io import read_json, read_jsonl, write_json
 
 METHODS = ("moelora_dense", "lora_full", "lora_single")
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import pytest
 
-from moelora.data import load_split
-from moelora.io import DataFormatError, read_json, read_jsonl
-from moelora.prepare_promptcblue import TABLE1, format_counts, main, prepare
-from moelora.tasks import PAPER_TASKS, TaskMap
+from moelora.data.encoding import load_split
+from moelora.data.promptcblue import TABLE1, format_counts, main, prepare
+from moelora.method.tasks import PAPER_TASKS, TaskMap
+from moelora.utils.io import DataFormatError, read_json, read_jsonl
 from tests.conftest import compose
 
 
@@ -34,7 +34,7 @@ def test_toy_test_split_without_gold_is_refused(shared_dir):
 def test_promptcblue_toy_config_points_at_the_shared_folder(shared_dir, repo_root):
     """data=promptcblue_toy reads the shared toy files (dev as test)."""
     cfg = compose(["data=promptcblue_toy", f"paths.root_dir={repo_root}", "model=hf", "model.path=/x"])
-    from moelora.runner import load_splits
+    from moelora.harness.runner import load_splits
 
     splits = load_splits(cfg, TaskMap(cfg.data.tasks))
     assert len(splits["test"]) == 8 * 5 and len(splits["train"]) == 8 * 5

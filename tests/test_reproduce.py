@@ -11,8 +11,8 @@ from omegaconf import OmegaConf
 from analysis.collect import expected_runs
 from experiments import reproduce
 from experiments.schedule import Job, build_jobs, count_states, run_dir, start_order
-from moelora.io import read_json, write_json
-from moelora.results import redact
+from moelora.harness.results import redact
+from moelora.utils.io import read_json, write_json
 from tests.conftest import compose, tiny_overrides
 
 

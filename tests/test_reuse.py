@@ -1,12 +1,12 @@
-"""Job reuse across experiments (moelora/reuse.py): what counts as the same job, and adoption."""
+"""Job reuse across experiments (moelora/harness/reuse.py): what counts as the same job, and adoption."""
 
 from __future__ import annotations
 
 import copy
 
-from moelora.identity import job_identity
-from moelora.io import read_json, write_json
-from moelora.reuse import adopt, find_reusable, job_fingerprint
+from moelora.harness.identity import job_identity
+from moelora.harness.reuse import adopt, find_reusable, job_fingerprint
+from moelora.utils.io import read_json, write_json
 
 INPUTS = {"model": {"fingerprint": "m0"}, "data": {"fingerprint": "d0"}, "world_size": 1}
 
@@ -14,7 +14,7 @@ INPUTS = {"model": {"fingerprint": "m0"}, "data": {"fingerprint": "d0"}, "world_
 def _config(root: str = "./artifacts", out: str = "./outputs", **top) -> dict:
     return {
         "experiment_name": "table2", "seed": 42, "threads": 2, "progress": True, "reuse": True,
-        "overwrite": False, "resume": "auto", "logger": {"_target_": "moelora.loggers.WandbLogger"},
+        "overwrite": False, "resume": "auto", "logger": {"_target_": "moelora.harness.loggers.WandbLogger"},
         "paths": {"root_dir": ".", "artifacts_dir": root, "output_dir": out},
         "model": {"path": f"{root}/base/medsynth-tiny"},
         "data": {"root": f"{root}/medsynth", "prepare": {"out_dir": f"{root}/medsynth"}},
@@ -26,7 +26,7 @@ def _config(root: str = "./artifacts", out: str = "./outputs", **top) -> dict:
 def test_fingerprint_ignores_where_and_how_a_job_runs():
     a = _config()
     b = _config(root="/abs/checkout/artifacts", out="/elsewhere/outputs", experiment_name="fig6",
-                threads=1, progress=False, logger={"_target_": "moelora.loggers.NoneLogger"})
+                threads=1, progress=False, logger={"_target_": "moelora.harness.loggers.NoneLogger"})
     assert job_fingerprint(a) == job_fingerprint(b)
 
 

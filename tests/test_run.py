@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from moelora.io import JobBusyError, job_lock, read_json, write_json
-from moelora.runner import run
+from moelora.harness.runner import run
+from moelora.utils.io import JobBusyError, job_lock, read_json, write_json
 from tests.conftest import REPO_ROOT, compose, tiny_overrides
 
 
@@ -304,7 +304,7 @@ def test_a_job_already_running_elsewhere_is_left_alone(tiny_world, tmp_path, cap
 def test_a_killed_job_leaves_no_stale_lock(tmp_path):
     """The lock is the operating system's: a process killed while holding it releases it."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from moelora.io import job_lock\n"
+        [sys.executable, "-c", "import sys, time; from moelora.utils.io import job_lock\n"
          f"with job_lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)"],
         cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
     try:
@@ -325,7 +325,7 @@ def test_sweep_summary_tells_failed_running_and_stopped_jobs_apart(tmp_path, cap
     callbacks run as Hydra calls them), not those of earlier sweeps into the same folder."""
     from omegaconf import OmegaConf
 
-    from moelora.hydra_callbacks import SweepSummary
+    from moelora.harness.hydra_callbacks import SweepSummary
 
     def job_config(num: int, run_dir: Path):
         return OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}, "job": {"num": num},
@@ -365,7 +365,7 @@ def test_local_submitit_launcher_keeps_its_files_without_a_literal_job_id_folder
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
 
-    from moelora.hydra_callbacks import register_launchers
+    from moelora.harness.hydra_callbacks import register_launchers
 
     register_launchers()
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):

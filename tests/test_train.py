@@ -6,13 +6,13 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from moelora.adapters import trainable_state_dict
-from moelora.context import RunContext
-from moelora.data import IGNORE_INDEX, Encoder
-from moelora.runner import load_splits
-from moelora.samplers import RandomMixSampler
-from moelora.tasks import TaskMap
-from moelora.train import _micro_batches, train
+from moelora.data.encoding import IGNORE_INDEX, Encoder
+from moelora.data.samplers import RandomMixSampler
+from moelora.engine.adapters import trainable_state_dict
+from moelora.engine.train import _micro_batches, train
+from moelora.harness.context import RunContext
+from moelora.harness.runner import load_splits
+from moelora.method.tasks import TaskMap
 from tests.conftest import compose, tiny_overrides
 
 
@@ -20,7 +20,7 @@ def _ctx(tiny_world, tmp_path, *extra):
     cfg = compose(tiny_overrides(tiny_world, tmp_path, "method=lora_full", *extra))
     task_map = TaskMap(cfg.data.tasks)
     splits = load_splits(cfg, task_map)
-    from moelora.loggers import NoneLogger
+    from moelora.harness.loggers import NoneLogger
 
     return RunContext(cfg=cfg, run_dir=tmp_path, task_map=task_map, splits=splits,
                       accelerator=Accelerator(cpu=True), logger=NoneLogger())
@@ -133,7 +133,7 @@ def test_encoder_rejects_bad_settings(tiny_world, tmp_path):
 def test_example_mean_loss_weighs_every_example_the_same(tiny_world, tmp_path):
     """trainer.loss_weighting=example: one example alone gives the model's own loss (Eq. 2);
     a batch gives the mean of its examples' losses, not the token mean."""
-    from moelora.train import example_mean_loss
+    from moelora.engine.train import example_mean_loss
 
     ctx = _ctx(tiny_world, tmp_path)
     torch.manual_seed(0)

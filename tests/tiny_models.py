@@ -56,7 +56,7 @@ def build_tokenizer(arch: str, data_dir: Path) -> Any:
     """The fitting tokenizer of ``arch``, trained on the MedSynth-8 texts in ``data_dir``."""
     from transformers import PreTrainedTokenizerFast
 
-    from moelora.medsynth.tokenizer import BOS, EOS, UNK, data_texts, train_tokenizer
+    from moelora.data.medsynth.tokenizer import BOS, EOS, UNK, data_texts, train_tokenizer
 
     texts = data_texts(data_dir)
     if arch in ("llama", "mistral"):

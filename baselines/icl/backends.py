@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from moelora.generation import DecodingSettings, GenerationResult, generate_predictions
+from moelora.engine.generation import DecodingSettings, GenerationResult, generate_predictions
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class LocalHFBackend:
 
     Args:
         model: the frozen base model.
-        encoder: the run's :class:`moelora.data.Encoder`, its ``max_source_length`` set to the
+        encoder: the run's :class:`moelora.data.encoding.Encoder`, its ``max_source_length`` set to the
             ICL prompt budget so that prompts are not cut to the fine-tuning length.
         device: where the model lives.
         chat_template: wrap every prompt as a single user turn with the model's chat template.

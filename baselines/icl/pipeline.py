@@ -32,9 +32,9 @@ from baselines.icl.packing import (
     reference_query,
     with_answer_cue,
 )
-from moelora.context import PipelineOutput, RunContext
-from moelora.generation import GenerationResult
-from moelora.io import write_jsonl
+from moelora.engine.generation import GenerationResult
+from moelora.harness.context import PipelineOutput, RunContext
+from moelora.utils.io import write_jsonl
 
 PROMPTS_NAME = "icl_prompts.jsonl"
 # Chat framing per message (role markers etc.) in OpenAI-style serving, counted generously.

@@ -13,7 +13,7 @@ import sys
 from moelora.evaluation.api import score_files
 from moelora.evaluation.errors import ScoringError
 from moelora.evaluation.registry import ALL_TASKS, MODES
-from moelora.io import write_json
+from moelora.utils.io import write_json
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -26,7 +26,7 @@ from moelora.evaluation.registry import (
     canonical_order,
 )
 from moelora.evaluation.result import TaskResult
-from moelora.io import DataFormatError, read_jsonl_lines
+from moelora.utils.io import DataFormatError, read_jsonl_lines
 
 
 @dataclass

@@ -1,0 +1,169 @@
+"""Adapter checkpoints: every trainable parameter in safetensors, plus a JSON config.
+
+This one format serves every method (LoRA through peft, MOELoRA, P-Tuning, MoLoRA): an
+adapter is exactly the set of parameters that train, stored by their names in
+``model.named_parameters()``. The config records what is needed to rebuild the same
+adapter on the same base and to refuse a mismatched one: the method, its hyper-parameters,
+the ordered task list (which defines the task ids), the target modules, the base model's
+absolute path and a fingerprint of its weights (names, shapes and a fixed sample of values).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from moelora.utils.io import read_json, write_json
+
+WEIGHTS_NAME = "adapter_model.safetensors"
+CONFIG_NAME = "adapter_config.json"
+FORMAT_VERSION = 2          # 2: base_fingerprint covers sampled weights (1: names and shapes)
+SAMPLES_PER_TENSOR = 16
+
+
+class AdapterMismatchError(ValueError):
+    """The saved adapter does not fit the model or the task list it is loaded into."""
+
+
+def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable parameters of ``model``, by name, detached and contiguous."""
+    return {
+        name: p.detach().contiguous()
+        for name, p in model.named_parameters()
+        if p.requires_grad
+    }
+
+
+def _frozen(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return [(name, p) for name, p in model.named_parameters() if not p.requires_grad]
+
+
+def base_dtype(model: nn.Module) -> str | None:
+    """The most common dtype of the frozen parameters (``"float32"``, ``"bfloat16"``, ...)."""
+    counts = Counter(str(p.dtype).removeprefix("torch.") for _, p in _frozen(model))
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def base_fingerprint(model: nn.Module, *, dtype: str | None = None, weights: bool = True) -> str:
+    """A hash of the frozen parameters: names, shapes and a fixed sample of their values.
+
+    Each tensor contributes ``SAMPLES_PER_TENSOR`` evenly spaced elements (a few kB for a 6B
+    model, so it is cheap), cast to ``dtype`` (default: :func:`base_dtype`) and then to fp32:
+    a base saved in fp32 and loaded in bf16 for training, then in fp32 for export, gives the
+    same fingerprint when ``dtype`` is the training dtype. ``weights=False`` is the format-1
+    fingerprint (names and shapes only)."""
+    h = hashlib.sha256()
+    cast = getattr(torch, dtype) if dtype else None
+    for name, p in _frozen(model):
+        h.update(f"{name}:{tuple(p.shape)};".encode())
+        if not weights or p.numel() == 0:
+            continue
+        if p.is_meta:
+            h.update(b"meta;")
+            continue
+        n, k = p.numel(), min(p.numel(), SAMPLES_PER_TENSOR)
+        idx = torch.tensor([i * (n - 1) // max(k - 1, 1) for i in range(k)], device=p.device)
+        sample = p.detach().reshape(-1)[idx]
+        sample = sample.to(cast) if cast is not None else sample
+        h.update(sample.float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_adapter(model: nn.Module, directory: str | os.PathLike, *, meta: dict[str, Any]) -> Path:
+    """Save the trainable parameters of ``model`` and ``meta`` to ``directory``.
+
+    Args:
+        model: the adapted model.
+        directory: target folder; written atomically file by file.
+        meta: method name, hyper-parameters, ordered ``tasks``, ``target_modules`` and
+            ``base_model`` info. A base fingerprint and the format version are added.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.to("cpu") for k, v in trainable_state_dict(model).items()}
+    if not state:
+        raise ValueError("the model has no trainable parameters; nothing to save as an adapter")
+    tmp = directory / f".{WEIGHTS_NAME}.tmp"
+    save_file(state, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, directory / WEIGHTS_NAME)
+    config = dict(meta)
+    config["format_version"] = FORMAT_VERSION
+    config["base_dtype"] = base_dtype(model)
+    config["base_fingerprint"] = base_fingerprint(model, dtype=config["base_dtype"])
+    config["num_parameters"] = int(sum(v.numel() for v in state.values()))
+    write_json(directory / CONFIG_NAME, config)
+    return directory
+
+
+def read_adapter_config(directory: str | os.PathLike) -> dict[str, Any]:
+    path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no adapter config; is {directory} an adapter directory?")
+    return read_json(path)
+
+
+def load_adapter(
+    model: nn.Module,
+    directory: str | os.PathLike,
+    *,
+    expected_tasks: list[str] | None = None,
+    check_base: bool = True,
+) -> dict[str, Any]:
+    """Load an adapter saved by :func:`save_adapter` into ``model`` (built the same way).
+
+    Raises:
+        AdapterMismatchError: the task list differs (task ids would be silently permuted),
+            the base model differs, or the parameter names or shapes do not match.
+    """
+    directory = Path(directory)
+    config = read_adapter_config(directory)
+    saved_tasks = config.get("tasks")
+    if expected_tasks is not None and saved_tasks is not None and list(saved_tasks) != list(expected_tasks):
+        raise AdapterMismatchError(
+            f"{directory}: adapter was trained for tasks {saved_tasks} (in this id order), "
+            f"but this run uses {list(expected_tasks)}; use the same data.tasks list"
+        )
+    recorded = config.get("base_fingerprint")
+    if check_base and recorded is not None:
+        saved_dtype = config.get("base_dtype")
+        current = (base_fingerprint(model, dtype=saved_dtype)
+                   if int(config.get("format_version", 1)) >= 2 else base_fingerprint(model, weights=False))
+        if current != recorded:
+            dtype_note = ""
+            if saved_dtype and base_dtype(model) not in (saved_dtype, "float32"):
+                dtype_note = (f" It was fingerprinted in {saved_dtype} and this model is "
+                              f"{base_dtype(model)}: load the base in {saved_dtype} (or float32).")
+            raise AdapterMismatchError(
+                f"{directory}: adapter was trained on base {config.get('base_model', {})} "
+                f"(fingerprint {recorded}: names, shapes and sampled weights), which does not "
+                f"match the model it is loaded into (fingerprint {current}); load it into the "
+                f"same base model.{dtype_note}"
+            )
+    state = load_file(str(directory / WEIGHTS_NAME))
+    params = dict(model.named_parameters())
+    expected = {n for n, p in params.items() if p.requires_grad}
+    missing = sorted(expected - state.keys())
+    unexpected = sorted(state.keys() - params.keys())
+    if missing or unexpected:
+        raise AdapterMismatchError(
+            f"{directory}: adapter keys do not match the model: missing {missing[:5]}"
+            f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+            f"{'...' if len(unexpected) > 5 else ''}; build the model with the saved method config"
+        )
+    with torch.no_grad():
+        for name, tensor in state.items():
+            p = params[name]
+            if p.shape != tensor.shape:
+                raise AdapterMismatchError(
+                    f"{directory}: {name} has shape {tuple(tensor.shape)} in the adapter but "
+                    f"{tuple(p.shape)} in the model"
+                )
+            p.copy_(tensor.to(device=p.device, dtype=p.dtype))
+    return config

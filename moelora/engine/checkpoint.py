@@ -1,0 +1,108 @@
+"""Training checkpoints: adapter weights, optimizer, scheduler and RNG state, all without
+pickle (safetensors for tensors, JSON for the rest), written atomically.
+
+Layout: ``<ckpt_dir>/step-000100/{adapter_model.safetensors, adapter_config.json,
+optimizer.safetensors, state.json}`` and ``<ckpt_dir>/last.json`` naming the newest one.
+A checkpoint directory appears only once complete (written under a temporary name, then
+renamed), so a run killed mid-save resumes from the previous one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from moelora.engine.adapters import load_adapter, save_adapter
+from moelora.utils.io import read_json, write_json
+from moelora.utils.seed import rng_state, set_rng_state
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, pstate in state["state"].items():
+        for key, value in pstate.items():
+            if torch.is_tensor(value):
+                tensors[f"{pid}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    for pid, values in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(values)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(
+    ckpt_dir: str | os.PathLike,
+    *,
+    step: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    adapter_meta: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+    keep_last: int = 2,
+) -> Path:
+    ckpt_dir = Path(ckpt_dir)
+    final = ckpt_dir / f"step-{step:06d}"
+    tmp = ckpt_dir / f".tmp-step-{step:06d}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_adapter(model, tmp, meta=adapter_meta)
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+    save_file(opt_tensors, str(tmp / "optimizer.safetensors")) if opt_tensors else None
+    rng_tensors, rng_meta = rng_state()
+    save_file(rng_tensors, str(tmp / "rng.safetensors"))
+    write_json(tmp / "state.json", {
+        "step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(),
+        "rng": rng_meta, "extra": extra or {},
+    })
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    write_json(ckpt_dir / "last.json", {"step": step, "path": final.name})
+    steps = sorted(p for p in ckpt_dir.glob("step-*") if p.is_dir())
+    for old in steps[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def last_checkpoint(ckpt_dir: str | os.PathLike) -> Path | None:
+    pointer = Path(ckpt_dir) / "last.json"
+    if not pointer.is_file():
+        return None
+    path = Path(ckpt_dir) / read_json(pointer)["path"]
+    return path if path.is_dir() else None
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    expected_tasks: list[str] | None = None,
+) -> dict[str, Any]:
+    """Restore everything saved by :func:`save_checkpoint`; returns ``state.json``."""
+    path = Path(path)
+    load_adapter(model, path, expected_tasks=expected_tasks)
+    state = read_json(path / "state.json")
+    opt_file = path / "optimizer.safetensors"
+    tensors = load_file(str(opt_file)) if opt_file.is_file() else {}
+    optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(load_file(str(path / "rng.safetensors")), state["rng"])
+    return state

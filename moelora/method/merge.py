@@ -1,0 +1,108 @@
+"""Per-task recovery (Eq. 8, Algorithm 1 lines 10-14) for any adapted model.
+
+``with merged_for_task(model, task_id): model.generate(...)`` folds task ``task_id``'s update
+into every adapted base weight (fp32 compute, one cast), puts the base layers back in place of
+the adapter wrappers (the base model's modules and compute, nothing more), and on exit puts
+the wrappers back and restores the kept original weights. It knows no
+method by name; it works on:
+
+* task-mergeable modules: ``merge(task_id)``, ``unmerge()`` and a ``merged_task`` attribute
+  (moelora.method.layer.MoELoRALinear);
+* peft tuner layers (LoRA): ``merge()``; the task id is ignored (one update for all tasks),
+  and the original weight is restored from a kept copy rather than by subtraction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+def _is_task_mergeable(m: nn.Module) -> bool:
+    return hasattr(m, "merged_task") and callable(getattr(m, "merge", None)) \
+        and callable(getattr(m, "unmerge", None))
+
+
+def _is_peft_layer(m: nn.Module) -> bool:
+    try:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+    except ImportError:  # pragma: no cover - peft is a dependency
+        return False
+    return isinstance(m, BaseTunerLayer)
+
+
+def _mergeable_modules(model: nn.Module) -> tuple[list[nn.Module], list[nn.Module]]:
+    task_layers = [m for m in model.modules() if _is_task_mergeable(m)]
+    peft_layers = [m for m in model.modules() if _is_peft_layer(m) and not _is_task_mergeable(m)]
+    return task_layers, peft_layers
+
+
+def supports_merge(model: nn.Module) -> bool:
+    """Whether :func:`merged_for_task` applies: the model has adapter layers and all of them
+    depend on the task only (a token router, as MoLoRA's, cannot be merged)."""
+    task_layers, peft_layers = _mergeable_modules(model)
+    if not task_layers and not peft_layers:
+        return False
+    for m in task_layers:
+        source = getattr(m, "weight_source", None)
+        if source is not None and not getattr(source, "mergeable", False):
+            return False
+    return all(hasattr(m, "get_base_layer") for m in peft_layers)
+
+
+def _base_of(m: nn.Module) -> nn.Module:
+    return m.get_base_layer() if hasattr(m, "get_base_layer") else m.base_layer
+
+
+def _swap_in_base_layers(model: nn.Module, wrappers: set[nn.Module],
+                         swapped: list[tuple[nn.Module, str, nn.Module]]) -> None:
+    """Put each merged wrapper's base linear (``nn.Linear`` or ``Conv1D``) in its place, so the
+    merged model runs the base architecture's modules and nothing else (no wrapper call per
+    layer). Appends
+    ``(parent, child_name, wrapper)`` to ``swapped`` as it goes, so even a partial swap can be
+    undone."""
+    for name, m in list(model.named_modules()):
+        if m not in wrappers or not name:
+            continue
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        swapped.append((parent, child, m))
+        setattr(parent, child, _base_of(m))
+
+
+@contextmanager
+def merged_for_task(model: nn.Module, task_id: int) -> Iterator[nn.Module]:
+    """Run ``model`` with task ``task_id``'s weights ``W_j = W0 + ΔW_j`` merged (Eq. 8).
+
+    Raises:
+        ValueError: the model has nothing mergeable (see :func:`supports_merge`).
+    """
+    if not supports_merge(model):
+        raise ValueError(
+            "this model cannot be merged per task (no adapter layers, or expert weights that "
+            "depend on the input); use infer: unmerged for this method"
+        )
+    task_layers, peft_layers = _mergeable_modules(model)
+    kept: list[tuple[nn.Module, torch.Tensor]] = []
+    swapped: list[tuple[nn.Module, str, nn.Module]] = []
+    try:
+        for m in task_layers:
+            m.merge(task_id=task_id)
+        for m in peft_layers:
+            kept.append((m, m.get_base_layer().weight.detach().clone()))
+            m.merge()
+        _swap_in_base_layers(model, set(task_layers) | set(peft_layers), swapped)
+        yield model
+    finally:
+        for parent, child, wrapper in reversed(swapped):
+            setattr(parent, child, wrapper)
+        for m in task_layers:
+            m.unmerge()
+        with torch.no_grad():
+            for m, original in kept:
+                if m.merged:
+                    m.unmerge()
+                m.get_base_layer().weight.copy_(original)

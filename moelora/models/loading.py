@@ -1,0 +1,188 @@
+"""Loading the frozen base model and its tokenizer from a local directory.
+
+Nothing is fetched from a hub: ``model.path`` must be a local HF model directory. Problems
+(missing folder, missing config or tokenizer files, unknown target modules) are reported
+before any weights are loaded. Architectures the harness implements itself (ChatGLM-6B,
+moelora/models/chatglm/) are registered with the ``transformers`` auto classes first, so their
+checkpoints load without remote code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.txt")
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+          "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def check_model_dir(path: str | Path) -> Path:
+    """Fail fast, with the fix, when ``path`` is not a usable local model directory."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"model.path={path} is not a directory. Point model.path at a local HF model folder "
+            "(for the embedded default, run `make base`)"
+        )
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path}: config.json is missing; this is not a HF model directory")
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise FileNotFoundError(
+            f"{path}: no tokenizer files (looked for {', '.join(TOKENIZER_FILES)}); save the "
+            "tokenizer next to the model with tokenizer.save_pretrained(path)"
+        )
+    return path
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ValueError(f"model.dtype={name!r}; use one of auto, {', '.join(DTYPES)}") from None
+
+
+# model types the harness implements itself; their checkpoints' code files are never run
+NATIVE_MODEL_TYPES = ("chatglm",)
+
+
+def register_native_models() -> None:
+    """Make ``model_type: chatglm`` resolve to the native ChatGLM-6B (moelora/models/chatglm/)."""
+    from moelora.models.chatglm import register
+
+    register()
+
+
+def _is_native(path: Path) -> bool:
+    import json
+
+    return json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type") \
+        in NATIVE_MODEL_TYPES
+
+
+def _remote_code_allowed(path: Path, trust_remote_code: bool) -> bool:
+    """``trust_remote_code``, except for natively implemented model types (always off)."""
+    return trust_remote_code and not _is_native(path)
+
+
+def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    register_native_models()
+    path = check_model_dir(path)
+    tok = AutoTokenizer.from_pretrained(
+        str(path), trust_remote_code=_remote_code_allowed(path, trust_remote_code),
+        local_files_only=True,
+    )
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    return tok
+
+
+def load_base_model(
+    path: str | Path,
+    *,
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    gradient_checkpointing: bool = False,
+    attn_implementation: str | None = None,
+) -> nn.Module:
+    """Load a causal LM, frozen, with non-reentrant gradient checkpointing if asked.
+
+    Non-reentrant checkpointing is required: task routing (moelora.method.gate) hands state to
+    the layers, which the reentrant variant loses in its no-grad first pass.
+    ``attn_implementation`` (``model.attn_implementation``, e.g. ``eager`` | ``sdpa``): None
+    leaves the choice to ``transformers``.
+    """
+    from transformers import AutoModelForCausalLM
+
+    register_native_models()
+    path = check_model_dir(path)
+    if _is_native(path):
+        from moelora.models.chatglm.checkpoint import conversion_hint
+
+        if hint := conversion_hint(path):
+            print(hint)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(path),
+        dtype=resolve_dtype(dtype),
+        trust_remote_code=_remote_code_allowed(path, trust_remote_code),
+        local_files_only=True,
+        **({"attn_implementation": attn_implementation} if attn_implementation else {}),
+    )
+    model.requires_grad_(False)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+        if hasattr(model, "enable_input_require_grads"):
+            model.enable_input_require_grads()
+    return model
+
+
+def model_type(path: str | Path) -> str | None:
+    """``model_type`` of the HF config in ``path`` (None when the folder has no config.json)."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text(encoding="utf-8")).get("model_type")
+
+
+def model_family(model_cfg: Any) -> str:
+    """The preset family of ``model_cfg``: ``model.family``, or, for ``auto``, the family whose
+    ``model_types`` holds the model's ``config.json`` ``model_type``."""
+    families = model_cfg.get("families") or {}
+    where = f"conf/model/{model_cfg.name}.yaml"
+    family = model_cfg.get("family") or "auto"
+    if family != "auto":
+        if family not in families:
+            raise KeyError(f"model.family={family!r} is not a family of {where}; use auto or one "
+                           f"of {sorted(families)}, or give method.target_modules as a list")
+        return family
+    mtype = model_type(model_cfg.path)
+    for name, preset in families.items():
+        if mtype in (preset.get("model_types") or []):
+            return name
+    raise KeyError(
+        f"{model_cfg.path}/config.json has model_type {mtype!r}, which no family of {where} "
+        f"lists (families: { {k: list(v.get('model_types') or []) for k, v in families.items()} }); "
+        "set model.family to one of them, add the family with its presets, or give "
+        "method.target_modules as a list of module names"
+    )
+
+
+def resolve_target_modules(model_cfg: Any, which: str | Sequence[str]) -> str | list[str]:
+    """``method.target_modules`` → what the adapter builders take: ``"all-linear"`` or a list of
+    module-name suffixes.
+
+    ``which`` is a list (used as is) or a preset name, looked up in ``model.target_modules``
+    (``all``, for every architecture), then in the presets of the model's family
+    (``model.families.<family>``, e.g. ``qkv`` for the attention-only ablation; see
+    :func:`model_family`)."""
+    if not isinstance(which, str):
+        return list(which)
+    table = model_cfg.target_modules
+    if which in table:
+        value = table[which]
+        return value if isinstance(value, str) else list(value)
+    where = f"conf/model/{model_cfg.name}.yaml"
+    if not model_cfg.get("families"):
+        raise KeyError(f"method.target_modules={which!r} is not defined for model "
+                       f"{model_cfg.name}; choose one of {list(table)} ({where}) or give a list")
+    family = model_family(model_cfg)
+    presets = {k: v for k, v in model_cfg.families[family].items() if k != "model_types"}
+    if which not in presets:
+        raise KeyError(f"method.target_modules={which!r} is neither a preset of {where} "
+                       f"({list(table)}) nor of its family {family!r} ({list(presets)}); choose "
+                       "one of those or give a list")
+    return list(presets[which])

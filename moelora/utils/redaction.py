@@ -1,0 +1,120 @@
+"""Secrets never leave the process: redaction of config trees, override strings and console text.
+
+Secrets belong in the environment (``method.icl.openai.api_key_env`` names the variable). A value
+passed on the command line under a credential-like key (``*api_key*``, ``*token*``,
+``*secret*``, ``*password*``) is still redacted wherever the harness writes it: the
+``results.json`` config and overrides, the run directory name (moelora.harness.naming), Hydra's
+``.hydra/*.yaml`` (moelora.harness.hydra_callbacks.RedactSecrets) and the console (``run.py`` wraps
+stdout and stderr in :class:`RedactingStream`).
+
+A key is credential-like when one of the ``_``/``-`` separated words of a dotted component is
+``token``, ``secret(s)``, ``password``, ``passwd``, ``credential(s)`` or ``apikey``, or when
+two consecutive words are ``api`` ``key``; a key ending in ``_env`` only *names* an
+environment variable and is kept (``api_key_env``). Counts such as ``max_new_tokens`` are
+not secrets.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import Any, TextIO
+
+MASK = "***"
+_WORDS = {"token", "secret", "secrets", "password", "passwd", "credential", "credentials",
+          "apikey"}
+_MIN_TEXT_SECRET = 4   # shorter values are masked in structured places only, not in free text
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a (dotted) config key holds a credential (see the module docstring)."""
+    parts = [p for p in re.split(r"[.@/]", str(key).lstrip("+~")) if p]
+    if not parts or parts[-1].lower().endswith("_env"):
+        return False
+    for part in parts:
+        words = [w for w in re.split(r"[_\-]", part.lower()) if w]
+        if _WORDS & set(words):
+            return True
+        if any(a == "api" and b == "key" for a, b in zip(words, words[1:], strict=False)):
+            return True
+    return False
+
+
+def redact(obj: Any) -> Any:
+    """A copy of a config tree with credential-like values replaced by ``"***"``."""
+    if isinstance(obj, dict):
+        return {k: (MASK if is_secret_key(str(k)) and v not in (None, "") else redact(v))
+                for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def split_override(item: str) -> tuple[str, str]:
+    """``"+a.b=1"`` → ``("+a.b", "1")`` (a bare ``~key`` has an empty value)."""
+    key, _, value = str(item).partition("=")
+    return key, value
+
+
+def redact_override(item: str) -> str:
+    """``"+logger.api_key=sk-1"`` → ``"+logger.api_key=***"``; other overrides unchanged."""
+    key, value = split_override(item)
+    return f"{key}={MASK}" if value and is_secret_key(key) else str(item)
+
+
+def secret_values(overrides: Iterable[str]) -> list[str]:
+    """The values given to credential-like keys in ``overrides`` (sweep items one by one)."""
+    values: list[str] = []
+    for item in overrides:
+        key, value = split_override(item)
+        if not value or not is_secret_key(key):
+            continue
+        values.append(value)
+        try:
+            from hydra.core.override_parser.overrides_parser import OverridesParser
+
+            (parsed,) = OverridesParser.create().parse_overrides([str(item)])
+            if parsed.is_sweep_override():
+                values += [str(v) for v in parsed.sweep_string_iterator()]
+            else:
+                values.append(str(parsed.value()))
+        except Exception:  # noqa: BLE001 - an unparsable item is masked as written
+            pass
+    return sorted({v for v in values if v}, key=len, reverse=True)
+
+
+def redact_text(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every secret value of at least 4 characters replaced by ``"***"``."""
+    for value in secrets:
+        if len(value) >= _MIN_TEXT_SECRET:
+            text = text.replace(value, MASK)
+    return text
+
+
+class RedactingStream:
+    """A text stream that masks known secret values before writing to ``stream``.
+
+    Writes are buffered up to the next line end (``\\n`` or ``\\r``), so a secret split across
+    two ``write`` calls is still masked; ``flush`` writes what is pending."""
+
+    def __init__(self, stream: TextIO, secrets: Sequence[str]) -> None:
+        self._stream = stream
+        self._secrets = [s for s in secrets if len(s) >= _MIN_TEXT_SECRET]
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        end = max(self._pending.rfind("\n"), self._pending.rfind("\r")) + 1
+        if end:
+            head, self._pending = self._pending[:end], self._pending[end:]
+            self._stream.write(redact_text(head, self._secrets))
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            self._stream.write(redact_text(self._pending, self._secrets))
+            self._pending = ""
+        self._stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
