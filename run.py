@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from moelora.harness.naming import register_resolvers
 from moelora.utils.redaction import RedactingStream, secret_values
 
-register_resolvers()    # ${moelora.dirname:...} in conf/hydra/default.yaml
+register_resolvers()  # ${moelora.dirname:...} in conf/hydra/default.yaml
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -39,6 +39,6 @@ if __name__ == "__main__":
     if secrets := secret_values(a for a in sys.argv[1:] if "=" in a and not a.startswith("-")):
         sys.stdout = RedactingStream(sys.stdout, secrets)
         sys.stderr = RedactingStream(sys.stderr, secrets)
-    register_launchers()                    # submitit_local: no literal .submitit/%j folder
+    register_launchers()  # submitit_local: no literal .submitit/%j folder
     sys.argv += hydra_overrides_for_rank()  # only rank 0 writes Hydra's files into the run folder
     main()

@@ -26,21 +26,66 @@ RESULTS_NAME = "results.json"
 # Overrides that do not change what a run measures (same list as hydra's override_dirname
 # exclude_keys in conf/hydra/default.yaml, which is read when present).
 DEFAULT_IGNORED_KEYS = (
-    "method", "seed", "experiment", "logger", "overwrite", "reuse", "resume", "progress", "device", "threads",
-    "paths.root_dir", "paths.output_dir", "paths.artifacts_dir",
-    "hydra.launcher", "hydra/launcher", "debug", "local", "logger.mode", "logger.project",
+    "method",
+    "seed",
+    "experiment",
+    "logger",
+    "overwrite",
+    "reuse",
+    "resume",
+    "progress",
+    "device",
+    "threads",
+    "paths.root_dir",
+    "paths.output_dir",
+    "paths.artifacts_dir",
+    "hydra.launcher",
+    "hydra/launcher",
+    "debug",
+    "local",
+    "logger.mode",
+    "logger.project",
 )
 RUN_COLUMNS = [
-    "experiment", "method", "seed", "variant", "overrides", "benchmark", "scorer_mode", "status",
-    "error", "num_experts", "rank", "alpha", "params_trainable", "params_total", "params_ratio",
-    "params_chatglm6b_ratio", "train_seconds", "train_step_seconds", "eval_seconds",
-    "latency_per_example", "infer_mode", "decoding", "trainer", "repeat_mode", "git_sha", "git_dirty",
-    "device", "total_seconds", "reused_from", "trained_by", "path",
+    "experiment",
+    "method",
+    "seed",
+    "variant",
+    "overrides",
+    "benchmark",
+    "scorer_mode",
+    "status",
+    "error",
+    "num_experts",
+    "rank",
+    "alpha",
+    "params_trainable",
+    "params_total",
+    "params_ratio",
+    "params_chatglm6b_ratio",
+    "train_seconds",
+    "train_step_seconds",
+    "eval_seconds",
+    "latency_per_example",
+    "infer_mode",
+    "decoding",
+    "trainer",
+    "repeat_mode",
+    "git_sha",
+    "git_dirty",
+    "device",
+    "total_seconds",
+    "reused_from",
+    "trained_by",
+    "path",
 ]
 # floor / floor_by: the task's floor score and the trivial predictor that gave it
 # (results.json → floors, moelora/evaluation/floors.py), in the run's primary scorer mode.
-TIDY_COLUMNS = (RUN_COLUMNS[:8] + ["task", "task_index", "score", "score_compat", "floor", "floor_by"]
-                + RUN_COLUMNS[8:])
+TIDY_COLUMNS = (
+    RUN_COLUMNS[:8]
+    + ["task", "task_index", "score", "score_compat", "floor", "floor_by"]
+    + RUN_COLUMNS[8:]
+)
 
 
 def ignored_keys(conf_dir: Path = CONF_DIR) -> tuple[str, ...]:
@@ -66,13 +111,17 @@ def variant_of(overrides: list[str], grid_keys: set[str], ignore: tuple[str, ...
     paths and URLs shortened as in run directory names (``model.path=Qwen2-7B-1a2b3c4d``)."""
     from moelora.harness.naming import safe_item
 
-    kept = sorted(safe_item(f"{k}={v}") for k, v in map(split_override, overrides)
-                  if k not in ignore and k not in grid_keys)
+    kept = sorted(
+        safe_item(f"{k}={v}")
+        for k, v in map(split_override, overrides)
+        if k not in ignore and k not in grid_keys
+    )
     return ",".join(kept)
 
 
 # %% [markdown]
 # ## Expected grids (conf/experiment/<name>.yaml, hydra.sweeper.params)
+
 
 # %%
 def grid_params(name: str, conf_dir: Path = CONF_DIR) -> dict[str, list[str]] | None:
@@ -88,8 +137,11 @@ def grid_params(name: str, conf_dir: Path = CONF_DIR) -> dict[str, list[str]] | 
     grid: dict[str, list[str]] = {}
     for key, value in params.items():
         (override,) = parser.parse_overrides([f"{key}={value}"])
-        values = (list(override.sweep_string_iterator()) if override.is_sweep_override()
-                  else [str(override.value())])
+        values = (
+            list(override.sweep_string_iterator())
+            if override.is_sweep_override()
+            else [str(override.value())]
+        )
         grid[str(key)] = ["".join(v.split()) for v in values]
     return grid
 
@@ -106,6 +158,7 @@ def expected_runs(name: str, conf_dir: Path = CONF_DIR) -> list[dict[str, str]]:
 # %% [markdown]
 # ## Reading results.json
 
+
 # %%
 def _get(d: dict[str, Any] | None, *keys: str) -> Any:
     for key in keys:
@@ -120,8 +173,16 @@ def load_run(path: Path, ignore: tuple[str, ...], grid_cache: dict[str, Any]) ->
     try:
         res = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        return {"status": "unreadable", "error": f"{type(e).__name__}: {e}", "path": str(path),
-                "_scores": {}, "_compat": {}, "_tasks": [], "_weights": None, "_floors": {}}
+        return {
+            "status": "unreadable",
+            "error": f"{type(e).__name__}: {e}",
+            "path": str(path),
+            "_scores": {},
+            "_compat": {},
+            "_tasks": [],
+            "_weights": None,
+            "_floors": {},
+        }
     experiment = str(res.get("experiment", "default"))
     if experiment not in grid_cache:
         grid_cache[experiment] = grid_params(experiment) or {}
@@ -130,14 +191,22 @@ def load_run(path: Path, ignore: tuple[str, ...], grid_cache: dict[str, Any]) ->
     timing = res.get("timing") or {}
     seed = res.get("seed")
     return {
-        "experiment": experiment, "method": res.get("method"),
+        "experiment": experiment,
+        "method": res.get("method"),
         "seed": int(seed) if seed is not None else None,
         "variant": variant_of(overrides, set(grid_cache[experiment]), ignore),
-        "overrides": " ".join(sorted("=".join(split_override(o)) for o in overrides
-                                     if split_override(o)[0] not in ignore)),
-        "benchmark": res.get("benchmark"), "scorer_mode": res.get("scorer_mode"),
-        "status": res.get("status", "unknown"), "error": res.get("error"),
-        "num_experts": hp.get("num_experts"), "rank": hp.get("rank"), "alpha": hp.get("alpha"),
+        "overrides": " ".join(
+            sorted(
+                "=".join(split_override(o)) for o in overrides if split_override(o)[0] not in ignore
+            )
+        ),
+        "benchmark": res.get("benchmark"),
+        "scorer_mode": res.get("scorer_mode"),
+        "status": res.get("status", "unknown"),
+        "error": res.get("error"),
+        "num_experts": hp.get("num_experts"),
+        "rank": hp.get("rank"),
+        "alpha": hp.get("alpha"),
         "params_trainable": _get(res, "params", "trainable"),
         "params_total": _get(res, "params", "total"),
         "params_ratio": _get(res, "params", "ratio"),
@@ -146,18 +215,25 @@ def load_run(path: Path, ignore: tuple[str, ...], grid_cache: dict[str, Any]) ->
         "train_step_seconds": timing.get("train_step_seconds"),
         "eval_seconds": timing.get("eval_seconds"),
         "latency_per_example": timing.get("latency_per_example"),
-        "infer_mode": timing.get("infer_mode"), "decoding": res.get("decoding"),
+        "infer_mode": timing.get("infer_mode"),
+        "decoding": res.get("decoding"),
         "trainer": _trainer(res, overrides),
         "repeat_mode": _get(res, "config", "repeat_mode"),
         "git_sha": _get(res, "provenance", "git_sha"),
         "git_dirty": _get(res, "provenance", "git_dirty"),
         "device": _get(res, "provenance", "device"),
-        "total_seconds": (None if timing.get("total_seconds") is None else
-                          timing["total_seconds"] + (timing.get("previous_attempts_seconds") or 0.0)),
-        "reused_from": _get(res, "reused_from", "run_dir"), "trained_by": res.get("trained_by"),
+        "total_seconds": (
+            None
+            if timing.get("total_seconds") is None
+            else timing["total_seconds"] + (timing.get("previous_attempts_seconds") or 0.0)
+        ),
+        "reused_from": _get(res, "reused_from", "run_dir"),
+        "trained_by": res.get("trained_by"),
         "path": str(path),
-        "_scores": res.get("scores") or {}, "_compat": res.get("scores_compat") or res.get("scores_moelora_compat") or {},
-        "_tasks": list(res.get("tasks") or []), "_weights": res.get("expert_weights"),
+        "_scores": res.get("scores") or {},
+        "_compat": res.get("scores_compat") or res.get("scores_moelora_compat") or {},
+        "_tasks": list(res.get("tasks") or []),
+        "_weights": res.get("expert_weights"),
         "_floors": _floors(res),
     }
 
@@ -202,21 +278,48 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]
         base = {k: run.get(k) for k in RUN_COLUMNS}
         runs.append(base)
         if run["status"] != "success":
-            rows.append({**base, "task": None, "task_index": None, "score": math.nan,
-                         "score_compat": math.nan, "floor": math.nan, "floor_by": None})
+            rows.append(
+                {
+                    **base,
+                    "task": None,
+                    "task_index": None,
+                    "score": math.nan,
+                    "score_compat": math.nan,
+                    "floor": math.nan,
+                    "floor_by": None,
+                }
+            )
             continue
         tasks = run["_tasks"] or [t for t in run["_scores"] if t != "avg"]
         floor, floor_by = run["_floors"].get("floor") or {}, run["_floors"].get("floor_by") or {}
         for i, task in enumerate([*tasks, "avg"]):
-            rows.append({**base, "task": task, "task_index": i if task != "avg" else len(tasks),
-                         "score": _num(run["_scores"].get(task)),
-                         "score_compat": _num(run["_compat"].get(task)),
-                         "floor": _num(floor.get(task)), "floor_by": floor_by.get(task)})
+            rows.append(
+                {
+                    **base,
+                    "task": task,
+                    "task_index": i if task != "avg" else len(tasks),
+                    "score": _num(run["_scores"].get(task)),
+                    "score_compat": _num(run["_compat"].get(task)),
+                    "floor": _num(floor.get(task)),
+                    "floor_by": floor_by.get(task),
+                }
+            )
         if run["_weights"]:
-            weights.append({k: base[k] for k in ("experiment", "method", "seed", "variant",
-                                                 "benchmark", "num_experts", "path")}
-                           | {"tasks": run["_weights"].get("tasks"),
-                              "matrix": run["_weights"].get("matrix")})
+            weights.append(
+                {
+                    k: base[k]
+                    for k in (
+                        "experiment",
+                        "method",
+                        "seed",
+                        "variant",
+                        "benchmark",
+                        "num_experts",
+                        "path",
+                    )
+                }
+                | {"tasks": run["_weights"].get("tasks"), "matrix": run["_weights"].get("matrix")}
+            )
     tidy = pd.DataFrame(rows, columns=TIDY_COLUMNS)
     run_df = pd.DataFrame(runs, columns=RUN_COLUMNS)
     sort = ["experiment", "method", "variant", "overrides", "seed"]
@@ -227,6 +330,7 @@ def collect(root: Path) -> tuple[pd.DataFrame, pd.DataFrame, list[dict[str, Any]
 
 # %% [markdown]
 # ## Missing and failed runs
+
 
 # %%
 def missing_runs(run_df: pd.DataFrame, conf_dir: Path = CONF_DIR) -> pd.DataFrame:
@@ -249,13 +353,24 @@ def missing_runs(run_df: pd.DataFrame, conf_dir: Path = CONF_DIR) -> pd.DataFram
             found = [st for key, st in have.items() if set(job.items()) <= key]
             status = "success" if "success" in found else (found[0] if found else "missing")
             if status != "success":
-                out.append({"experiment": experiment, "variant": variant or "",
-                            "job": " ".join(f"{k}={v}" for k, v in job.items()), "status": status})
+                out.append(
+                    {
+                        "experiment": experiment,
+                        "variant": variant or "",
+                        "job": " ".join(f"{k}={v}" for k, v in job.items()),
+                        "status": status,
+                    }
+                )
         for _, r in group[group["status"] != "success"].iterrows():
-            if not jobs:   # no grid file: still list every run that did not succeed
-                out.append({"experiment": experiment, "variant": variant or "",
-                            "job": f"method={r['method']} seed={r['seed']}",
-                            "status": str(r["status"])})
+            if not jobs:  # no grid file: still list every run that did not succeed
+                out.append(
+                    {
+                        "experiment": experiment,
+                        "variant": variant or "",
+                        "job": f"method={r['method']} seed={r['seed']}",
+                        "status": str(r["status"]),
+                    }
+                )
     return pd.DataFrame(out, columns=["experiment", "variant", "job", "status"])
 
 
@@ -265,13 +380,15 @@ def absent_experiments(run_df: pd.DataFrame, conf_dir: Path = CONF_DIR) -> list[
     return [n for n in names if n not in set(run_df["experiment"].dropna())]
 
 
-def missing_markdown(missing: pd.DataFrame, run_df: pd.DataFrame,
-                     absent: list[str] | None = None) -> str:
+def missing_markdown(
+    missing: pd.DataFrame, run_df: pd.DataFrame, absent: list[str] | None = None
+) -> str:
     """reports/missing.md: per-status counts, then one line per missing or failed job."""
     lines = ["# Missing and failed runs", ""]
     counts = run_df["status"].value_counts().to_dict()
-    lines.append("Runs found: " + (", ".join(f"{k}: {v}" for k, v in sorted(counts.items()))
-                                   or "none") + ".")
+    lines.append(
+        "Runs found: " + (", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none") + "."
+    )
     if absent:
         lines.append(f"Experiments not run at all (every job missing): {', '.join(absent)}.")
     lines.append("")
@@ -280,8 +397,9 @@ def missing_markdown(missing: pd.DataFrame, run_df: pd.DataFrame,
     else:
         lines += ["| experiment | variant | job | status |", "|---|---|---|---|"]
         for _, r in missing.iterrows():
-            lines.append(f"| {r['experiment']} | {r['variant'] or '–'} | {r['job']} | "
-                         f"{r['status']} |")
+            lines.append(
+                f"| {r['experiment']} | {r['variant'] or '–'} | {r['job']} | {r['status']} |"
+            )
     failed = run_df[run_df["status"] != "success"]
     if not failed.empty:
         lines += ["", "## Errors", ""]
@@ -292,6 +410,7 @@ def missing_markdown(missing: pd.DataFrame, run_df: pd.DataFrame,
 
 # %% [markdown]
 # ## What the grids cost (measured job wall times)
+
 
 # %%
 def cost_frame(run_df: pd.DataFrame) -> pd.DataFrame:
@@ -312,15 +431,33 @@ def cost_frame(run_df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (experiment, variant), g in ok.groupby(["experiment", "variant"], dropna=False):
         computed = g[~g["adopted"]]
-        rows.append({"experiment": experiment, "variant": variant if isinstance(variant, str) else "",
-                     "jobs": len(g), "computed": len(computed) - int(computed["evaluate_only"].sum()),
-                     "evaluate_only": int(computed["evaluate_only"].sum()),
-                     "adopted": int(g["adopted"].sum()),
-                     "computed_s": float(computed["seconds"].sum()),
-                     "standalone_s": float(g["seconds"].sum() + g["training_s"].sum(skipna=True)),
-                     "untimed": int(g["seconds"].isna().sum() + g["training_s"].isna().sum())})
-    return pd.DataFrame(rows, columns=["experiment", "variant", "jobs", "computed", "evaluate_only",
-                                       "adopted", "computed_s", "standalone_s", "untimed"])
+        rows.append(
+            {
+                "experiment": experiment,
+                "variant": variant if isinstance(variant, str) else "",
+                "jobs": len(g),
+                "computed": len(computed) - int(computed["evaluate_only"].sum()),
+                "evaluate_only": int(computed["evaluate_only"].sum()),
+                "adopted": int(g["adopted"].sum()),
+                "computed_s": float(computed["seconds"].sum()),
+                "standalone_s": float(g["seconds"].sum() + g["training_s"].sum(skipna=True)),
+                "untimed": int(g["seconds"].isna().sum() + g["training_s"].isna().sum()),
+            }
+        )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "experiment",
+            "variant",
+            "jobs",
+            "computed",
+            "evaluate_only",
+            "adopted",
+            "computed_s",
+            "standalone_s",
+            "untimed",
+        ],
+    )
 
 
 def _training_seconds(ok: pd.DataFrame):
@@ -331,8 +468,10 @@ def _training_seconds(ok: pd.DataFrame):
     machine keeps the source's absolute paths, so a directory not found as such is matched by
     the longest common tail of path parts (at least experiment/method/seed, and only if unique).
     NaN when the run is not among the successful runs read."""
-    dirs = {Path(str(p)).parent: (s, _num(e)) for p, s, e in
-            zip(ok["path"], ok["seconds"], ok["eval_seconds"])}
+    dirs = {
+        Path(str(p)).parent: (s, _num(e))
+        for p, s, e in zip(ok["path"], ok["seconds"], ok["eval_seconds"])
+    }
 
     def tail(a: Path, b: Path) -> int:
         n = 0
@@ -358,32 +497,45 @@ def _training_seconds(ok: pd.DataFrame):
 
 def cost_markdown(costs: pd.DataFrame) -> str:
     """reports/costs.md: the measured cost of every grid found (see :func:`cost_frame`)."""
+
     def hours(s: float) -> str:
         return f"{s / 60:.1f} min" if s < 3600 else f"{s / 3600:.2f} h"
 
-    lines = ["# Measured cost of the grids", "",
-             "Sums of `timing.total_seconds` over successful jobs. *computed*: trained and "
-             "evaluated in this experiment's folders; *evaluate-only*: reused another run's final "
-             "checkpoint (only inference differs); *adopted*: an identical job of another "
-             "experiment, taken over (moelora/harness/reuse.py). *standalone* counts adopted jobs at their "
-             "source's time, and adds to an evaluate-only job (or one adopted from it) the time of "
-             "the run that trained its weights, less that run's evaluation. A resumed job adds its "
-             "earlier attempts up to their last saved progress.", "",
-             "| experiment | variant | jobs | computed | evaluate-only | adopted | computed time "
-             "| standalone time |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Measured cost of the grids",
+        "",
+        "Sums of `timing.total_seconds` over successful jobs. *computed*: trained and "
+        "evaluated in this experiment's folders; *evaluate-only*: reused another run's final "
+        "checkpoint (only inference differs); *adopted*: an identical job of another "
+        "experiment, taken over (moelora/harness/reuse.py). *standalone* counts adopted jobs at their "
+        "source's time, and adds to an evaluate-only job (or one adopted from it) the time of "
+        "the run that trained its weights, less that run's evaluation. A resumed job adds its "
+        "earlier attempts up to their last saved progress.",
+        "",
+        "| experiment | variant | jobs | computed | evaluate-only | adopted | computed time "
+        "| standalone time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for _, r in costs.iterrows():
-        lines.append(f"| {r['experiment']} | {r['variant'] or '–'} | {r['jobs']} | {r['computed']} "
-                     f"| {r['evaluate_only']} | {r['adopted']} | {hours(r['computed_s'])} "
-                     f"| {hours(r['standalone_s'])} |")
+        lines.append(
+            f"| {r['experiment']} | {r['variant'] or '–'} | {r['jobs']} | {r['computed']} "
+            f"| {r['evaluate_only']} | {r['adopted']} | {hours(r['computed_s'])} "
+            f"| {hours(r['standalone_s'])} |"
+        )
     if not costs.empty:
-        lines.append(f"| **all** | | {int(costs['jobs'].sum())} | {int(costs['computed'].sum())} "
-                     f"| {int(costs['evaluate_only'].sum())} | {int(costs['adopted'].sum())} "
-                     f"| {hours(costs['computed_s'].sum())} | |")
+        lines.append(
+            f"| **all** | | {int(costs['jobs'].sum())} | {int(costs['computed'].sum())} "
+            f"| {int(costs['evaluate_only'].sum())} | {int(costs['adopted'].sum())} "
+            f"| {hours(costs['computed_s'].sum())} | |"
+        )
     untimed = int(costs["untimed"].sum()) if not costs.empty else 0
     if untimed:
-        lines += ["", f"{untimed} successful job(s), or the runs that trained their weights, "
-                  "have no recorded time (or were not found under the results root): the "
-                  "standalone time leaves them out."]
+        lines += [
+            "",
+            f"{untimed} successful job(s), or the runs that trained their weights, "
+            "have no recorded time (or were not found under the results root): the "
+            "standalone time leaves them out.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -394,13 +546,17 @@ def efficiency_documents(root: Path) -> list[dict[str, Any]]:
         try:
             docs.append({**json.loads(path.read_text(encoding="utf-8")), "source": str(path)})
         except (OSError, ValueError) as e:
-            print(f"[collect] {path}: unreadable ({e}); measure again with python -m "
-                  "experiments.efficiency", file=sys.stderr)
+            print(
+                f"[collect] {path}: unreadable ({e}); measure again with python -m "
+                "experiments.efficiency",
+                file=sys.stderr,
+            )
     return docs
 
 
 # %% [markdown]
 # ## Main
+
 
 # %%
 def main(argv: list[str] | None = None) -> int:
@@ -409,12 +565,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("reports"), help="output folder")
     args = parser.parse_args(argv)
     if not args.root.is_dir():
-        print(f"[collect] no results folder {args.root}/; run experiments first "
-              f"(python run.py experiment=table2) or pass --root", file=sys.stderr)
+        print(
+            f"[collect] no results folder {args.root}/; run experiments first "
+            f"(python run.py experiment=table2) or pass --root",
+            file=sys.stderr,
+        )
         return 1
     tidy, run_df, weights = collect(args.root)
     if run_df.empty:
-        print(f"[collect] no {RESULTS_NAME} under {args.root}/; nothing to collect", file=sys.stderr)
+        print(
+            f"[collect] no {RESULTS_NAME} under {args.root}/; nothing to collect", file=sys.stderr
+        )
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
     tidy.to_csv(args.out / "results.csv", index=False)
@@ -426,19 +587,22 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "expert_weights.json").write_text(json.dumps(weights, indent=1), encoding="utf-8")
     missing = missing_runs(run_df)
     absent = absent_experiments(run_df)
-    (args.out / "missing.md").write_text(missing_markdown(missing, run_df, absent),
-                                         encoding="utf-8")
+    (args.out / "missing.md").write_text(
+        missing_markdown(missing, run_df, absent), encoding="utf-8"
+    )
     (args.out / "costs.md").write_text(cost_markdown(cost_frame(run_df)), encoding="utf-8")
     measured = efficiency_documents(args.root)
     if measured:
         (args.out / "efficiency.json").write_text(json.dumps(measured, indent=1), encoding="utf-8")
     else:
-        (args.out / "efficiency.json").unlink(missing_ok=True)    # stale: not under this root
+        (args.out / "efficiency.json").unlink(missing_ok=True)  # stale: not under this root
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(run_df["status"].value_counts().items()))
     print(f"[collect] {len(run_df)} runs ({counts}) → {args.out / 'results.csv'}")
     if not missing.empty:
-        print(f"[collect] {len(missing)} grid jobs missing or not successful; see "
-              f"{args.out / 'missing.md'}")
+        print(
+            f"[collect] {len(missing)} grid jobs missing or not successful; see "
+            f"{args.out / 'missing.md'}"
+        )
     if absent:
         print(f"[collect] experiments not run at all: {', '.join(absent)}")
     return 0

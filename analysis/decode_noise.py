@@ -40,8 +40,8 @@ from moelora.inference.load import load_run
 from moelora.inference.predict import STRATEGIES, predict
 from moelora.utils.io import read_jsonl, write_json, write_text
 
-DRAW_SEED_BASE = 1000     # draw i > 0 of a run with seed s decodes with seed 1000 · s + i
-TOLERANCE = 1e-9          # a redraw at the run's own seed reproduces its recorded scores to this
+DRAW_SEED_BASE = 1000  # draw i > 0 of a run with seed s decodes with seed 1000 · s + i
+TOLERANCE = 1e-9  # a redraw at the run's own seed reproduces its recorded scores to this
 
 
 @dataclass
@@ -51,12 +51,12 @@ class RunNoise:
     run_dir: str
     method: str
     seed: int
-    decoding: str                         # "sample" | "greedy"
+    decoding: str  # "sample" | "greedy"
     tasks: list[str]
-    recorded: dict[str, float]            # results.json scores (the run's own draw)
-    input: str | None = None              # the answered file when not the run's test split
+    recorded: dict[str, float]  # results.json scores (the run's own draw)
+    input: str | None = None  # the answered file when not the run's test split
     draw_seeds: list[int] = field(default_factory=list)
-    draws: list[dict[str, float]] = field(default_factory=list)   # scores per draw
+    draws: list[dict[str, float]] = field(default_factory=list)  # scores per draw
 
     @property
     def reproduced(self) -> bool | None:
@@ -64,8 +64,9 @@ class RunNoise:
         if self.input is not None:
             return None
         first = self.draws[0] if self.draws else {}
-        return bool(first) and all(abs(first[k] - self.recorded.get(k, math.nan)) <= TOLERANCE
-                                   for k in first)
+        return bool(first) and all(
+            abs(first[k] - self.recorded.get(k, math.nan)) <= TOLERANCE for k in first
+        )
 
     def own(self, key: str) -> float:
         """The score at the run's own decoding seed: recorded, or the first draw of ``input``."""
@@ -84,8 +85,14 @@ def draw_seeds(seed: int, draws: int) -> list[int]:
     return [seed] + [DRAW_SEED_BASE * seed + i for i in range(1, draws)]
 
 
-def measure(run_dir: str | Path, *, draws: int = 4, strategy: str = "mixed",
-            input_file: str | Path | None = None, **decoding: Any) -> RunNoise:
+def measure(
+    run_dir: str | Path,
+    *,
+    draws: int = 4,
+    strategy: str = "mixed",
+    input_file: str | Path | None = None,
+    **decoding: Any,
+) -> RunNoise:
     """Answer the run's test split ``draws`` times, each with its own decoding seed.
 
     ``decoding`` overrides the run's decoding settings (moelora.inference.predict), e.g. ``mode="sample"``
@@ -99,10 +106,15 @@ def measure(run_dir: str | Path, *, draws: int = 4, strategy: str = "mixed",
     results = read_results(run_dir) or {}
     records = run.splits()["test"] if input_file is None else read_jsonl(input_file)
     seed = int(run.config.seed)
-    noise = RunNoise(run_dir=str(run_dir), method=run.method, seed=seed,
-                     decoding=run.decoding(**decoding).mode, tasks=list(run.task_map.tasks),
-                     recorded={k: float(v) for k, v in (results.get("scores") or {}).items()},
-                     input=None if input_file is None else str(input_file))
+    noise = RunNoise(
+        run_dir=str(run_dir),
+        method=run.method,
+        seed=seed,
+        decoding=run.decoding(**decoding).mode,
+        tasks=list(run.task_map.tasks),
+        recorded={k: float(v) for k, v in (results.get("scores") or {}).items()},
+        input=None if input_file is None else str(input_file),
+    )
     for s in draw_seeds(seed, draws):
         out = predict(run, records, strategy=strategy, seed=s, **decoding)
         noise.draw_seeds.append(s)
@@ -113,6 +125,7 @@ def measure(run_dir: str | Path, *, draws: int = 4, strategy: str = "mixed",
 # %% [markdown]
 # ## Seeds of one method: the recorded spread split into training and decoding
 
+
 # %%
 @dataclass(frozen=True)
 class GroupNoise:
@@ -120,9 +133,9 @@ class GroupNoise:
 
     group: str
     seeds: list[int]
-    total_std: float                      # std over the seeds of the avg at each run's own seed
-    decode_std: float                     # root mean square of the runs' decode-only stds
-    train_std: float                      # sqrt(max(0, total² − decode²))
+    total_std: float  # std over the seeds of the avg at each run's own seed
+    decode_std: float  # root mean square of the runs' decode-only stds
+    train_std: float  # sqrt(max(0, total² − decode²))
 
 
 def group_noise(runs: Sequence[RunNoise], key: str = "avg") -> list[GroupNoise]:
@@ -135,7 +148,7 @@ def group_noise(runs: Sequence[RunNoise], key: str = "avg") -> list[GroupNoise]:
         total = summarize([m.own(key) for m in members]).std
         var = [m.spread(key)[1] ** 2 for m in members]
         decode = math.sqrt(sum(var) / len(var)) if var else math.nan
-        train = math.sqrt(max(0.0, total ** 2 - decode ** 2)) if math.isfinite(total) else math.nan
+        train = math.sqrt(max(0.0, total**2 - decode**2)) if math.isfinite(total) else math.nan
         out.append(GroupNoise(name, sorted(m.seed for m in members), total, decode, train))
     return out
 
@@ -150,39 +163,61 @@ def _f(x: float) -> str:
 
 def to_markdown(runs: Sequence[RunNoise]) -> str:
     """Per run: each task's mean ± std over the draws; then per folder of seeds the split."""
-    lines = ["# Decoding noise: the same weights, other decoding seeds", "",
-             "Each run's test split answered again with other decoding seeds "
-             "(`python -m analysis.decode_noise`); mean ± std over the draws, the first draw at "
-             "the run's own seed.", ""]
+    lines = [
+        "# Decoding noise: the same weights, other decoding seeds",
+        "",
+        "Each run's test split answered again with other decoding seeds "
+        "(`python -m analysis.decode_noise`); mean ± std over the draws, the first draw at "
+        "the run's own seed.",
+        "",
+    ]
     if inputs := sorted({r.input for r in runs if r.input is not None}):
-        lines += ["Answered instead of each run's test split: " + ", ".join(f"`{i}`" for i in inputs),
-                  ""]
+        lines += [
+            "Answered instead of each run's test split: " + ", ".join(f"`{i}`" for i in inputs),
+            "",
+        ]
     tasks = list(dict.fromkeys(t for r in runs for t in r.tasks)) + ["avg"]
-    lines += ["| run | seed | decoding | draws | reproduced | " + " | ".join(tasks) + " |",
-              "|---" * (5 + len(tasks)) + "|"]
+    lines += [
+        "| run | seed | decoding | draws | reproduced | " + " | ".join(tasks) + " |",
+        "|---" * (5 + len(tasks)) + "|",
+    ]
     for r in runs:
         cells = []
         for t in tasks:
             mean, std = r.spread(t)
             cells.append(f"{_f(mean)} ± {_f(std)}" if math.isfinite(mean) else "")
-        lines.append(f"| {Path(r.run_dir).parent} | {r.seed} | {r.decoding} | {len(r.draws)} | "
-                     f"{_reproduced(r.reproduced)} | " + " | ".join(cells) + " |")
-    lines += ["", "## The std of `avg` over seeds, split", "",
-              "total: std over the seeds of the avg at each run's own decoding seed (the "
-              "recorded one unless another input was answered); decoding: root mean square of the "
-              "runs' decode-only stds; training: sqrt(max(0, total² − decoding²)).", "",
-              "| runs | seeds | total | decoding | training |", "|---|---|---|---|---|"]
+        lines.append(
+            f"| {Path(r.run_dir).parent} | {r.seed} | {r.decoding} | {len(r.draws)} | "
+            f"{_reproduced(r.reproduced)} | " + " | ".join(cells) + " |"
+        )
+    lines += [
+        "",
+        "## The std of `avg` over seeds, split",
+        "",
+        "total: std over the seeds of the avg at each run's own decoding seed (the "
+        "recorded one unless another input was answered); decoding: root mean square of the "
+        "runs' decode-only stds; training: sqrt(max(0, total² − decoding²)).",
+        "",
+        "| runs | seeds | total | decoding | training |",
+        "|---|---|---|---|---|",
+    ]
     for g in group_noise(runs):
-        lines.append(f"| {g.group} | {', '.join(map(str, g.seeds))} | {_f(g.total_std)} | "
-                     f"{_f(g.decode_std)} | {_f(g.train_std)} |")
+        lines.append(
+            f"| {g.group} | {', '.join(map(str, g.seeds))} | {_f(g.total_std)} | "
+            f"{_f(g.decode_std)} | {_f(g.train_std)} |"
+        )
     if any(r.reproduced is False for r in runs):
-        lines += ["", "A run marked NO did not give its recorded scores at its own seed: its "
-                  "evaluation used another serving path (try `--strategy grouped_unmerged`)."]
+        lines += [
+            "",
+            "A run marked NO did not give its recorded scores at its own seed: its "
+            "evaluation used another serving path (try `--strategy grouped_unmerged`).",
+        ]
     return "\n".join(lines) + "\n"
 
 
 # %% [markdown]
 # ## Command line
+
 
 # %%
 def find_runs(root: Path, methods: Sequence[str] | None) -> list[Path]:
@@ -200,26 +235,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m analysis.decode_noise",
         description="Answer finished runs' test splits again with other decoding seeds and "
-                    "split the std over seeds into decoding and training.")
+        "split the std over seeds into decoding and training.",
+    )
     parser.add_argument("runs", nargs="*", type=Path, help="finished run directories")
     parser.add_argument("--root", type=Path, help="every successful run under this folder")
     parser.add_argument("--methods", nargs="*", default=None, help="with --root: these only")
     parser.add_argument("--draws", type=int, default=4, help="decodings per run (default 4)")
-    parser.add_argument("--strategy", default="mixed", choices=STRATEGIES,
-                        help="serving path (moelora.inference.predict); default: mixed")
-    parser.add_argument("--input", type=Path, default=None,
-                        help="answer this PromptCBLUE file instead of each run's test split")
+    parser.add_argument(
+        "--strategy",
+        default="mixed",
+        choices=STRATEGIES,
+        help="serving path (moelora.inference.predict); default: mixed",
+    )
+    parser.add_argument(
+        "--input",
+        type=Path,
+        default=None,
+        help="answer this PromptCBLUE file instead of each run's test split",
+    )
     parser.add_argument("--out", type=Path, default=Path("reports"))
     args = parser.parse_args(argv)
     runs = list(args.runs) + (find_runs(args.root, args.methods) if args.root else [])
     if not runs:
         parser.error("no runs: name run directories or --root (with --methods)")
-    draw_seeds(0, args.draws)                    # refuse --draws < 2 before any work
+    draw_seeds(0, args.draws)  # refuse --draws < 2 before any work
     measured = []
     for i, run_dir in enumerate(runs, 1):
         print(f"[decode_noise] {i}/{len(runs)} {run_dir}", flush=True)
-        measured.append(measure(run_dir, draws=args.draws, strategy=args.strategy,
-                                input_file=args.input))
+        measured.append(
+            measure(run_dir, draws=args.draws, strategy=args.strategy, input_file=args.input)
+        )
     text = to_markdown(measured)
     write_json(args.out / "decode_noise.json", [asdict(r) for r in measured])
     write_text(args.out / "decode_noise.md", text)

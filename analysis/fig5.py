@@ -25,11 +25,19 @@ from analysis import paper_numbers
 from analysis.stats import summarize
 from analysis.tables import BENCHMARK_LABELS
 
-DISPLAY = {"lora_full": "LoRA (Full)", "molora": "MoLoRA", "moelora_multi_gate": "MOELoRA(M)",
-           "moelora_dense": "MOELoRA (D)", "moelora_sparse": "MOELoRA (S)", "ptuning": "P-Tuning"}
-STRATEGY_LABELS = {"grouped_merged": "merged per task (one-task batches)",
-                   "grouped_unmerged": "unmerged, one-task batches",
-                   "mixed": "unmerged, mixed-task batches"}
+DISPLAY = {
+    "lora_full": "LoRA (Full)",
+    "molora": "MoLoRA",
+    "moelora_multi_gate": "MOELoRA(M)",
+    "moelora_dense": "MOELoRA (D)",
+    "moelora_sparse": "MOELoRA (S)",
+    "ptuning": "P-Tuning",
+}
+STRATEGY_LABELS = {
+    "grouped_merged": "merged per task (one-task batches)",
+    "grouped_unmerged": "unmerged, one-task batches",
+    "mixed": "unmerged, mixed-task batches",
+}
 REFERENCE = "lora_full"
 EFFICIENCY_NAME = "efficiency.json"
 
@@ -56,14 +64,18 @@ def fig5_runs(runs: pd.DataFrame, lookup: pd.DataFrame | None = None) -> pd.Data
     ok = runs[runs["status"] == "success"].copy()
     lookup = runs if lookup is None else lookup
     if "trained_by" in ok and "path" in ok:
-        step_by_dir = {str(Path(p).parent): s
-                       for p, s in zip(lookup["path"], lookup["train_step_seconds"])
-                       if isinstance(p, str) and s == s}
+        step_by_dir = {
+            str(Path(p).parent): s
+            for p, s in zip(lookup["path"], lookup["train_step_seconds"])
+            if isinstance(p, str) and s == s
+        }
         missing = ok["train_step_seconds"].isna() & ok["trained_by"].notna()
-        ok.loc[missing, "train_step_seconds"] = [step_by_dir.get(str(t), math.nan)
-                                                 for t in ok.loc[missing, "trained_by"]]
-    asked_merged = ok["overrides"].fillna("").str.contains("method.infer=merged_per_task",
-                                                           regex=False)
+        ok.loc[missing, "train_step_seconds"] = [
+            step_by_dir.get(str(t), math.nan) for t in ok.loc[missing, "trained_by"]
+        ]
+    asked_merged = (
+        ok["overrides"].fillna("").str.contains("method.infer=merged_per_task", regex=False)
+    )
     return ok[~((ok["method"] == "molora") & (asked_merged | (ok["infer_mode"] != "unmerged")))]
 
 
@@ -74,13 +86,23 @@ def _methods(names: set[str]) -> list[str]:
 def _label_bars(ax: plt.Axes, xs: np.ndarray, tops: list[float], texts: list[str]) -> None:
     for x, top, text in zip(xs, tops, texts):
         if text and math.isfinite(top):
-            ax.annotate(text, (x, top), textcoords="offset points", xytext=(0, 3), ha="center",
-                        fontsize=6.5)
+            ax.annotate(
+                text, (x, top), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=6.5
+            )
 
 
 def _missing(ax: plt.Axes, x: float, text: str) -> None:
-    ax.annotate(text, (x, 0), textcoords="offset points", xytext=(0, 4), ha="center", va="bottom",
-                fontsize=6, rotation=90, color="0.35")
+    ax.annotate(
+        text,
+        (x, 0),
+        textcoords="offset points",
+        xytext=(0, 4),
+        ha="center",
+        va="bottom",
+        fontsize=6,
+        rotation=90,
+        color="0.35",
+    )
 
 
 def _params_panel(ax: plt.Axes, ok: pd.DataFrame, methods: list[str], xs: np.ndarray) -> None:
@@ -100,9 +122,18 @@ def _params_panel(ax: plt.Axes, ok: pd.DataFrame, methods: list[str], xs: np.nda
     ax.legend(fontsize=7, loc="upper center", ncol=2)
 
 
-def _measured_bars(ax: plt.Axes, xs: np.ndarray, width: float, methods: list[str],
-                   group: dict[str, Any], value: Any, ratio_key: str, scale: float = 1.0,
-                   label: str | None = None, absent: str = "not measured") -> None:
+def _measured_bars(
+    ax: plt.Axes,
+    xs: np.ndarray,
+    width: float,
+    methods: list[str],
+    group: dict[str, Any],
+    value: Any,
+    ratio_key: str,
+    scale: float = 1.0,
+    label: str | None = None,
+    absent: str = "not measured",
+) -> None:
     """Median bars with min–max error bars and ratio labels; absent values are marked."""
     meds, lo, hi, tops, texts = [], [], [], [], []
     for x, m in zip(xs, methods):
@@ -127,59 +158,95 @@ def _measured_bars(ax: plt.Axes, xs: np.ndarray, width: float, methods: list[str
     _label_bars(ax, xs, tops, texts)
 
 
-def _measured_panels(axes: list[plt.Axes], group: dict[str, Any], methods: list[str],
-                     xs: np.ndarray) -> str:
+def _measured_panels(
+    axes: list[plt.Axes], group: dict[str, Any], methods: list[str], xs: np.ndarray
+) -> str:
     """Panels (b)-(d) from the measurement; returns the note describing it."""
     meas = group["measurement"]
     settings = meas.get("settings", {})
     ax = axes[1]
-    _measured_bars(ax, xs, 0.6, methods, group,
-                   lambda e: e["summary"]["train_step_seconds"], "train_step_seconds", 1e3)
+    _measured_bars(
+        ax,
+        xs,
+        0.6,
+        methods,
+        group,
+        lambda e: e["summary"]["train_step_seconds"],
+        "train_step_seconds",
+        1e3,
+    )
     ax.set_ylabel("training step: forward + backward + AdamW (ms)")
     ax.set_title("(b) training step time")
     ax = axes[2]
-    strategies = [s for s in STRATEGY_LABELS
-                  if any(s in e.get("latency", {}) for e in group["methods"].values())]
+    strategies = [
+        s
+        for s in STRATEGY_LABELS
+        if any(s in e.get("latency", {}) for e in group["methods"].values())
+    ]
     width = 0.8 / max(len(strategies), 1)
     for i, s in enumerate(strategies):
-        _measured_bars(ax, xs + (i - (len(strategies) - 1) / 2) * width, width, methods, group,
-                       lambda e, s=s: e["summary"].get(f"latency_{s}"), f"latency_{s}", 1e3,
-                       label=STRATEGY_LABELS[s],
-                       absent="cannot merge" if s == "grouped_merged" else "n/a")
+        _measured_bars(
+            ax,
+            xs + (i - (len(strategies) - 1) / 2) * width,
+            width,
+            methods,
+            group,
+            lambda e, s=s: e["summary"].get(f"latency_{s}"),
+            f"latency_{s}",
+            1e3,
+            label=STRATEGY_LABELS[s],
+            absent="cannot merge" if s == "grouped_merged" else "n/a",
+        )
     ax.set_ylabel("generation latency (ms per test example)")
     ax.set_title("(c) inference latency")
     ax.set_ylim(0, 1.35 * ax.get_ylim()[1])
     ax.legend(fontsize=6.5, loc="upper center", ncol=1)
     ax = axes[3]
-    _measured_bars(ax, xs, 0.6, methods, group,
-                   lambda e: {k: e["train_peak_bytes"] / 2**20 for k in ("median", "min", "max")},
-                   "train_peak_bytes")
+    _measured_bars(
+        ax,
+        xs,
+        0.6,
+        methods,
+        group,
+        lambda e: {k: e["train_peak_bytes"] / 2**20 for k in ("median", "min", "max")},
+        "train_peak_bytes",
+    )
     cuda = str(meas.get("device", "")).startswith("cuda")
     ax.set_ylabel("memory a training step adds (MiB)")
     ax.set_title("(d) training memory")
     first = next(iter(group["methods"].values()))
-    merges = ", ".join(f"{DISPLAY.get(m, m)} {1e3 * e['summary']['merge_seconds']['median']:.1f} ms"
-                       for m, e in group["methods"].items() if "merge_seconds" in e["summary"])
+    merges = ", ".join(
+        f"{DISPLAY.get(m, m)} {1e3 * e['summary']['merge_seconds']['median']:.1f} ms"
+        for m, e in group["methods"].items()
+        if "merge_seconds" in e["summary"]
+    )
     seeds = ", ".join(f"{DISPLAY.get(m, m)} seed {e['seed']}" for m, e in group["methods"].items())
     gpu = f" ({meas['gpu']})" if meas.get("gpu") else ""
-    memory = ("peak allocated during a step minus what was allocated before" if cuda else
-              "tensors saved for backward + trainable parameters, gradients, AdamW moments")
-    return (f"Measured by experiments/efficiency.py in one process on {meas.get('device')}{gpu}, "
-            f"{meas.get('threads')} thread(s), torch {meas.get('versions', {}).get('torch')}: "
-            f"{settings.get('repeats')} repetitions, method order alternated; step time = median "
-            f"of {settings.get('steps_per_repeat')} steps per repetition on the run's own "
-            f"training batches (batch {first.get('train_batch_size')}); latency = generation "
-            f"time / examples on {first.get('test_examples')} test examples "
-            f"({settings.get('per_task')} per task), greedy, {settings.get('new_tokens')} new "
-            f"tokens each; one-off merge time (all tasks, per pass; not in the latency): "
-            f"{merges or 'n/a'}. Memory (d): {memory}. "
-            f"Bars: median; error bars: min–max; labels: ratio to LoRA (Full) within each "
-            f"repetition (median). Rebuilt runs: {seeds}.")
+    memory = (
+        "peak allocated during a step minus what was allocated before"
+        if cuda
+        else "tensors saved for backward + trainable parameters, gradients, AdamW moments"
+    )
+    return (
+        f"Measured by experiments/efficiency.py in one process on {meas.get('device')}{gpu}, "
+        f"{meas.get('threads')} thread(s), torch {meas.get('versions', {}).get('torch')}: "
+        f"{settings.get('repeats')} repetitions, method order alternated; step time = median "
+        f"of {settings.get('steps_per_repeat')} steps per repetition on the run's own "
+        f"training batches (batch {first.get('train_batch_size')}); latency = generation "
+        f"time / examples on {first.get('test_examples')} test examples "
+        f"({settings.get('per_task')} per task), greedy, {settings.get('new_tokens')} new "
+        f"tokens each; one-off merge time (all tasks, per pass; not in the latency): "
+        f"{merges or 'n/a'}. Memory (d): {memory}. "
+        f"Bars: median; error bars: min–max; labels: ratio to LoRA (Full) within each "
+        f"repetition (median). Rebuilt runs: {seeds}."
+    )
 
 
-def _sweep_panels(axes: list[plt.Axes], ok: pd.DataFrame, methods: list[str],
-                  xs: np.ndarray) -> str:
+def _sweep_panels(
+    axes: list[plt.Axes], ok: pd.DataFrame, methods: list[str], xs: np.ndarray
+) -> str:
     """Panels (b) and (c) from the sweep jobs' own timings (no measurement available)."""
+
     def mean_std(values: pd.Series) -> tuple[float, float]:
         s = summarize(values.dropna().tolist())
         return s.mean, (s.std if math.isfinite(s.std) else 0.0)
@@ -196,28 +263,50 @@ def _sweep_panels(axes: list[plt.Axes], ok: pd.DataFrame, methods: list[str],
     modes = [m for m in ("merged_per_task", "merged", "unmerged") if m in set(ok["infer_mode"])]
     width = 0.8 / max(len(modes), 1)
     for i, mode in enumerate(modes):
-        vals = [mean_std(ok[(ok["method"] == m) & (ok["infer_mode"] == mode)]
-                         ["latency_per_example"]) for m in methods]
-        ax.bar(xs + (i - (len(modes) - 1) / 2) * width, [1e3 * v[0] for v in vals], width,
-               yerr=[1e3 * v[1] for v in vals], capsize=3, label=mode)
+        vals = [
+            mean_std(ok[(ok["method"] == m) & (ok["infer_mode"] == mode)]["latency_per_example"])
+            for m in methods
+        ]
+        ax.bar(
+            xs + (i - (len(modes) - 1) / 2) * width,
+            [1e3 * v[0] for v in vals],
+            width,
+            yerr=[1e3 * v[1] for v in vals],
+            capsize=3,
+            label=mode,
+        )
     ax.set_ylabel("inference latency (ms per test example)")
     ax.set_title("(c) inference latency (sweep jobs)")
     ax.set_ylim(0, 1.3 * ax.get_ylim()[1])
     ax.legend(fontsize=7, title="inference", title_fontsize=7, loc="upper center", ncol=len(modes))
     axes[3].set_axis_off()
-    axes[3].text(0.5, 0.5, "(d) training memory:\nnot measured\n(make efficiency)", ha="center",
-                 va="center", fontsize=9, transform=axes[3].transAxes)
+    axes[3].text(
+        0.5,
+        0.5,
+        "(d) training memory:\nnot measured\n(make efficiency)",
+        ha="center",
+        va="center",
+        fontsize=9,
+        transform=axes[3].transAxes,
+    )
     n = int(ok.groupby(["method", "infer_mode"]).size().max()) if len(ok) else 0
     device = ", ".join(sorted(str(d) for d in ok["device"].dropna().unique())) or "n/a"
-    return (f"Timings of the sweep jobs themselves (uncontrolled machine load; device {device}; up "
-            f"to {n} seeds per bar, error bars ±1 sample std); `make efficiency` measures them "
-            f"under control. Evaluate-only jobs use the step time of the job that trained them. "
-            f"MoLoRA cannot be merged and is shown unmerged only.")
+    return (
+        f"Timings of the sweep jobs themselves (uncontrolled machine load; device {device}; up "
+        f"to {n} seeds per bar, error bars ±1 sample std); `make efficiency` measures them "
+        f"under control. Evaluate-only jobs use the step time of the job that trained them. "
+        f"MoLoRA cannot be merged and is shown unmerged only."
+    )
 
 
-def plot_fig5(runs: pd.DataFrame, *, benchmark: str, variant: str,
-              efficiency: dict[str, Any] | None = None,
-              lookup: pd.DataFrame | None = None) -> plt.Figure:
+def plot_fig5(
+    runs: pd.DataFrame,
+    *,
+    benchmark: str,
+    variant: str,
+    efficiency: dict[str, Any] | None = None,
+    lookup: pd.DataFrame | None = None,
+) -> plt.Figure:
     """Four panels: (a) parameter ratio, (b) step time, (c) latency, (d) training memory.
 
     Args:
@@ -231,15 +320,25 @@ def plot_fig5(runs: pd.DataFrame, *, benchmark: str, variant: str,
     xs = np.arange(len(methods))
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.4))
     _params_panel(axes[0], ok, methods, xs)
-    note = (_measured_panels(list(axes), efficiency, methods, xs) if efficiency
-            else _sweep_panels(list(axes), ok, methods, xs))
+    note = (
+        _measured_panels(list(axes), efficiency, methods, xs)
+        if efficiency
+        else _sweep_panels(list(axes), ok, methods, xs)
+    )
     for ax in axes:
         if ax.axison:
             ax.set_xticks(xs, [DISPLAY.get(m, m) for m in methods], rotation=20, ha="right")
             ax.grid(axis="y", alpha=0.3)
     fig.suptitle("Fig. 5: efficiency of the PEFT methods")
-    fig.text(0.01, -0.02, f"Benchmark: {BENCHMARK_LABELS.get(benchmark, benchmark)}. {note}"
-             + (f" Overrides: {variant}." if variant else ""), ha="left", va="top", fontsize=8,
-             wrap=True)
+    fig.text(
+        0.01,
+        -0.02,
+        f"Benchmark: {BENCHMARK_LABELS.get(benchmark, benchmark)}. {note}"
+        + (f" Overrides: {variant}." if variant else ""),
+        ha="left",
+        va="top",
+        fontsize=8,
+        wrap=True,
+    )
     fig.tight_layout()
     return fig

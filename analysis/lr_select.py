@@ -43,8 +43,15 @@ from moelora.utils.io import read_json, write_json, write_text
 # Overrides that set the lr or the evaluated split: the grid itself, not the variant.
 LR_KEYS = {"trainer.lr", "trainer.lr_scale", "data.files.test", "experiment_name"}
 # Settings an lr is chosen under, recorded in the protocol file (moelora.harness.lr_protocol checks them).
-CHOSEN_WITH = ("model.name", "data.name", "trainer.max_steps", "trainer.per_device_batch_size",
-               "trainer.grad_accum", "trainer.warmup_steps", "trainer.loss_weighting")
+CHOSEN_WITH = (
+    "model.name",
+    "data.name",
+    "trainer.max_steps",
+    "trainer.per_device_batch_size",
+    "trainer.grad_accum",
+    "trainer.warmup_steps",
+    "trainer.loss_weighting",
+)
 
 
 class NotDevSplitError(ValueError):
@@ -56,9 +63,9 @@ class Point:
     """One lr of one method: its dev ``avg`` per seed."""
 
     lr: float
-    override: str                         # "trainer.lr_scale=15" or "trainer.lr=0.003"
+    override: str  # "trainer.lr_scale=15" or "trainer.lr=0.003"
     avg_by_seed: dict[int, float] = field(default_factory=dict)
-    scale: float = math.nan               # lr / method.optim.lr: the protocol's lr_scale
+    scale: float = math.nan  # lr / method.optim.lr: the protocol's lr_scale
 
     @property
     def mean(self) -> float:
@@ -71,10 +78,10 @@ class Choice:
 
     method: str
     variant: str
-    model: str                            # the base model's fingerprint, shortened
+    model: str  # the base model's fingerprint, shortened
     points: list[Point]
-    failed: list[str]                     # "<run folder> (<status>)" of runs not (yet) successful
-    settings: dict[str, Any] = field(default_factory=dict)   # CHOSEN_WITH values of its runs
+    failed: list[str]  # "<run folder> (<status>)" of runs not (yet) successful
+    settings: dict[str, Any] = field(default_factory=dict)  # CHOSEN_WITH values of its runs
 
     @property
     def best(self) -> Point:
@@ -89,6 +96,7 @@ class Choice:
 
 # %% [markdown]
 # ## Reading the dev-split runs
+
 
 # %%
 def effective_lr(config: dict[str, Any]) -> tuple[float, str]:
@@ -107,7 +115,7 @@ def check_dev_split(res: dict[str, Any], path: Path) -> None:
     test, dev = files.get("test") or {}, files.get("dev") or {}
     if test.get("sha256") and dev.get("sha256"):
         same = test["sha256"] == dev["sha256"]
-    else:                                 # no input fingerprints: compare the configured names
+    else:  # no input fingerprints: compare the configured names
         names = _get(res, "config", "data", "files") or {}
         same = bool(names.get("dev")) and names.get("test") == names.get("dev")
     if not same:
@@ -115,7 +123,8 @@ def check_dev_split(res: dict[str, Any], path: Path) -> None:
             f"{path}: this run was scored on {test.get('file') or 'the test split'}, not on the dev "
             "split, and an lr chosen on it would be chosen on the test set. Select from dev-split "
             "runs only: add data.files.test=<the dev file> to the sweep (see "
-            "analysis/lr_select.py), or point --root at a folder that holds only those.")
+            "analysis/lr_select.py), or point --root at a folder that holds only those."
+        )
 
 
 def read_points(root: Path) -> list[Choice]:
@@ -124,8 +133,10 @@ def read_points(root: Path) -> list[Choice]:
     groups: dict[tuple[str, str, str], Choice] = {}
     paths = sorted(Path(root).rglob(RESULTS_NAME))
     if not paths:
-        raise FileNotFoundError(f"{root}: no {RESULTS_NAME} below it; run the dev sweep first "
-                                "(analysis/lr_select.py shows the command)")
+        raise FileNotFoundError(
+            f"{root}: no {RESULTS_NAME} below it; run the dev sweep first "
+            "(analysis/lr_select.py shows the command)"
+        )
     for path in paths:
         try:
             res = read_json(path)
@@ -159,37 +170,66 @@ def read_points(root: Path) -> list[Choice]:
 # %% [markdown]
 # ## The report
 
+
 # %%
 def to_markdown(choices: list[Choice]) -> str:
-    lines = ["# Learning rate per method, chosen on the dev split", "",
-             "Mean dev `avg` over the seeds run (n), per lr; **bold**: the chosen lr (ties go to "
-             "the smaller). Runs at a method's own lr depart from the paper's equal-lr protocol "
-             "(methods.md §1.3).", ""]
+    lines = [
+        "# Learning rate per method, chosen on the dev split",
+        "",
+        "Mean dev `avg` over the seeds run (n), per lr; **bold**: the chosen lr (ties go to "
+        "the smaller). Runs at a method's own lr depart from the paper's equal-lr protocol "
+        "(methods.md §1.3).",
+        "",
+    ]
     for c in choices:
-        title = (c.method + (f" ({c.variant})" if c.variant else "")
-                 + (f", base model {c.model}…" if c.model else ""))
+        title = (
+            c.method
+            + (f" ({c.variant})" if c.variant else "")
+            + (f", base model {c.model}…" if c.model else "")
+        )
         lines += [f"## {title}", "", "| lr | override | dev avg | n |", "|---|---|---|---|"]
         for p in c.points:
             mark = "**" if p is c.best else ""
-            lines.append(f"| {mark}{p.lr:g}{mark} | `{p.override}` | {mark}{p.mean:.4f}{mark} | "
-                         f"{len(p.avg_by_seed)} |")
+            lines.append(
+                f"| {mark}{p.lr:g}{mark} | `{p.override}` | {mark}{p.mean:.4f}{mark} | "
+                f"{len(p.avg_by_seed)} |"
+            )
         lines.append("")
         if c.at_edge:
-            lines += ["The chosen lr is at the edge of the grid: the best one may lie beyond it.", ""]
+            lines += [
+                "The chosen lr is at the edge of the grid: the best one may lie beyond it.",
+                "",
+            ]
         if c.failed:
-            lines += [f"Not chosen from ({len(c.failed)} runs not successful, or still running): "
-                      + ", ".join(f"`{f}`" for f in c.failed), ""]
+            lines += [
+                f"Not chosen from ({len(c.failed)} runs not successful, or still running): "
+                + ", ".join(f"`{f}`" for f in c.failed),
+                "",
+            ]
         extra = f" {c.variant.replace(',', ' ')}" if c.variant else ""
-        lines += [f"Test-split runs: `python run.py -m method={c.method} {c.best.override}"
-                  f"{extra} seed=42,43,44`", ""]
+        lines += [
+            f"Test-split runs: `python run.py -m method={c.method} {c.best.override}"
+            f"{extra} seed=42,43,44`",
+            "",
+        ]
     return "\n".join(lines)
 
 
 def to_json(choices: list[Choice]) -> list[dict[str, Any]]:
-    return [{"method": c.method, "variant": c.variant, "model": c.model, "lr": c.best.lr,
-             "override": c.best.override, "dev_avg": c.best.mean, "at_edge": c.at_edge,
-             "points": [{**asdict(p), "mean": p.mean} for p in c.points], "failed": c.failed}
-            for c in choices]
+    return [
+        {
+            "method": c.method,
+            "variant": c.variant,
+            "model": c.model,
+            "lr": c.best.lr,
+            "override": c.best.override,
+            "dev_avg": c.best.mean,
+            "at_edge": c.at_edge,
+            "points": [{**asdict(p), "mean": p.mean} for p in c.points],
+            "failed": c.failed,
+        }
+        for c in choices
+    ]
 
 
 def to_protocol(choices: list[Choice], name: str = "dev") -> str:
@@ -202,29 +242,43 @@ def to_protocol(choices: list[Choice], name: str = "dev") -> str:
     """
     methods = [c.method for c in choices]
     if dupes := sorted({m for m in methods if methods.count(m) > 1}):
-        found = "; ".join(f"{c.method} ({c.variant or 'no other overrides'}, base {c.model}…)"
-                          for c in choices if c.method in dupes)
-        raise ValueError(f"several variants or base models for {', '.join(dupes)}: {found}. "
-                         "One protocol holds one sweep: point --root at a folder with one of them")
+        found = "; ".join(
+            f"{c.method} ({c.variant or 'no other overrides'}, base {c.model}…)"
+            for c in choices
+            if c.method in dupes
+        )
+        raise ValueError(
+            f"several variants or base models for {', '.join(dupes)}: {found}. "
+            "One protocol holds one sweep: point --root at a folder with one of them"
+        )
     settings = {k: v for c in choices for k, v in c.settings.items()}
     for c in choices:
         if differs := [k for k, v in c.settings.items() if settings[k] != v] + [
-                k for k in settings if k not in c.settings]:
-            raise ValueError(f"{c.method} was swept under other settings ({', '.join(differs)}) "
-                             "than the other methods; one protocol holds one sweep")
+            k for k in settings if k not in c.settings
+        ]:
+            raise ValueError(
+                f"{c.method} was swept under other settings ({', '.join(differs)}) "
+                "than the other methods; one protocol holds one sweep"
+            )
     models = sorted({c.model for c in choices if c.model})
-    lines = [f"# Each method's own learning rate, chosen on the dev split by analysis.lr_select "
-             f"(lr_protocol={name},",
-             "# moelora/harness/lr_protocol.py). Generated: regenerate it from the sweep rather than edit "
-             "it by hand.",
-             f"# Base model {', '.join(m + '…' for m in models) or 'unknown'}; dev avg per "
-             "lr_scale (mean over the seeds run), [chosen]:"]
+    lines = [
+        f"# Each method's own learning rate, chosen on the dev split by analysis.lr_select "
+        f"(lr_protocol={name},",
+        "# moelora/harness/lr_protocol.py). Generated: regenerate it from the sweep rather than edit "
+        "it by hand.",
+        f"# Base model {', '.join(m + '…' for m in models) or 'unknown'}; dev avg per "
+        "lr_scale (mean over the seeds run), [chosen]:",
+    ]
     for c in choices:
-        grid = " | ".join((f"[{p.scale:g}: {p.mean:.4f}]" if p is c.best else
-                           f"{p.scale:g}: {p.mean:.4f}") for p in c.points)
+        grid = " | ".join(
+            (f"[{p.scale:g}: {p.mean:.4f}]" if p is c.best else f"{p.scale:g}: {p.mean:.4f}")
+            for p in c.points
+        )
         seeds = sorted({s for p in c.points for s in p.avg_by_seed})
-        lines.append(f"#   {c.method} (seeds {', '.join(map(str, seeds))}): {grid}"
-                     + ("  (at the grid's edge)" if c.at_edge else ""))
+        lines.append(
+            f"#   {c.method} (seeds {', '.join(map(str, seeds))}): {grid}"
+            + ("  (at the grid's edge)" if c.at_edge else "")
+        )
     lines += [f"name: {name}", "lr_scale:"]
     lines += [f"  {c.method}: {c.best.scale:g}" for c in sorted(choices, key=lambda c: c.method)]
     lines.append("chosen_with:" + ("" if settings else " {}"))
@@ -236,19 +290,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__ or "choose an lr per method on dev")
     parser.add_argument("--root", type=Path, required=True, help="the dev sweep's output folder")
     parser.add_argument("--out", type=Path, default=Path("reports"), help="where lr_select.* go")
-    parser.add_argument("--protocol", type=Path, default=None, metavar="YAML",
-                        help="also write the choices as an lr protocol, e.g. "
-                             "conf/lr_protocol/dev.yaml (its name: the file's stem)")
+    parser.add_argument(
+        "--protocol",
+        type=Path,
+        default=None,
+        metavar="YAML",
+        help="also write the choices as an lr protocol, e.g. "
+        "conf/lr_protocol/dev.yaml (its name: the file's stem)",
+    )
     args = parser.parse_args(argv)
     try:
         choices = read_points(args.root)
         if not choices:
             raise ValueError(f"{args.root}: no successful run to choose from")
         if args.protocol and args.protocol.stem == "shared":
-            raise ValueError(f"{args.protocol}: lr_protocol=shared is the paper's equal-lr "
-                             "protocol; write the choices under another name, e.g. dev.yaml")
+            raise ValueError(
+                f"{args.protocol}: lr_protocol=shared is the paper's equal-lr "
+                "protocol; write the choices under another name, e.g. dev.yaml"
+            )
         protocol = to_protocol(choices, args.protocol.stem) if args.protocol else None
-    except (FileNotFoundError, ValueError) as e:      # NotDevSplitError is a ValueError
+    except (FileNotFoundError, ValueError) as e:  # NotDevSplitError is a ValueError
         print(f"[lr_select] {e}; nothing was written", file=sys.stderr)
         return 2
     if protocol is not None:

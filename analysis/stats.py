@@ -18,7 +18,7 @@ from scipy import stats as sps
 
 ALPHA = 0.05
 DECIMALS = 4
-MIN_N = 3   # significance is marked only with at least 3 scores per group (#12)
+MIN_N = 3  # significance is marked only with at least 3 scores per group (#12)
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,11 @@ def ttest(a: Mapping[int, float], b: Mapping[int, float], *, paired: bool = Fals
         The statistic and p-value; NaN when a side has fewer than 2 scores (or 2 shared seeds
         when paired), or when both sides have zero variance.
     """
-    name = "paired t-test (scipy.stats.ttest_rel, by seed)" if paired else \
-        "independent two-sample t-test (scipy.stats.ttest_ind, equal variances)"
+    name = (
+        "paired t-test (scipy.stats.ttest_rel, by seed)"
+        if paired
+        else "independent two-sample t-test (scipy.stats.ttest_ind, equal variances)"
+    )
     if paired:
         seeds = sorted(set(a) & set(b))
         xa = np.asarray([a[s] for s in seeds], dtype=float)
@@ -81,12 +84,18 @@ def ttest(a: Mapping[int, float], b: Mapping[int, float], *, paired: bool = Fals
     return TestResult(float(res.statistic), float(res.pvalue), name, int(xa.size), int(xb.size))
 
 
-def is_significant_improvement(result: TestResult, alpha: float = ALPHA, min_n: int = MIN_N) -> bool:
+def is_significant_improvement(
+    result: TestResult, alpha: float = ALPHA, min_n: int = MIN_N
+) -> bool:
     """True when both groups have at least ``min_n`` scores, the proposed side is higher and
     the two-sided p-value is below ``alpha``. Two seeds with a tiny spread give a small p
     that means nothing, so n < 3 is never significant."""
-    return (min(result.n_a, result.n_b) >= min_n and math.isfinite(result.p_value)
-            and result.statistic > 0 and result.p_value < alpha)
+    return (
+        min(result.n_a, result.n_b) >= min_n
+        and math.isfinite(result.p_value)
+        and result.statistic > 0
+        and result.p_value < alpha
+    )
 
 
 def rank_marks(means: Mapping[str, float], decimals: int = DECIMALS) -> dict[str, str]:
@@ -96,7 +105,9 @@ def rank_marks(means: Mapping[str, float], decimals: int = DECIMALS) -> dict[str
     get the same mark (ties share the best; the second best is the next distinct value). A
     column where every row prints the same value has no best: nothing is marked.
     """
-    rounded = {k: round(v, decimals) for k, v in means.items() if v is not None and math.isfinite(v)}
+    rounded = {
+        k: round(v, decimals) for k, v in means.items() if v is not None and math.isfinite(v)
+    }
     distinct = sorted(set(rounded.values()), reverse=True)
     marks = {k: "" for k in means}
     if len(distinct) == 1 and len(rounded) > 1:

@@ -37,38 +37,60 @@ from analysis.stats import (
 
 # (row key, display name, reported-only). Row keys are method names (results' "method").
 TABLE2_ROWS: list[tuple[str, str, bool]] = [
-    ("chatgpt", "ChatGPT", True), ("huatuo", "Huatuo", True), ("icl", "ICL (local LLM)", False),
-    ("ptuning", "P-Tuning", False), ("lora_full", "LoRA (Full)", False),
-    ("lora_single", "LoRA (Single)", False), ("lora_full_tp", "LoRA (Full+TP)", False),
-    ("task_arithmetic", "Task-Arithmetic", False), ("lorahub", "LoRAHub", False),
-    ("molora", "MoLoRA", False), ("moelora_dense", "MOELoRA (D)", False),
+    ("chatgpt", "ChatGPT", True),
+    ("huatuo", "Huatuo", True),
+    ("icl", "ICL (local LLM)", False),
+    ("ptuning", "P-Tuning", False),
+    ("lora_full", "LoRA (Full)", False),
+    ("lora_single", "LoRA (Single)", False),
+    ("lora_full_tp", "LoRA (Full+TP)", False),
+    ("task_arithmetic", "Task-Arithmetic", False),
+    ("lorahub", "LoRAHub", False),
+    ("molora", "MoLoRA", False),
+    ("moelora_dense", "MOELoRA (D)", False),
     ("moelora_sparse", "MOELoRA (S)", False),
 ]
 TABLE3_ROWS: list[tuple[str, str, bool]] = [
-    ("lora_full", "w/o MOE", False), ("moelora_no_gate", "w/o gate", False),
-    ("moelora_multi_gate", "w multiple gate", False), ("moelora_bt", "w BT", False),
-    ("moelora_rbt", "w RBT", False), ("lora_full_qkv", "LoRA (Full)-QKV", False),
-    ("moelora_dense_qkv", "MOELoRA(D)-QKV", False), ("moelora_dense", "MOELoRA (D)", False),
+    ("lora_full", "w/o MOE", False),
+    ("moelora_no_gate", "w/o gate", False),
+    ("moelora_multi_gate", "w multiple gate", False),
+    ("moelora_bt", "w BT", False),
+    ("moelora_rbt", "w RBT", False),
+    ("lora_full_qkv", "LoRA (Full)-QKV", False),
+    ("moelora_dense_qkv", "MOELoRA(D)-QKV", False),
+    ("moelora_dense", "MOELoRA (D)", False),
 ]
 TABLES = {
-    "table2": {"title": "Table 2", "rows": TABLE2_ROWS, "paper": paper_numbers.TABLE2,
-               "paper_significant": paper_numbers.TABLE2_SIGNIFICANT,
-               "proposed": ("moelora_dense", "moelora_sparse"), "reuse": {}},
+    "table2": {
+        "title": "Table 2",
+        "rows": TABLE2_ROWS,
+        "paper": paper_numbers.TABLE2,
+        "paper_significant": paper_numbers.TABLE2_SIGNIFICANT,
+        "proposed": ("moelora_dense", "moelora_sparse"),
+        "reuse": {},
+    },
     # Table 3 repeats Table 2's LoRA (Full) ("w/o MOE") and MOELoRA (D) rows (methods.md §7).
-    "table3": {"title": "Table 3", "rows": TABLE3_ROWS, "paper": paper_numbers.TABLE3,
-               "paper_significant": paper_numbers.TABLE3_SIGNIFICANT,
-               "proposed": ("moelora_dense",),
-               "reuse": {"lora_full": "table2", "moelora_dense": "table2"}},
+    "table3": {
+        "title": "Table 3",
+        "rows": TABLE3_ROWS,
+        "paper": paper_numbers.TABLE3,
+        "paper_significant": paper_numbers.TABLE3_SIGNIFICANT,
+        "proposed": ("moelora_dense",),
+        "reuse": {"lora_full": "table2", "moelora_dense": "table2"},
+    },
 }
-PLAIN_EXPERIMENT = "default"   # conf/config.yaml experiment_name: runs outside any grid
+PLAIN_EXPERIMENT = "default"  # conf/config.yaml experiment_name: runs outside any grid
 BENCHMARK_LABELS = {
     "medsynth": "MedSynth-8 (the embedded generated benchmark, not PromptCBLUE)",
     "promptcblue": "PromptCBLUE (the paper's 8 tasks, test split)",
     "promptcblue_toy": "the PromptCBLUE toy examples (format check only)",
 }
-SHORT_LABELS = {"medsynth": "MedSynth-8", "promptcblue": "PromptCBLUE",
-                "promptcblue_toy": "PromptCBLUE toy"}
-PAPER_NOTE = f"paper, {SHORT_LABELS[paper_numbers.BENCHMARK]}"   # "LoRA (Full) (paper, PromptCBLUE)"
+SHORT_LABELS = {
+    "medsynth": "MedSynth-8",
+    "promptcblue": "PromptCBLUE",
+    "promptcblue_toy": "PromptCBLUE toy",
+}
+PAPER_NOTE = f"paper, {SHORT_LABELS[paper_numbers.BENCHMARK]}"  # "LoRA (Full) (paper, PromptCBLUE)"
 FLOOR_KEY = "floor"
 FLOOR_DISPLAY = "Floor (empty / majority / copy input)"
 FLOOR_TAGS = {"empty": "empty", "majority": "majority", "copy_input": "copy"}
@@ -84,11 +106,11 @@ def short_task(task: str) -> str:
 @dataclass
 class Cell:
     summary: Summary
-    mark: str = ""            # best | second | ""
-    star: bool = False        # ours: significant improvement over the best baseline
-    value: float | None = None    # paper and floor rows: the one value shown
+    mark: str = ""  # best | second | ""
+    star: bool = False  # ours: significant improvement over the best baseline
+    value: float | None = None  # paper and floor rows: the one value shown
     paper_star: bool = False  # paper rows: the paper printed a * on this cell
-    floor_by: str | None = None   # floor rows: the trivial predictor that gave the value
+    floor_by: str | None = None  # floor rows: the trivial predictor that gave the value
 
 
 NO_SUMMARY = Summary(math.nan, math.nan, 0)
@@ -98,7 +120,7 @@ NO_SUMMARY = Summary(math.nan, math.nan, 0)
 class Row:
     key: str
     display: str
-    source: str               # ours | paper | floor
+    source: str  # ours | paper | floor
     cells: dict[str, Cell] = field(default_factory=dict)
     note: str = ""
 
@@ -111,14 +133,15 @@ class Table:
     variant: str
     columns: list[str]
     rows: list[Row]
-    tests: dict[str, dict[str, TestResult]]    # column → proposed → test vs best baseline
-    baselines: dict[str, str | None]           # column → best baseline row key
+    tests: dict[str, dict[str, TestResult]]  # column → proposed → test vs best baseline
+    baselines: dict[str, str | None]  # column → best baseline row key
     caption: str
-    untested: str = ""                         # why no significance is marked at all, if so
+    untested: str = ""  # why no significance is marked at all, if so
 
 
 # %% [markdown]
 # ## Building a table from the tidy results
+
 
 # %%
 def row_sources(name: str, method: str) -> list[str]:
@@ -148,13 +171,23 @@ def ordered_columns(tidy: pd.DataFrame) -> list[str]:
     return paper + [t for t in present if t not in paper] + ["avg"]
 
 
-def build_table(tidy: pd.DataFrame, name: str, *, benchmark: str, scorer_mode: str,
-                variant: str, paired: bool = False) -> Table:
+def build_table(
+    tidy: pd.DataFrame,
+    name: str,
+    *,
+    benchmark: str,
+    scorer_mode: str,
+    variant: str,
+    paired: bool = False,
+) -> Table:
     """One Table 2 / Table 3 for one (benchmark, scorer mode, variant) group of ``tidy``."""
     spec = TABLES[name]
-    ok = tidy[(tidy["status"] == "success") & (tidy["benchmark"] == benchmark)
-              & (tidy["scorer_mode"].fillna("") == scorer_mode)
-              & (tidy["variant"].fillna("") == variant)]
+    ok = tidy[
+        (tidy["status"] == "success")
+        & (tidy["benchmark"] == benchmark)
+        & (tidy["scorer_mode"].fillna("") == scorer_mode)
+        & (tidy["variant"].fillna("") == variant)
+    ]
     parts, plain = [], []
     for key, display, reported_only in spec["rows"]:
         if reported_only:
@@ -177,36 +210,56 @@ def build_table(tidy: pd.DataFrame, name: str, *, benchmark: str, scorer_mode: s
         means = {k: summaries[k][c].mean for k, _ in ours}
         marks[c] = rank_marks(means)
         best[c] = best_baseline(means, baselines_keys)
-        tests[c] = {p: ttest(scores[p][c], scores[best[c]][c], paired=paired)
-                    for p in spec["proposed"] if best[c] is not None}
+        tests[c] = {
+            p: ttest(scores[p][c], scores[best[c]][c], paired=paired)
+            for p in spec["proposed"]
+            if best[c] is not None
+        }
     untested = "trainer=smoke" if is_smoke(data, variant) else ""
     rows: list[Row] = []
     for key, display, reported_only in spec["rows"]:
         if not reported_only:
             row = Row(key, display, "ours")
             for c in columns:
-                star = (not untested and c in tests and key in tests[c]
-                        and is_significant_improvement(tests[c][key]))
+                star = (
+                    not untested
+                    and c in tests
+                    and key in tests[c]
+                    and is_significant_improvement(tests[c][key])
+                )
                 row.cells[c] = Cell(summaries[key][c], marks[c][key], star)
             rows.append(row)
         paper = spec["paper"].get(key)
         if paper is not None:
             prow = Row(key, display, "paper", note=PAPER_NOTE)
             for c in columns:
-                prow.cells[c] = Cell(NO_SUMMARY, value=paper.get(c),
-                                     paper_star=(key, c) in spec["paper_significant"])
+                prow.cells[c] = Cell(
+                    NO_SUMMARY, value=paper.get(c), paper_star=(key, c) in spec["paper_significant"]
+                )
             rows.append(prow)
     floor, floors_differ = floor_row(data, columns)
     if floor is not None:
         rows.append(floor)
     test_name = next((t.test for c in tests for t in tests[c].values()), _test_name(paired))
     ns = sorted({s.n for k, _ in ours for s in summaries[k].values() if s.n})
-    text = caption(name, benchmark, scorer_mode, variant, test_name, data, ns=ns,
-                   untested=untested, columns=columns, floor=floor is not None,
-                   floors_differ=floors_differ)
+    text = caption(
+        name,
+        benchmark,
+        scorer_mode,
+        variant,
+        test_name,
+        data,
+        ns=ns,
+        untested=untested,
+        columns=columns,
+        floor=floor is not None,
+        floors_differ=floors_differ,
+    )
     if plain:
-        text += (f" Rows {', '.join(plain)} come from plain runs (python run.py method=…, "
-                 f"experiment {PLAIN_EXPERIMENT}): same settings as the {name} grid.")
+        text += (
+            f" Rows {', '.join(plain)} come from plain runs (python run.py method=…, "
+            f"experiment {PLAIN_EXPERIMENT}): same settings as the {name} grid."
+        )
     return Table(name, benchmark, scorer_mode, variant, columns, rows, tests, best, text, untested)
 
 
@@ -250,10 +303,20 @@ def _test_name(paired: bool) -> str:
     return ttest({0: 0.0}, {0: 0.0}, paired=paired).test
 
 
-def caption(name: str, benchmark: str, scorer_mode: str, variant: str, test_name: str,
-            data: pd.DataFrame, *, ns: list[int] | None = None, untested: str = "",
-            columns: list[str] | None = None, floor: bool = False,
-            floors_differ: list[str] | None = None) -> str:
+def caption(
+    name: str,
+    benchmark: str,
+    scorer_mode: str,
+    variant: str,
+    test_name: str,
+    data: pd.DataFrame,
+    *,
+    ns: list[int] | None = None,
+    untested: str = "",
+    columns: list[str] | None = None,
+    floor: bool = False,
+    floors_differ: list[str] | None = None,
+) -> str:
     """What the table shows, on what data, and what the marks and the test are.
 
     ``ns``: the numbers of seeds per cell that occur; ``untested``: why no significance is
@@ -265,42 +328,56 @@ def caption(name: str, benchmark: str, scorer_mode: str, variant: str, test_name
     proposed = " and ".join(d for k, d, _ in spec["rows"] if k in spec["proposed"])
     n_text = "0" if not ns else str(ns[0]) if ns[0] == ns[-1] else f"{ns[0]}–{ns[-1]}"
     if untested:
-        star = (f"No significance is marked: these are {untested} runs (wiring checks, not "
-                "results).")
+        star = f"No significance is marked: these are {untested} runs (wiring checks, not results)."
     else:
-        star = (f"*: the improvement of {proposed} over the best baseline of that column is "
-                f"significant under a two-sided {test_name}, p < {ALPHA}; tested only where both "
-                f"have n ≥ {MIN_N} seeds.")
+        star = (
+            f"*: the improvement of {proposed} over the best baseline of that column is "
+            f"significant under a two-sided {test_name}, p < {ALPHA}; tested only where both "
+            f"have n ≥ {MIN_N} seeds."
+        )
     paper_label = SHORT_LABELS[paper_numbers.BENCHMARK]
     paper_seeds = ", ".join(str(s) for s in paper_numbers.SEEDS)
-    text = (f"The paper's {spec['title']} reproduced on {BENCHMARK_LABELS.get(benchmark, benchmark)}: "
-            f"test score per task "
-            f"({scorer_mode or 'n/a'} scorer, 0–1), mean ± sample std over seeds ({seeds}; n = "
-            f"{n_text} seeds per cell), decoding: {decoding}. Bold: best, underline: second best "
-            f"per column among our rows. {star} Rows labelled ({PAPER_NOTE}) are not measured "
-            f"here: they are the paper's reported numbers (ChatGLM-6B on {paper_label}, mean over "
-            f"seeds {paper_seeds}; analysis/paper_numbers.py), each below the measured row of "
-            f"its method where there is one; †: the paper's own significance mark (its *: improvement over its "
-            f"best baseline, two-sided t-test, p < 0.05).")
-    if columns is not None and [c for c in columns if c != "avg"] != \
-            [c for c in paper_numbers.TASK_COLUMNS if c != "avg"]:
-        text += (f" The paper's Avg is over its {len(paper_numbers.TASK_COLUMNS) - 1} tasks; "
-                 "a paper cell of a task it does not report is –.")
+    text = (
+        f"The paper's {spec['title']} reproduced on {BENCHMARK_LABELS.get(benchmark, benchmark)}: "
+        f"test score per task "
+        f"({scorer_mode or 'n/a'} scorer, 0–1), mean ± sample std over seeds ({seeds}; n = "
+        f"{n_text} seeds per cell), decoding: {decoding}. Bold: best, underline: second best "
+        f"per column among our rows. {star} Rows labelled ({PAPER_NOTE}) are not measured "
+        f"here: they are the paper's reported numbers (ChatGLM-6B on {paper_label}, mean over "
+        f"seeds {paper_seeds}; analysis/paper_numbers.py), each below the measured row of "
+        f"its method where there is one; †: the paper's own significance mark (its *: improvement over its "
+        f"best baseline, two-sided t-test, p < 0.05)."
+    )
+    if columns is not None and [c for c in columns if c != "avg"] != [
+        c for c in paper_numbers.TASK_COLUMNS if c != "avg"
+    ]:
+        text += (
+            f" The paper's Avg is over its {len(paper_numbers.TASK_COLUMNS) - 1} tasks; "
+            "a paper cell of a task it does not report is –."
+        )
     if benchmark != paper_numbers.BENCHMARK:
-        text += (f" Our rows are on {SHORT_LABELS.get(benchmark, benchmark)}, not {paper_label}: "
-                 f"their absolute values are not comparable with the paper rows.")
+        text += (
+            f" Our rows are on {SHORT_LABELS.get(benchmark, benchmark)}, not {paper_label}: "
+            f"their absolute values are not comparable with the paper rows."
+        )
     if floor:
-        text += (f" {FLOOR_DISPLAY}: per task, the best of three trivial predictors on the same "
-                 "test split, scored by the same scorer: an empty answer, the task's most frequent "
-                 "training target (majority), a copy of the input (copy); the one that gives it is "
-                 "named. Its Avg is the mean of the task floors. A method learns a task only where "
-                 "it scores clearly above its floor.")
+        text += (
+            f" {FLOOR_DISPLAY}: per task, the best of three trivial predictors on the same "
+            "test split, scored by the same scorer: an empty answer, the task's most frequent "
+            "training target (majority), a copy of the input (copy); the one that gives it is "
+            "named. Its Avg is the mean of the task floors. A method learns a task only where "
+            "it scores clearly above its floor."
+        )
         if floors_differ:
-            text += (f" The runs' floors differ on {', '.join(floors_differ)} (different test "
-                     "splits?): the highest is shown.")
+            text += (
+                f" The runs' floors differ on {', '.join(floors_differ)} (different test "
+                "splits?): the highest is shown."
+            )
     else:
-        text += (" No floor row: the runs record no floors (results.json → floors; rerun with "
-                 "overwrite=true to add them).")
+        text += (
+            " No floor row: the runs record no floors (results.json → floors; rerun with "
+            "overwrite=true to add them)."
+        )
     if spec["reuse"]:
         reused = ", ".join(d for k, d, _ in spec["rows"] if k in spec["reuse"])
         text += f" Rows {reused} reuse the table2 runs (methods.md §7)."
@@ -313,6 +390,7 @@ def caption(name: str, benchmark: str, scorer_mode: str, variant: str, test_name
 
 # %% [markdown]
 # ## Rendering: Markdown, LaTeX, CSV
+
 
 # %%
 def _n_text(row: Row) -> str:
@@ -334,7 +412,7 @@ def _cell_text(cell: Cell, row_n: str, latex: bool) -> str:
             text += rf" {{\scriptsize ({tag})}}" if latex else f" ({tag})"
         return text
     text = format_mean_std(cell.summary)
-    if cell.summary.n and "–" in row_n:      # n differs across the row: show it per cell
+    if cell.summary.n and "–" in row_n:  # n differs across the row: show it per cell
         text += f" (n={cell.summary.n})"
     if latex:
         text = text.replace("±", r"$\pm$").replace("–", "--")
@@ -354,23 +432,38 @@ def _row_n(row: Row) -> str:
 def to_markdown(table: Table) -> str:
     """The table as GitHub Markdown: caption, table, then the significance tests."""
     head = ["Method", *[short_task(c) for c in table.columns], "n"]
-    lines = [f"**{TABLES[table.name]['title']}.** {table.caption.replace('*:', chr(92) + '*:')}", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [
+        f"**{TABLES[table.name]['title']}.** {table.caption.replace('*:', chr(92) + '*:')}",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for row in table.rows:
         n = _row_n(row)
         label = row.display + (f" ({row.note})" if row.note else "")
         cells = [_cell_text(row.cells[c], n, latex=False) for c in table.columns]
         lines.append("| " + " | ".join([label, *cells, n if row.source == "ours" else "–"]) + " |")
     lines += ["", "Significance (proposed vs the best baseline of each column):", ""]
-    lines += ["| column | proposed | best baseline | t | p | significant |", "|---|---|---|---|---|---|"]
+    lines += [
+        "| column | proposed | best baseline | t | p | significant |",
+        "|---|---|---|---|---|---|",
+    ]
     names = {k: d for k, d, _ in TABLES[table.name]["rows"]}
     for c in table.columns:
         for p, res in table.tests.get(c, {}).items():
-            sig = (f"not tested ({table.untested})" if table.untested else
-                   f"not tested (n < {MIN_N})" if min(res.n_a, res.n_b) < MIN_N else
-                   "yes" if is_significant_improvement(res) else "no")
-            lines.append(f"| {short_task(c)} | {names[p]} | {names[table.baselines[c]]} | "
-                         f"{_fmt(res.statistic, 3)} | {_fmt(res.p_value, 4)} | {sig} |")
+            sig = (
+                f"not tested ({table.untested})"
+                if table.untested
+                else f"not tested (n < {MIN_N})"
+                if min(res.n_a, res.n_b) < MIN_N
+                else "yes"
+                if is_significant_improvement(res)
+                else "no"
+            )
+            lines.append(
+                f"| {short_task(c)} | {names[p]} | {names[table.baselines[c]]} | "
+                f"{_fmt(res.statistic, 3)} | {_fmt(res.p_value, 4)} | {sig} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -386,10 +479,17 @@ def to_latex(table: Table) -> str:
     """The table as a LaTeX ``table`` environment (booktabs)."""
     cols = "l" + "c" * len(table.columns)
     head = " & ".join(["Method", *[short_task(c) for c in table.columns]]) + r" \\"
-    lines = [r"\begin{table*}[t]", r"\centering", r"\small",
-             rf"\caption{{{_tex_escape(table.caption)}}}",
-             rf"\label{{tab:{table.name}-{_slug(table.benchmark)}}}",
-             rf"\begin{{tabular}}{{{cols}}}", r"\toprule", head, r"\midrule"]
+    lines = [
+        r"\begin{table*}[t]",
+        r"\centering",
+        r"\small",
+        rf"\caption{{{_tex_escape(table.caption)}}}",
+        rf"\label{{tab:{table.name}-{_slug(table.benchmark)}}}",
+        rf"\begin{{tabular}}{{{cols}}}",
+        r"\toprule",
+        head,
+        r"\midrule",
+    ]
     for row in table.rows:
         n = _row_n(row)
         label = _tex_escape(row.display + (f" ({row.note})" if row.note else ""))
@@ -408,20 +508,30 @@ def to_frame(table: Table) -> pd.DataFrame:
         for c in table.columns:
             cell = row.cells[c]
             res = table.tests.get(c, {}).get(row.key) if row.source == "ours" else None
-            out.append({
-                "table": table.name, "benchmark": table.benchmark,
-                "scorer_mode": table.scorer_mode, "variant": table.variant, "row": row.key,
-                "display": row.display, "source": row.source, "task": c,
-                "mean": cell.summary.mean if row.source == "ours" else (
-                    math.nan if cell.value is None else cell.value),
-                "std": cell.summary.std if row.source == "ours" else math.nan,
-                "n": cell.summary.n if row.source == "ours" else math.nan,
-                "mark": cell.mark, "significant": cell.star, "paper_significant": cell.paper_star,
-                "floor_by": cell.floor_by,
-                "compared_to": table.baselines.get(c) if res else None,
-                "t": res.statistic if res else math.nan,
-                "p_value": res.p_value if res else math.nan,
-            })
+            out.append(
+                {
+                    "table": table.name,
+                    "benchmark": table.benchmark,
+                    "scorer_mode": table.scorer_mode,
+                    "variant": table.variant,
+                    "row": row.key,
+                    "display": row.display,
+                    "source": row.source,
+                    "task": c,
+                    "mean": cell.summary.mean
+                    if row.source == "ours"
+                    else (math.nan if cell.value is None else cell.value),
+                    "std": cell.summary.std if row.source == "ours" else math.nan,
+                    "n": cell.summary.n if row.source == "ours" else math.nan,
+                    "mark": cell.mark,
+                    "significant": cell.star,
+                    "paper_significant": cell.paper_star,
+                    "floor_by": cell.floor_by,
+                    "compared_to": table.baselines.get(c) if res else None,
+                    "t": res.statistic if res else math.nan,
+                    "p_value": res.p_value if res else math.nan,
+                }
+            )
     return pd.DataFrame(out)
 
 
@@ -450,6 +560,7 @@ def file_stem(table: Table) -> str:
 # %% [markdown]
 # ## Main
 
+
 # %%
 def groups(tidy: pd.DataFrame, name: str) -> list[tuple[str, str, str]]:
     """(benchmark, scorer_mode, variant) groups with successful runs of experiment ``name``, or
@@ -457,9 +568,13 @@ def groups(tidy: pd.DataFrame, name: str) -> list[tuple[str, str, str]]:
     reused rows alone do not make a Table 3)."""
     spec = TABLES[name]
     own_methods = [k for k, _, reported in spec["rows"] if not reported and k not in spec["reuse"]]
-    ok = tidy[(tidy["status"] == "success")
-              & ((tidy["experiment"] == name)
-                 | ((tidy["experiment"] == PLAIN_EXPERIMENT) & tidy["method"].isin(own_methods)))]
+    ok = tidy[
+        (tidy["status"] == "success")
+        & (
+            (tidy["experiment"] == name)
+            | ((tidy["experiment"] == PLAIN_EXPERIMENT) & tidy["method"].isin(own_methods))
+        )
+    ]
     keys = ok[["benchmark", "scorer_mode", "variant"]].fillna("").drop_duplicates()
     return sorted(tuple(str(v) for v in r) for r in keys.itertuples(index=False))
 
@@ -469,8 +584,14 @@ def write_tables(tidy: pd.DataFrame, reports: Path, *, paired: bool = False) -> 
     written = []
     for name in TABLES:
         for benchmark, scorer_mode, variant in groups(tidy, name):
-            table = build_table(tidy, name, benchmark=benchmark, scorer_mode=scorer_mode,
-                                variant=variant, paired=paired)
+            table = build_table(
+                tidy,
+                name,
+                benchmark=benchmark,
+                scorer_mode=scorer_mode,
+                variant=variant,
+                paired=paired,
+            )
             stem = reports / file_stem(table)
             stem.with_suffix(".md").write_text(to_markdown(table), encoding="utf-8")
             stem.with_suffix(".tex").write_text(to_latex(table), encoding="utf-8")
@@ -489,19 +610,28 @@ def load_tidy(reports: Path) -> pd.DataFrame | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Write Tables 2 and 3 (Markdown, LaTeX, CSV).")
     parser.add_argument("--reports", type=Path, default=Path("reports"))
-    parser.add_argument("--paired", action="store_true",
-                        help="paired-by-seed t-test (ttest_rel) instead of ttest_ind")
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="paired-by-seed t-test (ttest_rel) instead of ttest_ind",
+    )
     args = parser.parse_args(argv)
     tidy = load_tidy(args.reports)
     if tidy is None:
-        print(f"[tables] no {args.reports / 'results.csv'}; run python -m analysis.collect "
-              f"--root outputs --out {args.reports} first", file=sys.stderr)
+        print(
+            f"[tables] no {args.reports / 'results.csv'}; run python -m analysis.collect "
+            f"--root outputs --out {args.reports} first",
+            file=sys.stderr,
+        )
         return 1
     written = write_tables(tidy, args.reports, paired=args.paired)
     if not written:
-        print("[tables] no successful runs of a Table 2/3 method in results.csv; nothing to "
-              "tabulate (python run.py experiment=table2)", file=sys.stderr)
-        return 0   # not an error: other artefacts may still be reported
+        print(
+            "[tables] no successful runs of a Table 2/3 method in results.csv; nothing to "
+            "tabulate (python run.py experiment=table2)",
+            file=sys.stderr,
+        )
+        return 0  # not an error: other artefacts may still be reported
     for path in written:
         print(f"[tables] {path} (+ .tex, .csv)")
     return 0

@@ -46,14 +46,23 @@ class BTSampler(StepSampler):
         granularity: ``step`` (the only one supported).
     """
 
-    def __init__(self, task_ids: Sequence[int], *, batch_size: int, seed: int,
-                 drop_last: bool = False, granularity: str = "step") -> None:
+    def __init__(
+        self,
+        task_ids: Sequence[int],
+        *,
+        batch_size: int,
+        seed: int,
+        drop_last: bool = False,
+        granularity: str = "step",
+    ) -> None:
         super().__init__(task_ids, batch_size=batch_size, seed=seed)
         _check_granularity(granularity)
         self.drop_last = drop_last
         if drop_last and all(len(ix) < batch_size for ix in self.by_task().values()):
-            raise ValueError(f"bt.drop_last=true with batch_size={batch_size} drops every batch: "
-                             "no task has that many examples; set drop_last=false")
+            raise ValueError(
+                f"bt.drop_last=true with batch_size={batch_size} drops every batch: "
+                "no task has that many examples; set drop_last=false"
+            )
 
     def epoch(self, rng: random.Random) -> list[list[int]]:
         """One epoch's chunks, in training order."""
@@ -62,7 +71,7 @@ class BTSampler(StepSampler):
             order = list(indices)
             rng.shuffle(order)
             for i in range(0, len(order), self.batch_size):
-                chunk = order[i: i + self.batch_size]
+                chunk = order[i : i + self.batch_size]
                 if len(chunk) == self.batch_size or not self.drop_last:
                     chunks.append(chunk)
         rng.shuffle(chunks)
@@ -84,8 +93,9 @@ class RBTSampler(StepSampler):
         task_probs: ``uniform`` (each task 1/T) or ``proportional`` (∝ training-set size).
     """
 
-    def __init__(self, task_ids: Sequence[int], *, batch_size: int, seed: int,
-                 task_probs: str = "uniform") -> None:
+    def __init__(
+        self, task_ids: Sequence[int], *, batch_size: int, seed: int, task_probs: str = "uniform"
+    ) -> None:
         super().__init__(task_ids, batch_size=batch_size, seed=seed)
         if task_probs not in TASK_PROBS:
             raise ValueError(f"rbt.task_probs={task_probs!r}; use one of {TASK_PROBS}")

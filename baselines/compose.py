@@ -38,7 +38,9 @@ from moelora.utils.redaction import redact_override
 # Keys under the composition methods' own YAML nodes: they do not exist for lora_single,
 # so they are dropped when the lora_single run directory is derived from this run's.
 OWN_OVERRIDE_PREFIXES = ("method.ta.", "method.lorahub.", "method.inputs.", "method.single.")
-_LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])\.(?P<name>[^.]+)\.weight$")
+_LORA_KEY = re.compile(
+    r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?P<ab>[AB])\.(?P<name>[^.]+)\.weight$"
+)
 _OVERRIDE_SPLIT = re.compile(r",(?=[A-Za-z_+~][\w.+~/-]*=)")
 
 
@@ -61,8 +63,9 @@ def _is_own(override: str) -> bool:
     return key.startswith(OWN_OVERRIDE_PREFIXES)
 
 
-def input_run_command(input_method: str, seed: int, run_dir: Path,
-                      overrides: Sequence[str] | None = None) -> str:
+def input_run_command(
+    input_method: str, seed: int, run_dir: Path, overrides: Sequence[str] | None = None
+) -> str:
     """The ``python run.py …`` command that creates the input run of this job.
 
     Args:
@@ -77,10 +80,15 @@ def input_run_command(input_method: str, seed: int, run_dir: Path,
         exp_dir, overrides = _split_run_dir(run_dir)
         if exp_dir.name and exp_dir.name != "default":
             overrides = [f"experiment_name={exp_dir.name}", *overrides]
-    kept = [redact_override(o) for o in overrides
-            if o.split("=", 1)[0].lstrip("+~") not in ("method", "seed") and not _is_own(o)]
-    return " ".join(shlex.quote(a) for a in
-                    ["python", "run.py", f"method={input_method}", f"seed={seed}", *kept])
+    kept = [
+        redact_override(o)
+        for o in overrides
+        if o.split("=", 1)[0].lstrip("+~") not in ("method", "seed") and not _is_own(o)
+    ]
+    return " ".join(
+        shlex.quote(a)
+        for a in ["python", "run.py", f"method={input_method}", f"seed={seed}", *kept]
+    )
 
 
 def _split_run_dir(run_dir: Path) -> tuple[Path, list[str]]:
@@ -97,11 +105,12 @@ def derive_input_run_dir(run_dir: Path, input_method: str) -> Path:
     exp_dir, overrides = _split_run_dir(run_dir)
     name = ",".join(o for o in overrides if o and not _is_own(o))
     task = _hydra_task_overrides()
-    if task is not None:   # the name Hydra gives the input run (moelora.harness.naming)
+    if task is not None:  # the name Hydra gives the input run (moelora.harness.naming)
         from hydra.core.hydra_config import HydraConfig
 
-        name = run_dirname([o for o in task if not _is_own(o)],
-                           HydraConfig.get().job.config.override_dirname)
+        name = run_dirname(
+            [o for o in task if not _is_own(o)], HydraConfig.get().job.config.override_dirname
+        )
     method_dir = exp_dir / input_method
     return (method_dir / name if name else method_dir) / Path(run_dir).name
 
@@ -170,8 +179,9 @@ def read_lora_factors(directory: Path, task: str | None = None) -> LoraFactors:
         raise ValueError(f"{directory}: lora_A and lora_B modules differ or are empty")
     if any(a.shape[0] != rank for a in A.values()):
         raise ValueError(f"{directory}: lora_A rank differs from hparams.rank={rank}")
-    return LoraFactors(task=task or (saved or ["?"])[0], A=A, B=B, scaling=alpha / rank,
-                       config=config)
+    return LoraFactors(
+        task=task or (saved or ["?"])[0], A=A, B=B, scaling=alpha / rank, config=config
+    )
 
 
 def load_single_adapters(single_dir: Path, tasks: Sequence[str]) -> dict[str, LoraFactors]:
@@ -192,8 +202,9 @@ def load_single_adapters(single_dir: Path, tasks: Sequence[str]) -> dict[str, Lo
     return out
 
 
-def exact_sum(factors: Sequence[LoraFactors], module: str,
-              weights: Sequence[float] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def exact_sum(
+    factors: Sequence[LoraFactors], module: str, weights: Sequence[float] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Rank-Σr concatenation with ``B A = Σ_t w_t s_t B_t A_t`` (sum of products, §5.1)."""
     weights = [1.0] * len(factors) if weights is None else list(weights)
     A = torch.cat([f.A[module] for f in factors], dim=0)
@@ -201,8 +212,11 @@ def exact_sum(factors: Sequence[LoraFactors], module: str,
     return A, B
 
 
-def elementwise_sum(factors: Sequence[LoraFactors], module: str, weights: Sequence[float],
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def elementwise_sum(
+    factors: Sequence[LoraFactors],
+    module: str,
+    weights: Sequence[float],
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``A' = Σ w_t A_t``, ``B' = Σ w_t B_t`` (LoRAHub / legacy PEFT "linear"; cross terms)."""
     A = sum(w * f.A[module] for f, w in zip(factors, weights))
     B = sum(w * f.B[module] for f, w in zip(factors, weights))
@@ -250,8 +264,10 @@ def install_deltas(model: nn.Module, modules: Sequence[str]) -> dict[str, LowRan
             wrappers[name] = base
             continue
         if not isinstance(base, nn.Linear):
-            raise TypeError(f"{name} is {type(base).__name__}, not nn.Linear; the adapters do "
-                            "not fit this base model")
+            raise TypeError(
+                f"{name} is {type(base).__name__}, not nn.Linear; the adapters do "
+                "not fit this base model"
+            )
         wrapper = LowRankDelta(base)
         setattr(parent, child, wrapper)
         wrappers[name] = wrapper
@@ -287,16 +303,19 @@ def by_task(records: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]
     return groups
 
 
-def val_subset(records: Sequence[dict[str, Any]], tasks: Sequence[str], per_task: int | str | None,
-               seed: int) -> dict[str, list[dict[str, Any]]]:
+def val_subset(
+    records: Sequence[dict[str, Any]], tasks: Sequence[str], per_task: int | str | None, seed: int
+) -> dict[str, list[dict[str, Any]]]:
     """A fixed seeded subset of ``per_task`` examples of every task (``all``/None: all)."""
     groups = by_task(records)
     out = {}
     for task in tasks:
         rows = list(groups.get(task, []))
         if not rows:
-            raise ValueError(f"the dev split has no example of task {task}; validation-based "
-                             "selection needs every task's validation set")
+            raise ValueError(
+                f"the dev split has no example of task {task}; validation-based "
+                "selection needs every task's validation set"
+            )
         if per_task not in (None, "all") and int(per_task) < len(rows):
             rng = random.Random(f"{seed}:{task}")
             keep = sorted(rng.sample(range(len(rows)), int(per_task)))
@@ -306,9 +325,15 @@ def val_subset(records: Sequence[dict[str, Any]], tasks: Sequence[str], per_task
 
 
 @torch.no_grad()
-def teacher_forced_loss(model: nn.Module, encoder: Encoder, records: Sequence[dict[str, Any]],
-                        *, batch_size: int = 8, device: Any = "cpu",
-                        norm: str = "mean") -> float:
+def teacher_forced_loss(
+    model: nn.Module,
+    encoder: Encoder,
+    records: Sequence[dict[str, Any]],
+    *,
+    batch_size: int = 8,
+    device: Any = "cpu",
+    norm: str = "mean",
+) -> float:
     """Teacher-forced CE of ``model`` on ``records`` with §1.2 masking (Eq. 2), no dropout.
 
     Args:
@@ -322,14 +347,20 @@ def teacher_forced_loss(model: nn.Module, encoder: Encoder, records: Sequence[di
     examples = [r if "input_ids" in r else encoder.train_example(r) for r in records]
     total, tokens, batch_means = 0.0, 0, 0.0
     for i in range(0, len(examples), batch_size):
-        batch = encoder.collate_train(examples[i: i + batch_size])
+        batch = encoder.collate_train(examples[i : i + batch_size])
         batch = {k: v.to(device) for k, v in batch.items()}
         task_ids = batch.pop("task_ids")
         with task_context(model, task_ids):
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            logits = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits
         labels = batch["labels"][:, 1:]
-        ce = nn.functional.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels.flatten(),
-                                         ignore_index=IGNORE_INDEX, reduction="sum")
+        ce = nn.functional.cross_entropy(
+            logits[:, :-1].float().flatten(0, 1),
+            labels.flatten(),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        )
         n = int((labels != IGNORE_INDEX).sum())
         total += float(ce)
         tokens += n
@@ -342,15 +373,17 @@ def teacher_forced_loss(model: nn.Module, encoder: Encoder, records: Sequence[di
     raise ValueError(f"loss norm {norm!r}; use 'mean' or 'reference'")
 
 
-def metric_scores(ctx: Any, model: nn.Module, encoder: Encoder,
-                  records: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
+def metric_scores(
+    ctx: Any, model: nn.Module, encoder: Encoder, records: dict[str, list[dict[str, Any]]]
+) -> dict[str, float]:
     """Generate the validation records and score them with the run's primary scorer:
     ``{task: score}`` (same metrics as test)."""
     try:
         from moelora.evaluation import score_records
     except ImportError as e:  # pragma: no cover - depends on the scoring package
-        raise ImportError(f"validation by metric needs moelora.evaluation ({e}); "
-                          "use select_by=loss meanwhile") from e
+        raise ImportError(
+            f"validation by metric needs moelora.evaluation ({e}); use select_by=loss meanwhile"
+        ) from e
     flat = [r for rows in records.values() for r in rows]
     preds = ctx.generate(model, encoder, flat, merge=False).predictions
     report = score_records(flat, preds, mode=ctx.cfg.scorer.modes[0], tasks=list(records))
@@ -358,16 +391,24 @@ def metric_scores(ctx: Any, model: nn.Module, encoder: Encoder,
     return {t: float(report.scores[t] or 0.0) for t in records}
 
 
-def loss_scores(ctx: Any, model: nn.Module, encoder: Encoder,
-                records: dict[str, list[dict[str, Any]]]) -> dict[str, float]:
+def loss_scores(
+    ctx: Any, model: nn.Module, encoder: Encoder, records: dict[str, list[dict[str, Any]]]
+) -> dict[str, float]:
     """``{task: teacher-forced validation CE}`` (lower is better)."""
     bs = ctx.cfg.trainer.eval.batch_size
-    return {t: teacher_forced_loss(model, encoder, rows, batch_size=bs, device=ctx.accelerator.device)
-            for t, rows in records.items()}
+    return {
+        t: teacher_forced_loss(model, encoder, rows, batch_size=bs, device=ctx.accelerator.device)
+        for t, rows in records.items()
+    }
 
 
-def validation_scores(ctx: Any, model: nn.Module, encoder: Encoder,
-                      records: dict[str, list[dict[str, Any]]], select_by: str) -> dict[str, float]:
+def validation_scores(
+    ctx: Any,
+    model: nn.Module,
+    encoder: Encoder,
+    records: dict[str, list[dict[str, Any]]],
+    select_by: str,
+) -> dict[str, float]:
     if select_by == "metric":
         return metric_scores(ctx, model, encoder, records)
     if select_by == "loss":

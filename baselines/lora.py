@@ -37,7 +37,7 @@ def build(
     """
     if rank < 1:
         raise ValueError(f"rank={rank}; LoRA needs rank >= 1")
-    targets = find_targets(model, target_modules)        # a clear error for unknown names
+    targets = find_targets(model, target_modules)  # a clear error for unknown names
     config = LoraConfig(
         r=rank,
         lora_alpha=alpha,

@@ -54,14 +54,18 @@ def epoch_matched_steps(total_steps: int, task_sizes: Mapping[str, int]) -> dict
     return {t: max(1, math.ceil(total_steps * size / n)) for t, size in task_sizes.items()}
 
 
-def task_step_budgets(setting: Any, total_steps: int, task_sizes: Mapping[str, int]) -> dict[str, int]:
+def task_step_budgets(
+    setting: Any, total_steps: int, task_sizes: Mapping[str, int]
+) -> dict[str, int]:
     """Resolve ``single.max_steps`` (``epoch_matched`` or an integer) for every task."""
     if setting == "epoch_matched":
         return epoch_matched_steps(total_steps, task_sizes)
     try:
         steps = int(setting)
     except (TypeError, ValueError):
-        raise ValueError(f"single.max_steps={setting!r}; use 'epoch_matched' or an integer") from None
+        raise ValueError(
+            f"single.max_steps={setting!r}; use 'epoch_matched' or an integer"
+        ) from None
     if steps < 1:
         raise ValueError(f"single.max_steps={steps}; it must be at least 1")
     return {t: steps for t in task_sizes}
@@ -79,8 +83,9 @@ def snapshot_steps(max_steps: int, num_snapshots: int = 10) -> dict[float, int]:
     return out
 
 
-def select_fractions(scores: Mapping[float, Mapping[str, float]], *, mode: str,
-                     higher_better: bool = True) -> dict[str, float]:
+def select_fractions(
+    scores: Mapping[float, Mapping[str, float]], *, mode: str, higher_better: bool = True
+) -> dict[str, float]:
     """Pick the snapshot fraction of every task from validation scores.
 
     Args:
@@ -112,9 +117,17 @@ def _snapshot_dir(task_dir: Path, step: int) -> Path:
     return task_dir / "snapshots" / f"step-{step:06d}"
 
 
-def _train_task(ctx: RunContext, model, encoder, task: str, records: list[dict[str, Any]],
-                steps: int, fractions: dict[float, int], init_state: dict[str, torch.Tensor],
-                task_dir: Path) -> TrainResult:
+def _train_task(
+    ctx: RunContext,
+    model,
+    encoder,
+    task: str,
+    records: list[dict[str, Any]],
+    steps: int,
+    fractions: dict[float, int],
+    init_state: dict[str, torch.Tensor],
+    task_dir: Path,
+) -> TrainResult:
     """Train ``task``'s adapter from the shared initialisation, saving snapshots."""
     wanted = set(fractions.values())
     with torch.no_grad():
@@ -127,8 +140,16 @@ def _train_task(ctx: RunContext, model, encoder, task: str, records: list[dict[s
         if step in wanted and ctx.accelerator.is_main_process:
             ctx.save_adapter(unwrapped, _snapshot_dir(task_dir, step), tasks=[task])
 
-    return ctx.train(model, encoder, records, ckpt_dir=task_dir / "checkpoints", max_steps=steps,
-                     tasks=[task], log_prefix=f"{task}/", on_step=on_step)
+    return ctx.train(
+        model,
+        encoder,
+        records,
+        ckpt_dir=task_dir / "checkpoints",
+        max_steps=steps,
+        tasks=[task],
+        log_prefix=f"{task}/",
+        on_step=on_step,
+    )
 
 
 def _keep_snapshot(task_dir: Path, step: int, dest: Path) -> None:
@@ -168,41 +189,65 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
     init_state = {k: v.clone() for k, v in trainable_state_dict(model).items()}
 
     root = ctx.run_dir / "single"
-    main = ctx.accelerator.is_main_process   # only rank 0 writes; the others read after it
+    main = ctx.accelerator.is_main_process  # only rank 0 writes; the others read after it
     info: dict[str, dict[str, Any]] = {}
     for task in tasks:
         task_dir = root / task
         fractions = snapshot_steps(budgets[task], int(opts.snapshots))
         done = read_json(task_dir / "val.json") if (task_dir / "val.json").is_file() else None
-        if done and done.get("steps") == budgets[task] and done.get("select_by") == select_by \
-                and done.get("val_examples") == len(val[task]):
+        if (
+            done
+            and done.get("steps") == budgets[task]
+            and done.get("select_by") == select_by
+            and done.get("val_examples") == len(val[task])
+        ):
             print(f"[lora_single] {task}: finished earlier, not retrained")
             info[task] = done
             continue
         if done and main:  # finished under other settings: start this task over
             shutil.rmtree(task_dir)
         ctx.accelerator.wait_for_everyone()
-        result = _train_task(ctx, model, encoder, task, train_groups[task], budgets[task],
-                             fractions, init_state, task_dir)
+        result = _train_task(
+            ctx,
+            model,
+            encoder,
+            task,
+            train_groups[task],
+            budgets[task],
+            fractions,
+            init_state,
+            task_dir,
+        )
         t0 = time.perf_counter()
         per_step: dict[int, float] = {}
         for step in sorted(set(fractions.values())):
             load_adapter(model, _snapshot_dir(task_dir, step), expected_tasks=[task])
-            per_step[step] = validation_scores(ctx, model, encoder, {task: val[task]}, select_by)[task]
+            per_step[step] = validation_scores(ctx, model, encoder, {task: val[task]}, select_by)[
+                task
+            ]
         info[task] = {
-            "task": task, "steps": budgets[task], "train_examples": sizes[task],
-            "select_by": select_by, "val_examples": len(val[task]),
+            "task": task,
+            "steps": budgets[task],
+            "train_examples": sizes[task],
+            "select_by": select_by,
+            "val_examples": len(val[task]),
             "fractions": {str(f): {"step": s, "score": per_step[s]} for f, s in fractions.items()},
-            "train_seconds": result.seconds, "step_seconds": result.step_seconds,
-            "val_seconds": time.perf_counter() - t0, "losses": result.losses,
+            "train_seconds": result.seconds,
+            "step_seconds": result.step_seconds,
+            "val_seconds": time.perf_counter() - t0,
+            "losses": result.losses,
             "resumed_from": result.resumed_from,
         }
         if main:
             write_json(task_dir / "val.json", info[task])
 
-    scores = {float(f): {t: info[t]["fractions"][f]["score"] for t in tasks}
-              for f in info[tasks[0]]["fractions"]}
-    chosen = select_fractions(scores, mode=str(opts.select), higher_better=higher_is_better(select_by))
+    scores = {
+        float(f): {t: info[t]["fractions"][f]["score"] for t in tasks}
+        for f in info[tasks[0]]["fractions"]
+    }
+    chosen = select_fractions(
+        scores, mode=str(opts.select), higher_better=higher_is_better(select_by)
+    )
     adapters_dir = ctx.run_dir / "adapters"
     for task in tasks:
         step = info[task]["fractions"][str(chosen[task])]["step"]
@@ -224,33 +269,52 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
     n_test = max(1, len(predictions))
     train_seconds = sum(info[t]["train_seconds"] for t in tasks)
     total_steps = sum(budgets.values())
-    train = TrainResult(steps=total_steps, losses=[], seconds=train_seconds,
-                        step_seconds=train_seconds / max(1, total_steps))
-    extra = {"single": {
-        "max_steps": budgets, "select": str(opts.select), "select_by": select_by,
-        "select_by_note": "teacher-forced validation CE (proxy)" if select_by == "loss" else
-        "validation metric on generated answers (same metrics as test)",
-        "val_per_task": opts.val_per_task, "chosen_fraction": chosen,
-        "chosen_step": {t: info[t]["fractions"][str(chosen[t])]["step"] for t in tasks},
-        "val_scores": {str(f): s for f, s in scores.items()},
-        "val_seconds": sum(info[t]["val_seconds"] for t in tasks),
-        "losses": {t: info[t]["losses"] for t in tasks},
-        "adapters_dir": str(adapters_dir),
-    }}
+    train = TrainResult(
+        steps=total_steps,
+        losses=[],
+        seconds=train_seconds,
+        step_seconds=train_seconds / max(1, total_steps),
+    )
+    extra = {
+        "single": {
+            "max_steps": budgets,
+            "select": str(opts.select),
+            "select_by": select_by,
+            "select_by_note": "teacher-forced validation CE (proxy)"
+            if select_by == "loss"
+            else "validation metric on generated answers (same metrics as test)",
+            "val_per_task": opts.val_per_task,
+            "chosen_fraction": chosen,
+            "chosen_step": {t: info[t]["fractions"][str(chosen[t])]["step"] for t in tasks},
+            "val_scores": {str(f): s for f, s in scores.items()},
+            "val_seconds": sum(info[t]["val_seconds"] for t in tasks),
+            "losses": {t: info[t]["losses"] for t in tasks},
+            "adapters_dir": str(adapters_dir),
+        }
+    }
     if main:
         write_json(adapters_dir / "selection.json", extra["single"])
     if not opts.keep_snapshots and main:
         for task in tasks:
             shutil.rmtree(root / task / "snapshots", ignore_errors=True)
             shutil.rmtree(root / task / "checkpoints", ignore_errors=True)
-    return PipelineOutput(predictions=predictions, model=model, train=train,
-                          generation=GenerationResult(predictions, gen_seconds, gen_seconds / n_test),
-                          extra=extra)
+    return PipelineOutput(
+        predictions=predictions,
+        model=model,
+        train=train,
+        generation=GenerationResult(predictions, gen_seconds, gen_seconds / n_test),
+        extra=extra,
+    )
 
 
-
-def load_run(run_dir: Path, *, config: Any, device: torch.device, dtype: str | None = None,
-             trust_remote_code: bool | None = None) -> Any:
+def load_run(
+    run_dir: Path,
+    *,
+    config: Any,
+    device: torch.device,
+    dtype: str | None = None,
+    trust_remote_code: bool | None = None,
+) -> Any:
     """A finished LoRA (Single) run as one peft model with its task adapters (moelora/inference/load.py).
 
     Each ``<run_dir>/adapters/<task>/`` is checked against the base (fingerprint, keys, shapes)
@@ -268,16 +332,21 @@ def load_run(run_dir: Path, *, config: Any, device: torch.device, dtype: str | N
     task_map = TaskMap(list(config.data.tasks), scheme=config.data.task_ids)
     dirs = {t: Path(run_dir) / "adapters" / t for t in task_map.tasks}
     if missing := [t for t, d in dirs.items() if not d.is_dir()]:
-        raise RunLoadError(f"{run_dir}: no adapters/ folder for tasks {missing}; rerun the "
-                           "lora_single job (it resumes and trains only what is missing)")
+        raise RunLoadError(
+            f"{run_dir}: no adapters/ folder for tasks {missing}; rerun the "
+            "lora_single job (it resumes and trains only what is missing)"
+        )
     first = task_map.tasks[0]
-    model, base_dir, meta = build_from_adapter(dirs[first], config=config, dtype=dtype,
-                                               trust_remote_code=trust_remote_code, device=device)
+    model, base_dir, meta = build_from_adapter(
+        dirs[first], config=config, dtype=dtype, trust_remote_code=trust_remote_code, device=device
+    )
     states = {}
-    for task, path in dirs.items():       # each checked against the base by load_adapter
+    for task, path in dirs.items():  # each checked against the base by load_adapter
         load_adapter(model, path, expected_tasks=[task])
-        states[task] = {k: v.detach().clone() for k, v in
-                        get_peft_model_state_dict(model, adapter_name="default").items()}
+        states[task] = {
+            k: v.detach().clone()
+            for k, v in get_peft_model_state_dict(model, adapter_name="default").items()
+        }
     lora_config = model.peft_config["default"]
     for task, state in states.items():
         model.add_adapter(task, copy.deepcopy(lora_config))
@@ -299,7 +368,15 @@ def load_run(run_dir: Path, *, config: Any, device: torch.device, dtype: str | N
     def batch_kwargs(task_ids: torch.Tensor) -> dict[str, Any]:
         return {"adapter_names": [task_map.name(i) for i in task_ids.tolist()]}
 
-    return LoadedRun(run_dir=Path(run_dir), model=model, base_dir=base_dir,
-                     meta={**meta, "method": str(config.method.name), "tasks": task_map.tasks},
-                     config=config, task_map=task_map, device=device, task_scope=task_scope,
-                     batch_kwargs=batch_kwargs, trust_remote_code=meta["trust_remote_code"])
+    return LoadedRun(
+        run_dir=Path(run_dir),
+        model=model,
+        base_dir=base_dir,
+        meta={**meta, "method": str(config.method.name), "tasks": task_map.tasks},
+        config=config,
+        task_map=task_map,
+        device=device,
+        task_scope=task_scope,
+        batch_kwargs=batch_kwargs,
+        trust_remote_code=meta["trust_remote_code"],
+    )

@@ -47,8 +47,12 @@ from moelora.utils.io import read_json, write_json
 COMPOSES = ("elementwise", "product")
 
 
-def set_composition(wrappers: dict[str, LowRankDelta], factors: Sequence[LoraFactors],
-                    weights: Sequence[float], compose: str = "elementwise") -> None:
+def set_composition(
+    wrappers: dict[str, LowRankDelta],
+    factors: Sequence[LoraFactors],
+    weights: Sequence[float],
+    compose: str = "elementwise",
+) -> None:
     """Load the composition of ``factors`` with ``weights`` into every wrapped linear."""
     weights = [float(w) for w in weights]
     if len(weights) != len(factors):
@@ -69,8 +73,14 @@ def set_composition(wrappers: dict[str, LowRankDelta], factors: Sequence[LoraFac
         raise ValueError(f"lorahub.compose={compose!r}; use one of {COMPOSES}")
 
 
-def lorahub_search(objective: Callable[[np.ndarray], float], num_modules: int, *, seed: int,
-                   budget: int = 40, bound: float = 1.5) -> tuple[np.ndarray, list[dict[str, Any]]]:
+def lorahub_search(
+    objective: Callable[[np.ndarray], float],
+    num_modules: int,
+    *,
+    seed: int,
+    budget: int = 40,
+    bound: float = 1.5,
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Minimise ``objective(w)`` over ``[−bound, bound]^num_modules`` from w = 0 with
     nevergrad NGOpt; returns the recommendation and the evaluation history."""
     import nevergrad as ng
@@ -113,10 +123,18 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
     wrappers = install_deltas(model, sorted(adapters[tasks[0]].A))
     dev, test = by_task(ctx.splits["dev"]), by_task(ctx.splits["test"])
     batch_size = int(opts.batch_size or ctx.cfg.trainer.eval.batch_size)
-    settings = {"compose": compose, "budget": int(opts.budget), "l1": float(opts.l1),
-                "bounds": float(opts.bounds), "loss_norm": str(opts.loss_norm),
-                "n_examples": opts.n_examples, "exclude_target": bool(opts.exclude_target),
-                "batch_size": batch_size, "seed": seed, "input_run": str(single_dir)}
+    settings = {
+        "compose": compose,
+        "budget": int(opts.budget),
+        "l1": float(opts.l1),
+        "bounds": float(opts.bounds),
+        "loss_norm": str(opts.loss_norm),
+        "n_examples": opts.n_examples,
+        "exclude_target": bool(opts.exclude_target),
+        "batch_size": batch_size,
+        "seed": seed,
+        "input_run": str(single_dir),
+    }
 
     out_dir = ctx.run_dir / "lorahub"
     per_task: dict[str, dict[str, Any]] = {}
@@ -133,26 +151,40 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
         else:
             if not dev.get(task):
                 raise ValueError(f"the dev split has no example of task {task}; LoRAHub needs it")
-            examples = [encoder.train_example(r)
-                        for r in _subset(dev[task], opts.n_examples, seed, task)]
+            examples = [
+                encoder.train_example(r) for r in _subset(dev[task], opts.n_examples, seed, task)
+            ]
 
             def objective(w: np.ndarray, factors=factors, examples=examples) -> float:
                 set_composition(wrappers, factors, w, compose)
                 with merged(wrappers):
-                    loss = teacher_forced_loss(model, encoder, examples, batch_size=batch_size,
-                                               device=ctx.accelerator.device,
-                                               norm=settings["loss_norm"])
+                    loss = teacher_forced_loss(
+                        model,
+                        encoder,
+                        examples,
+                        batch_size=batch_size,
+                        device=ctx.accelerator.device,
+                        norm=settings["loss_norm"],
+                    )
                 return loss + settings["l1"] * float(np.mean(np.abs(w)))
 
             t0 = time.perf_counter()
-            weights, history = lorahub_search(objective, len(factors), seed=seed,
-                                              budget=settings["budget"], bound=settings["bounds"])
+            weights, history = lorahub_search(
+                objective,
+                len(factors),
+                seed=seed,
+                budget=settings["budget"],
+                bound=settings["bounds"],
+            )
             per_task[task] = {
-                "task": task, "settings": settings, "candidates": candidates,
+                "task": task,
+                "settings": settings,
+                "candidates": candidates,
                 "weights": [float(x) for x in weights],
                 "objective": float(objective(weights)),
                 "best_seen": min(h["objective"] for h in history),
-                "val_examples": len(examples), "search_seconds": time.perf_counter() - t0,
+                "val_examples": len(examples),
+                "search_seconds": time.perf_counter() - t0,
                 "history": history,
             }
             if ctx.accelerator.is_main_process:
@@ -166,13 +198,18 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
             gen = ctx.generate(model, encoder, test[task], merge=False)
         predictions.extend(gen.predictions)
         gen_seconds += gen.seconds
-    extra = {"lorahub": {
-        **{k: v for k, v in settings.items()},
-        "weights": {t: dict(zip(per_task[t]["candidates"], per_task[t]["weights"])) for t in tasks},
-        "objective": {t: per_task[t]["objective"] for t in tasks},
-        "search_seconds": sum(per_task[t].get("search_seconds", 0.0) for t in tasks),
-        "loss_note": "objective = teacher-forced validation CE + l1 · mean|w|",
-    }}
-    generation = GenerationResult(predictions, gen_seconds, gen_seconds / max(1, len(predictions)),
-                                  merge_seconds)
+    extra = {
+        "lorahub": {
+            **{k: v for k, v in settings.items()},
+            "weights": {
+                t: dict(zip(per_task[t]["candidates"], per_task[t]["weights"])) for t in tasks
+            },
+            "objective": {t: per_task[t]["objective"] for t in tasks},
+            "search_seconds": sum(per_task[t].get("search_seconds", 0.0) for t in tasks),
+            "loss_note": "objective = teacher-forced validation CE + l1 · mean|w|",
+        }
+    }
+    generation = GenerationResult(
+        predictions, gen_seconds, gen_seconds / max(1, len(predictions)), merge_seconds
+    )
     return PipelineOutput(predictions=predictions, generation=generation, extra=extra)

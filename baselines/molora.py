@@ -50,8 +50,15 @@ class TokenRouter(nn.Module):
 
     mergeable = False
 
-    def __init__(self, in_features: int, num_experts: int, *, top_k: int | None = None,
-                 router_init: str = "default_linear", device: torch.device | None = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        num_experts: int,
+        *,
+        top_k: int | None = None,
+        router_init: str = "default_linear",
+        device: torch.device | None = None,
+    ) -> None:
         super().__init__()
         if top_k is not None and not 1 <= top_k <= num_experts:
             raise ValueError(f"molora.top_k={top_k}; use null or 1..{num_experts}")
@@ -70,7 +77,9 @@ class TokenRouter(nn.Module):
             p = torch.softmax(F.linear(x.float(), self.weight.float()), dim=-1)
         if self.top_k is not None and self.top_k < self.num_experts:
             order = torch.sort(p, dim=-1, descending=True, stable=True).indices  # ties: lower index
-            keep = torch.zeros_like(p, dtype=torch.bool).scatter_(-1, order[..., : self.top_k], True)
+            keep = torch.zeros_like(p, dtype=torch.bool).scatter_(
+                -1, order[..., : self.top_k], True
+            )
             p = p * keep
         return p
 
@@ -79,8 +88,10 @@ class TokenRouter(nn.Module):
         return self.probs(x).repeat_interleave(layer.rank // self.num_experts, dim=-1)
 
     def task_weights(self, layer: nn.Module | None, task_id: int) -> torch.Tensor:
-        raise RuntimeError("MoLoRA's expert weights depend on every token, not on the task: "
-                           "there is no per-task weight to merge; use infer: unmerged")
+        raise RuntimeError(
+            "MoLoRA's expert weights depend on every token, not on the task: "
+            "there is no per-task weight to merge; use infer: unmerged"
+        )
 
 
 def build(
@@ -110,11 +121,23 @@ def build(
     for name, base in targets:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        layer = MoELoRALinear(base, num_experts=num_experts, rank=rank, alpha=alpha,
-                              dropout=dropout, expert_init="normal_0.01", dropout_mode="shared",
-                              scaling_rank=scaling_rank)
-        router = TokenRouter(layer.in_features, num_experts, top_k=top_k, router_init=router_init,
-                             device=base.weight.device)
+        layer = MoELoRALinear(
+            base,
+            num_experts=num_experts,
+            rank=rank,
+            alpha=alpha,
+            dropout=dropout,
+            expert_init="normal_0.01",
+            dropout_mode="shared",
+            scaling_rank=scaling_rank,
+        )
+        router = TokenRouter(
+            layer.in_features,
+            num_experts,
+            top_k=top_k,
+            router_init=router_init,
+            device=base.weight.device,
+        )
         layer.add_module("router", router)  # registered (trained, saved) with its layer
         layer.set_weight_source(router)
         setattr(parent, child, layer)
@@ -122,12 +145,16 @@ def build(
 
 
 def molora_layers(model: nn.Module) -> list[MoELoRALinear]:
-    return [m for m in model.modules()
-            if isinstance(m, MoELoRALinear) and isinstance(getattr(m, "router", None), TokenRouter)]
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, MoELoRALinear) and isinstance(getattr(m, "router", None), TokenRouter)
+    ]
 
 
-def chatglm6b_extra_parameters(num_experts: int = 8, blocks: int = 28, hidden: int = 4096,
-                               ffn: int = 16384) -> int:
+def chatglm6b_extra_parameters(
+    num_experts: int = 8, blocks: int = 28, hidden: int = 4096, ffn: int = 16384
+) -> int:
     """Router parameters on ChatGLM-6B (§5.3): blocks × Σ_l d_in^l × N."""
     d_ins = [hidden, hidden, hidden, ffn]  # query_key_value, dense, dense_h_to_4h, dense_4h_to_h
     return blocks * sum(d_ins) * num_experts
@@ -138,8 +165,10 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
     depends on every token, so there is no per-task weight to merge (§5.3)."""
     requested = ctx.cfg.method.get("infer", "unmerged")
     if requested != "unmerged":
-        print(f"[molora] infer={requested} requested, but MoLoRA cannot be merged (per-token "
-              "router weights); generating unmerged")
+        print(
+            f"[molora] infer={requested} requested, but MoLoRA cannot be merged (per-token "
+            "router weights); generating unmerged"
+        )
     model, tokenizer = ctx.load_base()
     model = ctx.build_adapter(model)
     encoder = ctx.encoder(tokenizer)
@@ -147,12 +176,21 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
     ctx.save_adapter(model, ctx.run_dir / "adapter")
     generation = ctx.generate(model, encoder, ctx.splits["test"], merge=False)
     layers = molora_layers(model)
-    extra = {"molora": {
-        "infer": "unmerged", "requested_infer": requested, "mergeable": False,
-        "num_layers": len(layers),
-        "router_parameters": sum(m.router.weight.numel() for m in layers),
-        "expert_parameters": sum(m.lora_A.numel() + m.lora_B.numel() for m in layers),
-        "scaling": layers[0].scaling if layers else math.nan,
-    }}
-    return PipelineOutput(predictions=generation.predictions, model=model, train=trained,
-                          generation=generation, extra=extra)
+    extra = {
+        "molora": {
+            "infer": "unmerged",
+            "requested_infer": requested,
+            "mergeable": False,
+            "num_layers": len(layers),
+            "router_parameters": sum(m.router.weight.numel() for m in layers),
+            "expert_parameters": sum(m.lora_A.numel() + m.lora_B.numel() for m in layers),
+            "scaling": layers[0].scaling if layers else math.nan,
+        }
+    }
+    return PipelineOutput(
+        predictions=generation.predictions,
+        model=model,
+        train=trained,
+        generation=generation,
+        extra=extra,
+    )

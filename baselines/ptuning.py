@@ -51,12 +51,15 @@ def build(
     if variant == "v1_prompt_encoder":
         hidden = encoder_hidden_size or model.config.hidden_size
         config = PromptEncoderConfig(
-            task_type="CAUSAL_LM", num_virtual_tokens=num_virtual_tokens,
+            task_type="CAUSAL_LM",
+            num_virtual_tokens=num_virtual_tokens,
             encoder_reparameterization_type=PromptEncoderReparameterizationType.MLP,
-            encoder_hidden_size=hidden, encoder_num_layers=encoder_num_layers,
+            encoder_hidden_size=hidden,
+            encoder_num_layers=encoder_num_layers,
             encoder_dropout=0.0,
         )
     else:
-        config = PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=num_virtual_tokens,
-                                    prefix_projection=False)
+        config = PrefixTuningConfig(
+            task_type="CAUSAL_LM", num_virtual_tokens=num_virtual_tokens, prefix_projection=False
+        )
     return get_peft_model(model, config)

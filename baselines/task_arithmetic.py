@@ -38,8 +38,12 @@ from moelora.harness.context import PipelineOutput, RunContext
 COMBINES = ("exact", "legacy_linear")
 
 
-def set_task_arithmetic(wrappers: dict[str, LowRankDelta], factors: Sequence[LoraFactors],
-                        lam: float, combine: str = "exact") -> None:
+def set_task_arithmetic(
+    wrappers: dict[str, LowRankDelta],
+    factors: Sequence[LoraFactors],
+    lam: float,
+    combine: str = "exact",
+) -> None:
     """Make every wrapped linear carry ``λ · Σ_t τ_t`` (``exact``) or the legacy
     element-wise composition (``legacy_linear``)."""
     if combine not in COMBINES:
@@ -100,17 +104,23 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
         merge_seconds = time.perf_counter() - t_merge
         generation = ctx.generate(model, encoder, ctx.splits["test"], merge=False)
     generation.merge_seconds = merge_seconds
-    extra = {"ta": {
-        "lambda": best, "combine": combine,
-        "combine_note": "exact sum of products λ·Σ s B_t A_t" if combine == "exact" else
-        "LEGACY element-wise factor averaging (A'=Σλ s A_t, B'=Σλ B_t): not task arithmetic",
-        "select_by": select_by,
-        "select_by_note": "teacher-forced validation CE (proxy)" if select_by == "loss" else
-        "validation metric on generated answers (same metrics as test)",
-        "val_per_task": {t: len(v) for t, v in val.items()},
-        "val_avg": {str(k): v for k, v in avg.items()},
-        "val_scores": {str(k): v for k, v in per_lambda.items()},
-        "val_seconds": val_seconds, "input_run": str(single_dir),
-        "test_model": "merged into the base weights (fp32 sum, cast once)",
-    }}
+    extra = {
+        "ta": {
+            "lambda": best,
+            "combine": combine,
+            "combine_note": "exact sum of products λ·Σ s B_t A_t"
+            if combine == "exact"
+            else "LEGACY element-wise factor averaging (A'=Σλ s A_t, B'=Σλ B_t): not task arithmetic",
+            "select_by": select_by,
+            "select_by_note": "teacher-forced validation CE (proxy)"
+            if select_by == "loss"
+            else "validation metric on generated answers (same metrics as test)",
+            "val_per_task": {t: len(v) for t, v in val.items()},
+            "val_avg": {str(k): v for k, v in avg.items()},
+            "val_scores": {str(k): v for k, v in per_lambda.items()},
+            "val_seconds": val_seconds,
+            "input_run": str(single_dir),
+            "test_model": "merged into the base weights (fp32 sum, cast once)",
+        }
+    }
     return PipelineOutput(predictions=generation.predictions, generation=generation, extra=extra)

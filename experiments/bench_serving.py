@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))   # run as a script from anywhere
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from experiments.bench_moelora import TARGETS, TASKS, make_base  # noqa: E402
 from moelora.method.gate import task_context  # noqa: E402
@@ -53,15 +53,23 @@ from moelora.utils.io import write_json  # noqa: E402
 from moelora.utils.measure import alternating, spread, sync  # noqa: E402
 
 SETUPS = ("base", "moelora_mixed", "moelora_grouped_merged", "single_mixed")
-PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
-               "A10": 125.0, "V100": 125.0, "4090": 165.0}   # dense bf16/fp16 tensor-core peaks
+PEAK_TFLOPS = {
+    "H200": 989.0,
+    "H100": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10": 125.0,
+    "V100": 125.0,
+    "4090": 165.0,
+}  # dense bf16/fp16 tensor-core peaks
 
 
 @dataclass
 class Request:
     task: int
     prompt: list[int]
-    arrival: int                     # arrival index in the stream
+    arrival: int  # arrival index in the stream
 
 
 @dataclass
@@ -90,8 +98,9 @@ def _randomise_lora_b(model: nn.Module, std: float) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * std)
 
 
-def make_setups(load_base: Callable[[], nn.Module], device: torch.device,
-                dtype: torch.dtype = torch.float32) -> dict[str, Setup]:
+def make_setups(
+    load_base: Callable[[], nn.Module], device: torch.device, dtype: torch.dtype = torch.float32
+) -> dict[str, Setup]:
     """The four setups on copies of one base (adapter weights in fp32, as peft keeps them)."""
     from peft import LoraConfig, get_peft_model
 
@@ -100,30 +109,46 @@ def make_setups(load_base: Callable[[], nn.Module], device: torch.device,
 
     base = fresh().to(device).eval()
     base_bytes = _bytes(base.parameters())
-    moelora = build(fresh(), tasks=TASKS, target_modules=TARGETS, num_experts=8, rank=16,
-                    alpha=32, dropout=0.0)
+    moelora = build(
+        fresh(), tasks=TASKS, target_modules=TARGETS, num_experts=8, rank=16, alpha=32, dropout=0.0
+    )
     _randomise_lora_b(moelora, 0.02)
     moelora = moelora.to(device).eval()
-    lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS,
-                      task_type="CAUSAL_LM")
+    lora = LoraConfig(
+        r=16, lora_alpha=32, lora_dropout=0.0, target_modules=TARGETS, task_type="CAUSAL_LM"
+    )
     single = get_peft_model(fresh(), lora, adapter_name=TASKS[0])
     for task in TASKS[1:]:
         single.add_adapter(task, lora)
     _randomise_lora_b(single, 0.02)
     single = single.to(device).eval()
-    moelora_bytes = _bytes(p for n, p in moelora.named_parameters()
-                           if "lora_" in n or "moelora_router" in n)
+    moelora_bytes = _bytes(
+        p for n, p in moelora.named_parameters() if "lora_" in n or "moelora_router" in n
+    )
     single_bytes = _bytes(p for n, p in single.named_parameters() if "lora_" in n)
     return {
         "base": Setup("base", base, param_bytes=base_bytes),
-        "moelora_mixed": Setup("moelora_mixed", moelora, param_bytes=base_bytes + moelora_bytes,
-                               adapter_bytes=moelora_bytes),
-        "moelora_grouped_merged": Setup("moelora_grouped_merged", moelora, one_task_batches=True,
-                                        merged=True, param_bytes=base_bytes + moelora_bytes,
-                                        adapter_bytes=moelora_bytes),
-        "single_mixed": Setup("single_mixed", single,
-                              row_kwargs=lambda tasks: {"adapter_names": [TASKS[t] for t in tasks]},
-                              param_bytes=base_bytes + single_bytes, adapter_bytes=single_bytes),
+        "moelora_mixed": Setup(
+            "moelora_mixed",
+            moelora,
+            param_bytes=base_bytes + moelora_bytes,
+            adapter_bytes=moelora_bytes,
+        ),
+        "moelora_grouped_merged": Setup(
+            "moelora_grouped_merged",
+            moelora,
+            one_task_batches=True,
+            merged=True,
+            param_bytes=base_bytes + moelora_bytes,
+            adapter_bytes=moelora_bytes,
+        ),
+        "single_mixed": Setup(
+            "single_mixed",
+            single,
+            row_kwargs=lambda tasks: {"adapter_names": [TASKS[t] for t in tasks]},
+            param_bytes=base_bytes + single_bytes,
+            adapter_bytes=single_bytes,
+        ),
     }
 
 
@@ -137,8 +162,9 @@ def tiny_llama() -> tuple[Callable[[], nn.Module], Callable[[int], list[list[int
     return (lambda: make_base(torch.device("cpu"))), prompts, 0
 
 
-def medsynth_base(path: Path, data: Path) -> tuple[Callable[[], nn.Module],
-                                                    Callable[[int], list[list[int]]], int]:
+def medsynth_base(
+    path: Path, data: Path
+) -> tuple[Callable[[], nn.Module], Callable[[int], list[list[int]]], int]:
     """The MedSynth-8 base and the prompts of its test split, per task."""
     from moelora.data.encoding import Encoder, load_split
     from moelora.method.tasks import PAPER_TASKS, TaskMap
@@ -146,15 +172,21 @@ def medsynth_base(path: Path, data: Path) -> tuple[Callable[[], nn.Module],
 
     tok = load_tokenizer(path)
     task_map = TaskMap(list(PAPER_TASKS))
-    encoder = Encoder(tokenizer=tok, task_map=task_map, max_source_length=256, max_target_length=128)
+    encoder = Encoder(
+        tokenizer=tok, task_map=task_map, max_source_length=256, max_target_length=128
+    )
     records = load_split(data / "test.jsonl", task_map)
     by_task: dict[int, list[list[int]]] = {}
     for r in records:
-        by_task.setdefault(task_map.id(r["task_dataset"]), []).append(encoder.prompt_ids(r["input"]))
+        by_task.setdefault(task_map.id(r["task_dataset"]), []).append(
+            encoder.prompt_ids(r["input"])
+        )
     return (lambda: load_base_model(path, dtype="float32")), by_task.__getitem__, encoder.pad_id
 
 
-def make_stream(prompts: Callable[[int], list[list[int]]], per_task: int, seed: int) -> list[Request]:
+def make_stream(
+    prompts: Callable[[int], list[list[int]]], per_task: int, seed: int
+) -> list[Request]:
     """``per_task`` requests of each task in a random order (prompts drawn with replacement)."""
     rng = random.Random(seed)
     tasks = [t for t in range(len(TASKS)) for _ in range(per_task)]
@@ -167,7 +199,7 @@ def batches_of(stream: list[Request], size: int, one_task: bool) -> list[list[Re
     """Batches in the order they become ready: consecutive requests, or (``one_task``) a batch
     per task once ``size`` requests of it have arrived; leftovers when the stream ends."""
     if not one_task:
-        return [stream[i: i + size] for i in range(0, len(stream), size)]
+        return [stream[i : i + size] for i in range(0, len(stream), size)]
     waiting: dict[int, list[Request]] = {}
     ready = []
     for r in stream:
@@ -177,11 +209,22 @@ def batches_of(stream: list[Request], size: int, one_task: bool) -> list[list[Re
     return ready + sorted(waiting.values(), key=lambda b: b[-1].arrival)
 
 
-def serve(setup: Setup, batches: list[list[Request]], *, new_tokens: int, pad_id: int,
-          device: torch.device) -> tuple[list[float], float]:
+def serve(
+    setup: Setup,
+    batches: list[list[Request]],
+    *,
+    new_tokens: int,
+    pad_id: int,
+    device: torch.device,
+) -> tuple[list[float], float]:
     """Run every batch; returns each batch's seconds (merges included) and the merge seconds."""
-    kw = dict(do_sample=False, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-              pad_token_id=pad_id, use_cache=True)
+    kw = dict(
+        do_sample=False,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        pad_token_id=pad_id,
+        use_cache=True,
+    )
     times, merge_s, current = [], 0.0, None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -191,8 +234,8 @@ def serve(setup: Setup, batches: list[list[Request]], *, new_tokens: int, pad_id
             ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             mask = torch.zeros_like(ids)
             for i, r in enumerate(batch):
-                ids[i, width - len(r.prompt):] = torch.tensor(r.prompt)
-                mask[i, width - len(r.prompt):] = 1
+                ids[i, width - len(r.prompt) :] = torch.tensor(r.prompt)
+                mask[i, width - len(r.prompt) :] = 1
             ids, mask = ids.to(device), mask.to(device)
             tasks = [r.task for r in batch]
             task_ids = torch.tensor(tasks, device=device)
@@ -239,23 +282,39 @@ def adapter_flops_fraction(moelora: nn.Module, base: nn.Module) -> float:
 
 
 # ---- one measurement -------------------------------------------------------------------
-def measure(setups: dict[str, Setup], prompts: Callable[[int], list[list[int]]], *, pad_id: int,
-            batch_size: int, per_task: int, new_tokens: int, repeats: int, load: float,
-            device: torch.device) -> dict:
+def measure(
+    setups: dict[str, Setup],
+    prompts: Callable[[int], list[list[int]]],
+    *,
+    pad_id: int,
+    batch_size: int,
+    per_task: int,
+    new_tokens: int,
+    repeats: int,
+    load: float,
+    device: torch.device,
+) -> dict:
     """Every setup on the same stream, ``repeats`` times, order alternated; raw times kept."""
     stream = make_stream(prompts, per_task, seed=batch_size)
     plans = {n: batches_of(stream, batch_size, s.one_task_batches) for n, s in setups.items()}
-    for name, setup in setups.items():                             # warm-up, not recorded
+    for name, setup in setups.items():  # warm-up, not recorded
         serve(setup, plans[name][:2], new_tokens=new_tokens, pad_id=pad_id, device=device)
     raw: dict[str, list[dict]] = {n: [] for n in setups}
     for _, order in alternating(list(setups), repeats):
         for name in order:
-            times, merge_s = serve(setups[name], plans[name], new_tokens=new_tokens,
-                                   pad_id=pad_id, device=device)
+            times, merge_s = serve(
+                setups[name], plans[name], new_tokens=new_tokens, pad_id=pad_id, device=device
+            )
             raw[name].append({"batch_seconds": times, "merge_seconds": merge_s})
     tokens = len(stream) * new_tokens
-    out: dict = {"batch_size": batch_size, "requests": len(stream), "new_tokens": new_tokens,
-                 "tokens": tokens, "setups": {}, "ratios": {}}
+    out: dict = {
+        "batch_size": batch_size,
+        "requests": len(stream),
+        "new_tokens": new_tokens,
+        "tokens": tokens,
+        "setups": {},
+        "ratios": {},
+    }
     for rep in range(repeats):
         base_times = raw["base"][rep]["batch_seconds"]
         # arrivals at `load` × the bare base's capacity at this batch size (same repetition)
@@ -271,10 +330,16 @@ def measure(setups: dict[str, Setup], prompts: Callable[[int], list[list[int]]],
     processed = sum(len(r.prompt) for r in stream) + tokens
     for name, setup in setups.items():
         reps = raw[name]
-        entry = {k: spread([r[k] for r in reps])
-                 for k in ("seconds", "tokens_per_s", "latency_p50", "latency_p95", "merge_seconds")}
-        entry.update(param_bytes=setup.param_bytes, adapter_bytes=setup.adapter_bytes,
-                     batches=len(plans[name]), raw=reps)
+        entry = {
+            k: spread([r[k] for r in reps])
+            for k in ("seconds", "tokens_per_s", "latency_p50", "latency_p95", "merge_seconds")
+        }
+        entry.update(
+            param_bytes=setup.param_bytes,
+            adapter_bytes=setup.adapter_bytes,
+            batches=len(plans[name]),
+            raw=reps,
+        )
         if setup.peak_bytes:
             entry["peak_bytes"] = max(setup.peak_bytes)
         if device.type == "cuda":
@@ -286,26 +351,36 @@ def measure(setups: dict[str, Setup], prompts: Callable[[int], list[list[int]]],
         return spread([raw[a][i][key] / raw[b][i][key] for i in range(repeats)])
 
     out["ratios"] = {
-        "moelora_mixed_vs_single_mixed_throughput": ratio("moelora_mixed", "single_mixed",
-                                                          "tokens_per_s"),
+        "moelora_mixed_vs_single_mixed_throughput": ratio(
+            "moelora_mixed", "single_mixed", "tokens_per_s"
+        ),
         "moelora_mixed_vs_base_time": ratio("moelora_mixed", "base", "seconds"),
         "moelora_grouped_merged_vs_base_time": ratio("moelora_grouped_merged", "base", "seconds"),
         "single_mixed_vs_base_time": ratio("single_mixed", "base", "seconds"),
-        "moelora_grouped_merged_vs_mixed_latency_p50": ratio("moelora_grouped_merged",
-                                                             "moelora_mixed", "latency_p50"),
+        "moelora_grouped_merged_vs_mixed_latency_p50": ratio(
+            "moelora_grouped_merged", "moelora_mixed", "latency_p50"
+        ),
     }
     return out
 
 
-def profile(setups: dict[str, Setup], prompts: Callable[[int], list[list[int]]], *, pad_id: int,
-            batch_size: int, new_tokens: int, device: torch.device, rows: int = 12) -> str:
+def profile(
+    setups: dict[str, Setup],
+    prompts: Callable[[int], list[list[int]]],
+    *,
+    pad_id: int,
+    batch_size: int,
+    new_tokens: int,
+    device: torch.device,
+    rows: int = 12,
+) -> str:
     """Where mixed batches' time goes: torch.profiler tables of the bare base, MOELoRA mixed and
     peft's 8-adapter mixed batch over the same 4 batches (self time per operator)."""
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
     stream = make_stream(prompts, max(batch_size, 8), seed=batch_size)
-    batch = batches_of(stream, batch_size, one_task=False)[:4]    # several batches: less noise
+    batch = batches_of(stream, batch_size, one_task=False)[:4]  # several batches: less noise
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     text = []
@@ -313,8 +388,10 @@ def profile(setups: dict[str, Setup], prompts: Callable[[int], list[list[int]]],
         serve(setups[name], batch, new_tokens=new_tokens, pad_id=pad_id, device=device)
         with torch_profile(activities=activities) as prof:
             serve(setups[name], batch, new_tokens=new_tokens, pad_id=pad_id, device=device)
-        text += [f"--- {name}: {len(batch)} batches of {batch_size} × {new_tokens} new tokens",
-                 prof.key_averages().table(sort_by=sort, row_limit=rows)]
+        text += [
+            f"--- {name}: {len(batch)} batches of {batch_size} × {new_tokens} new tokens",
+            prof.key_averages().table(sort_by=sort, row_limit=rows),
+        ]
     return "\n".join(text)
 
 
@@ -333,51 +410,76 @@ def print_table(result: dict, *, peak: float | None) -> None:
     for row in result["batch_sizes"]:
         base_s = row["setups"]["base"]["seconds"]["median"]
         for name, e in row["setups"].items():
-            mib = f"{e['param_bytes'] / 2**20:.1f}" + (f" (adapters {e['adapter_bytes'] / 2**20:.2f})"
-                                                       if e["adapter_bytes"] else "")
-            line = (f"| {row['batch_size']} | {name} | {e['tokens_per_s']['median']:.0f} | "
-                    f"{e['seconds']['median'] / base_s:.3f}x | {1e3 * e['latency_p50']['median']:.0f}"
-                    f" / {1e3 * e['latency_p95']['median']:.0f} | {mib} |")
+            mib = f"{e['param_bytes'] / 2**20:.1f}" + (
+                f" (adapters {e['adapter_bytes'] / 2**20:.2f})" if e["adapter_bytes"] else ""
+            )
+            line = (
+                f"| {row['batch_size']} | {name} | {e['tokens_per_s']['median']:.0f} | "
+                f"{e['seconds']['median'] / base_s:.3f}x | {1e3 * e['latency_p50']['median']:.0f}"
+                f" / {1e3 * e['latency_p95']['median']:.0f} | {mib} |"
+            )
             if peak:
                 line += f" {100 * e['model_tflops_per_s']['median'] / peak:.2f} % |"
             print(line)
     for row in result["batch_sizes"]:
         r = row["ratios"]
-        fmt = ", ".join(f"{k} {v['median']:.3f}x ({v['min']:.3f}–{v['max']:.3f})" for k, v in r.items())
+        fmt = ", ".join(
+            f"{k} {v['median']:.3f}x ({v['min']:.3f}–{v['max']:.3f})" for k, v in r.items()
+        )
         print(f"batch {row['batch_size']}: {fmt}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base", default="tiny",
-                        help="tiny (the bench's Llama) | medsynth (artifacts/base/medsynth-tiny) | a path")
-    parser.add_argument("--data", type=Path, default=ROOT / "artifacts" / "medsynth",
-                        help="MedSynth-8 folder (prompts for --base medsynth or a path)")
+    parser.add_argument(
+        "--base",
+        default="tiny",
+        help="tiny (the bench's Llama) | medsynth (artifacts/base/medsynth-tiny) | a path",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=ROOT / "artifacts" / "medsynth",
+        help="MedSynth-8 folder (prompts for --base medsynth or a path)",
+    )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
-    parser.add_argument("--per-task", type=int, default=None,
-                        help="requests per task (default: max(batch, 8), so 8 batches at 32)")
+    parser.add_argument(
+        "--per-task",
+        type=int,
+        default=None,
+        help="requests per task (default: max(batch, 8), so 8 batches at 32)",
+    )
     parser.add_argument("--new-tokens", type=int, default=None, help="default 16 (--quick: 8)")
     parser.add_argument("--repeats", type=int, default=None, help="default 5 (--quick: 2)")
-    parser.add_argument("--load", type=float, default=0.5,
-                        help="arrival rate as a fraction of the bare base's capacity")
+    parser.add_argument(
+        "--load",
+        type=float,
+        default=0.5,
+        help="arrival rate as a fraction of the bare base's capacity",
+    )
     parser.add_argument("--quick", action="store_true", help="2 repeats, 8 new tokens")
     parser.add_argument("--profile", action="store_true", help="print where the time goes")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--dtype", default=None, help="base dtype (default: bfloat16 on CUDA, "
-                                                      "else float32)")
+    parser.add_argument(
+        "--dtype", default=None, help="base dtype (default: bfloat16 on CUDA, else float32)"
+    )
     parser.add_argument("--peak-tflops", type=float, default=None, help="device peak (MFU)")
     parser.add_argument("--out", type=Path, default=None, help="write every raw time here (JSON)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cpu":
-        torch.set_num_threads(1)      # steadier timings on a shared CPU
+        torch.set_num_threads(1)  # steadier timings on a shared CPU
     args.repeats = args.repeats or (2 if args.quick else 5)
     args.new_tokens = args.new_tokens or (8 if args.quick else 16)
     if args.base == "tiny":
         load_base, prompts, pad_id = tiny_llama()
         label = "tiny Llama (hidden 256, 4 blocks, vocab 2000), random 32-token prompts"
     else:
-        path = ROOT / "artifacts" / "base" / "medsynth-tiny" if args.base == "medsynth" else Path(args.base)
+        path = (
+            ROOT / "artifacts" / "base" / "medsynth-tiny"
+            if args.base == "medsynth"
+            else Path(args.base)
+        )
         load_base, prompts, pad_id = medsynth_base(path, args.data)
         label = f"{path} with the prompts of {args.data / 'test.jsonl'}"
     from moelora.models.loading import resolve_dtype
@@ -385,31 +487,63 @@ def main(argv: list[str] | None = None) -> int:
     dtype = resolve_dtype(args.dtype or ("bfloat16" if device.type == "cuda" else "float32"))
     setups = make_setups(load_base, device, dtype)
     peak = _peak_tflops(device, args.peak_tflops)
-    result = {"label": label, "device": str(device), "dtype": str(dtype),
-              "threads": torch.get_num_threads(),
-              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-              "peak_tflops": peak, "repeats": args.repeats, "load": args.load,
-              "versions": {"torch": torch.__version__}, "batch_sizes": []}
+    result = {
+        "label": label,
+        "device": str(device),
+        "dtype": str(dtype),
+        "threads": torch.get_num_threads(),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "peak_tflops": peak,
+        "repeats": args.repeats,
+        "load": args.load,
+        "versions": {"torch": torch.__version__},
+        "batch_sizes": [],
+    }
     for b in args.batch_sizes:
         per_task = args.per_task or max(b, 8)
-        result["batch_sizes"].append(measure(setups, prompts, pad_id=pad_id, batch_size=b,
-                                             per_task=per_task, new_tokens=args.new_tokens,
-                                             repeats=args.repeats, load=args.load, device=device))
-    result["requests_note"] = (f"{args.new_tokens} new tokens per request (greedy, fixed length), "
-                               f"{args.repeats} alternating repetitions, medians; requests arrive "
-                               f"at {args.load:g}× the bare base's capacity; device {device}, "
-                               f"{dtype}, "
-                               f"{result['threads']} thread(s)")
-    result["adapter_flops_fraction"] = adapter_flops_fraction(setups["moelora_mixed"].model,
-                                                              setups["base"].model)
+        result["batch_sizes"].append(
+            measure(
+                setups,
+                prompts,
+                pad_id=pad_id,
+                batch_size=b,
+                per_task=per_task,
+                new_tokens=args.new_tokens,
+                repeats=args.repeats,
+                load=args.load,
+                device=device,
+            )
+        )
+    result["requests_note"] = (
+        f"{args.new_tokens} new tokens per request (greedy, fixed length), "
+        f"{args.repeats} alternating repetitions, medians; requests arrive "
+        f"at {args.load:g}× the bare base's capacity; device {device}, "
+        f"{dtype}, "
+        f"{result['threads']} thread(s)"
+    )
+    result["adapter_flops_fraction"] = adapter_flops_fraction(
+        setups["moelora_mixed"].model, setups["base"].model
+    )
     print_table(result, peak=peak)
-    print(f"adapter FLOPs (rank 16, unmerged) = {100 * result['adapter_flops_fraction']:.1f} % of "
-          "the base's linear FLOPs per token: the floor of moelora_mixed's time vs base when "
-          "matmuls dominate")
-    print("targets at batch 32: moelora_mixed ≥ 2x single_mixed's throughput, ≤ 1.15x the base's time")
+    print(
+        f"adapter FLOPs (rank 16, unmerged) = {100 * result['adapter_flops_fraction']:.1f} % of "
+        "the base's linear FLOPs per token: the floor of moelora_mixed's time vs base when "
+        "matmuls dominate"
+    )
+    print(
+        "targets at batch 32: moelora_mixed ≥ 2x single_mixed's throughput, ≤ 1.15x the base's time"
+    )
     if args.profile:
-        print(profile(setups, prompts, pad_id=pad_id, batch_size=max(args.batch_sizes),
-                      new_tokens=args.new_tokens, device=device))
+        print(
+            profile(
+                setups,
+                prompts,
+                pad_id=pad_id,
+                batch_size=max(args.batch_sizes),
+                new_tokens=args.new_tokens,
+                device=device,
+            )
+        )
     if args.out:
         write_json(args.out, result)
     return 0

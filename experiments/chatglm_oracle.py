@@ -40,8 +40,12 @@ import tempfile
 import time
 from pathlib import Path
 
-ORIGINAL_FILES = ("modeling_chatglm.py", "configuration_chatglm.py", "tokenization_chatglm.py",
-                  "quantization.py")  # imported by modeling_chatglm.py
+ORIGINAL_FILES = (
+    "modeling_chatglm.py",
+    "configuration_chatglm.py",
+    "tokenization_chatglm.py",
+    "quantization.py",
+)  # imported by modeling_chatglm.py
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = REPO_ROOT / "tests" / "golden"
 GOLDEN_NAME = "chatglm_v1"
@@ -66,13 +70,21 @@ TEXTS = (
 PROMPTS = ("患者咳嗽三天，伴有发热。诊断：", "Diagnosis:", "头痛\n恶心\n请给出诊断  结果：")
 # Right-padded training batch, built the way moelora/data/encoding.py does: prompt + [gMASK] + <sop>,
 # then answer + <eop>, labels on the answer only.
-TRAIN_PAIRS = (("患者咳嗽三天，诊断：", "急性支气管炎"), ("Diagnosis:", "acute bronchitis"),
-               ("头痛\n恶心", "偏头痛"))
+TRAIN_PAIRS = (
+    ("患者咳嗽三天，诊断：", "急性支气管炎"),
+    ("Diagnosis:", "acute bronchitis"),
+    ("头痛\n恶心", "偏头痛"),
+)
 MAX_NEW_TOKENS = 12
-IMAGE_TOKENS_VARIANT = 16          # a second tokenizer with a non-zero num_image_tokens
-BENCH_SIZES = {"hidden_size": 512, "num_layers": 4, "num_attention_heads": 8,
-               "inner_hidden_size": 2048, "max_sequence_length": 512}
-BENCH_BATCH = (4, 128)             # prompts x tokens of the longest (the others shorter, left-padded)
+IMAGE_TOKENS_VARIANT = 16  # a second tokenizer with a non-zero num_image_tokens
+BENCH_SIZES = {
+    "hidden_size": 512,
+    "num_layers": 4,
+    "num_attention_heads": 8,
+    "inner_hidden_size": 2048,
+    "max_sequence_length": 512,
+}
+BENCH_BATCH = (4, 128)  # prompts x tokens of the longest (the others shorter, left-padded)
 
 
 # ---- worker side: runs under either environment, imports nothing from the project ---------
@@ -86,8 +98,11 @@ def _train_batch(tok):
     width = max(len(r) for r in rows)
     pad = tok.pad_token_id
     mask = [[1] * len(r) + [0] * (width - len(r)) for r in rows]
-    return ([r + [pad] * (width - len(r)) for r in rows],
-            [lab + [-100] * (width - len(lab)) for lab in labels], mask)
+    return (
+        [r + [pad] * (width - len(r)) for r in rows],
+        [lab + [-100] * (width - len(lab)) for lab in labels],
+        mask,
+    )
 
 
 def original_goldens(ckpt: Path, out: Path) -> None:
@@ -99,20 +114,27 @@ def original_goldens(ckpt: Path, out: Path) -> None:
 
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(str(ckpt), trust_remote_code=True)
-    tok16 = AutoTokenizer.from_pretrained(str(ckpt), trust_remote_code=True,
-                                          num_image_tokens=IMAGE_TOKENS_VARIANT)
+    tok16 = AutoTokenizer.from_pretrained(
+        str(ckpt), trust_remote_code=True, num_image_tokens=IMAGE_TOKENS_VARIANT
+    )
     model = AutoModel.from_pretrained(str(ckpt), trust_remote_code=True).float().eval()
     texts = []
     for text in TEXTS:
         ids = tok(text, add_special_tokens=False)["input_ids"]
         with_special = tok(text)["input_ids"]
-        texts.append({
-            "text": text, "tokens": tok.tokenize(text), "ids": ids, "ids_special": with_special,
-            "ids_image_tokens": tok16(text, add_special_tokens=False)["input_ids"],
-            "decode": tok.decode(ids), "decode_special": tok.decode(with_special),
-            "decode_skip": tok.decode(with_special, skip_special_tokens=True),
-        })
-    batch = tok(list(PROMPTS), padding=True, return_tensors="pt")   # left-padded, 4D bool mask
+        texts.append(
+            {
+                "text": text,
+                "tokens": tok.tokenize(text),
+                "ids": ids,
+                "ids_special": with_special,
+                "ids_image_tokens": tok16(text, add_special_tokens=False)["input_ids"],
+                "decode": tok.decode(ids),
+                "decode_special": tok.decode(with_special),
+                "decode_skip": tok.decode(with_special, skip_special_tokens=True),
+            }
+        )
+    batch = tok(list(PROMPTS), padding=True, return_tensors="pt")  # left-padded, 4D bool mask
     ids, labels, mask = _train_batch(tok)
     tensors = {}
     with torch.no_grad():
@@ -123,16 +145,31 @@ def original_goldens(ckpt: Path, out: Path) -> None:
     save_file(tensors, str(out.with_suffix(".safetensors")))
     result = {
         "oracle": {"transformers": transformers.__version__, "torch": torch.__version__},
-        "special_ids": {name: tok.convert_tokens_to_ids(t) for name, t in
-                        [("mask", "[MASK]"), ("gmask", "[gMASK]"), ("sop", "<sop>"),
-                         ("eop", "<eop>"), ("pad", "<pad>")]},
+        "special_ids": {
+            name: tok.convert_tokens_to_ids(t)
+            for name, t in [
+                ("mask", "[MASK]"),
+                ("gmask", "[gMASK]"),
+                ("sop", "<sop>"),
+                ("eop", "<eop>"),
+                ("pad", "<pad>"),
+            ]
+        },
         "texts": texts,
-        "prompts": {"texts": list(PROMPTS), "input_ids": batch["input_ids"].tolist(),
-                    "position_ids": batch["position_ids"].tolist(),
-                    "attention_mask": batch["attention_mask"].tolist()},
+        "prompts": {
+            "texts": list(PROMPTS),
+            "input_ids": batch["input_ids"].tolist(),
+            "position_ids": batch["position_ids"].tolist(),
+            "attention_mask": batch["attention_mask"].tolist(),
+        },
         "generation": {"max_new_tokens": MAX_NEW_TOKENS, "sequences": generated.tolist()},
-        "train": {"pairs": [list(p) for p in TRAIN_PAIRS], "input_ids": ids, "labels": labels,
-                  "padding_mask": mask, "loss": float(train.loss)},
+        "train": {
+            "pairs": [list(p) for p in TRAIN_PAIRS],
+            "input_ids": ids,
+            "labels": labels,
+            "padding_mask": mask,
+            "loss": float(train.loss),
+        },
     }
     out.write_text(json.dumps(result, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
@@ -150,8 +187,9 @@ def bench_worker(ckpt: Path, native: bool, attn: str | None = None) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(str(ckpt))
-        model = AutoModelForCausalLM.from_pretrained(str(ckpt), dtype=torch.float32,
-                                                     attn_implementation=attn)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(ckpt), dtype=torch.float32, attn_implementation=attn
+        )
     else:
         from transformers import AutoModel, AutoTokenizer
 
@@ -159,7 +197,9 @@ def bench_worker(ckpt: Path, native: bool, attn: str | None = None) -> None:
         model = AutoModel.from_pretrained(str(ckpt), trust_remote_code=True).float()
     model.eval()
     batch_size, length = BENCH_BATCH
-    ids = tok("患者咳嗽三天伴有发热头痛恶心呕吐请给出诊断" * 40, add_special_tokens=False)["input_ids"]
+    ids = tok("患者咳嗽三天伴有发热头痛恶心呕吐请给出诊断" * 40, add_special_tokens=False)[
+        "input_ids"
+    ]
     prompts = [tok.decode(ids[: length - 2 - 7 * i]) for i in range(batch_size)]
     batch = tok(prompts, padding=True, return_tensors="pt")
     print(json.dumps({"ready": True, "shape": list(batch["input_ids"].shape)}), flush=True)
@@ -181,8 +221,10 @@ def _stage(original: Path, sizes: dict[str, int] | None, tmp: Path) -> Path:
 
     missing = [f for f in ORIGINAL_FILES if not (original / f).is_file()]
     if missing:
-        raise SystemExit(f"--original {original}: missing {missing}; point it at a checkout of "
-                         "THUDM/chatglm-6b (the code files are enough)")
+        raise SystemExit(
+            f"--original {original}: missing {missing}; point it at a checkout of "
+            "THUDM/chatglm-6b (the code files are enough)"
+        )
     ckpt = build_tiny_checkpoint(tmp / "ckpt", sizes=sizes)
     for name in ORIGINAL_FILES:
         shutil.copy2(original / name, ckpt / name)
@@ -190,9 +232,15 @@ def _stage(original: Path, sizes: dict[str, int] | None, tmp: Path) -> Path:
 
 
 def _worker_env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-            "HF_MODULES_CACHE": str(Path(tempfile.gettempdir()) / "chatglm-oracle-modules")}
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_MODULES_CACHE": str(Path(tempfile.gettempdir()) / "chatglm-oracle-modules"),
+    }
 
 
 def make_goldens(original: Path, oracle_python: str, out_dir: Path) -> None:
@@ -201,21 +249,28 @@ def make_goldens(original: Path, oracle_python: str, out_dir: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = _stage(original, None, Path(tmp))
         raw = Path(tmp) / f"{GOLDEN_NAME}.json"
-        subprocess.run([oracle_python, __file__, "worker-goldens", "--ckpt", str(ckpt),
-                        "--out", str(raw)], check=True, env=_worker_env())
+        subprocess.run(
+            [oracle_python, __file__, "worker-goldens", "--ckpt", str(ckpt), "--out", str(raw)],
+            check=True,
+            env=_worker_env(),
+        )
         result = json.loads(raw.read_text(encoding="utf-8"))
         result["fixture"] = fixture_digest(ckpt)
-        result["command"] = ("python experiments/chatglm_oracle.py goldens --original "
-                             "<THUDM/chatglm-6b checkout> --oracle-python <transformers 4.33 python>")
+        result["command"] = (
+            "python experiments/chatglm_oracle.py goldens --original "
+            "<THUDM/chatglm-6b checkout> --oracle-python <transformers 4.33 python>"
+        )
         out_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy2(raw.with_suffix(".safetensors"), out_dir / f"{GOLDEN_NAME}.safetensors")
         (out_dir / f"{GOLDEN_NAME}.json").write_text(
-            json.dumps(result, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+            json.dumps(result, ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
+        )
     print(f"[oracle] goldens written to {out_dir}/{GOLDEN_NAME}.{{json,safetensors}}")
 
 
-def bench(original: Path, oracle_python: str, rounds: int, per_round: int,
-          attn: str | None = None) -> dict[str, float]:
+def bench(
+    original: Path, oracle_python: str, rounds: int, per_round: int, attn: str | None = None
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = _stage(original, BENCH_SIZES, Path(tmp))
         workers = {}
@@ -223,13 +278,14 @@ def bench(original: Path, oracle_python: str, rounds: int, per_round: int,
             args = [python, __file__, "worker-bench", "--ckpt", str(ckpt)]
             if name == "native":
                 args += ["--native"] + (["--attn", attn] if attn else [])
-            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                                    env=_worker_env())
+            proc = subprocess.Popen(
+                args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_worker_env()
+            )
             ready = json.loads(proc.stdout.readline())
             workers[name] = proc
         times: dict[str, list[float]] = {"original": [], "native": []}
-        for r in range(rounds + 1):                 # round 0 is a warm-up, discarded
-            for name in (("native", "original") if r % 2 else ("original", "native")):
+        for r in range(rounds + 1):  # round 0 is a warm-up, discarded
+            for name in ("native", "original") if r % 2 else ("original", "native"):
                 workers[name].stdin.write(f"{per_round}\n")
                 workers[name].stdin.flush()
                 got = json.loads(workers[name].stdout.readline())
@@ -239,9 +295,14 @@ def bench(original: Path, oracle_python: str, rounds: int, per_round: int,
             proc.stdin.close()
             proc.wait()
     med = {k: statistics.median(v) for k, v in times.items()}
-    result = {"batch": ready["shape"], "sizes": BENCH_SIZES, "forwards_each": len(times["native"]),
-              "original_ms": 1000 * med["original"], "native_ms": 1000 * med["native"],
-              "ratio_native_over_original": med["native"] / med["original"]}
+    result = {
+        "batch": ready["shape"],
+        "sizes": BENCH_SIZES,
+        "forwards_each": len(times["native"]),
+        "original_ms": 1000 * med["original"],
+        "native_ms": 1000 * med["native"],
+        "ratio_native_over_original": med["native"] / med["original"],
+    }
     print(json.dumps(result, indent=1))
     return result
 
@@ -251,17 +312,28 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     for name in ("goldens", "bench"):
         p = sub.add_parser(name)
-        p.add_argument("--original", type=Path, required=True,
-                       help="folder holding the original THUDM/chatglm-6b code files")
-        p.add_argument("--oracle-python", required=True,
-                       help="python of the throwaway environment with transformers 4.33")
+        p.add_argument(
+            "--original",
+            type=Path,
+            required=True,
+            help="folder holding the original THUDM/chatglm-6b code files",
+        )
+        p.add_argument(
+            "--oracle-python",
+            required=True,
+            help="python of the throwaway environment with transformers 4.33",
+        )
         if name == "goldens":
             p.add_argument("--out", type=Path, default=GOLDEN_DIR)
         else:
             p.add_argument("--rounds", type=int, default=10)
             p.add_argument("--per-round", type=int, default=5)
-            p.add_argument("--attn", choices=("eager", "sdpa"), default=None,
-                           help="the native model's attention implementation (default: its own)")
+            p.add_argument(
+                "--attn",
+                choices=("eager", "sdpa"),
+                default=None,
+                help="the native model's attention implementation (default: its own)",
+            )
     w = sub.add_parser("worker-goldens")
     w.add_argument("--ckpt", type=Path, required=True)
     w.add_argument("--out", type=Path, required=True)

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = "lora_full"          # Fig. 5's ratios are against LoRA (Full)
+REFERENCE = "lora_full"  # Fig. 5's ratios are against LoRA (Full)
 STRATEGIES = ("grouped_merged", "grouped_unmerged", "mixed")
 
 
@@ -50,13 +50,16 @@ def find_runs(results: Path, experiment: str) -> dict[tuple[str, str], dict[str,
     _, runs, _ = collect(results)
     ok = runs[(runs["experiment"] == experiment) & (runs["status"] == "success")]
     out: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-    for (bench, variant, method), grp in ok.groupby(["benchmark", "variant", "method"],
-                                                     dropna=False):
+    for (bench, variant, method), grp in ok.groupby(
+        ["benchmark", "variant", "method"], dropna=False
+    ):
         grp = grp.assign(evaluate_only=grp["trained_by"].notna()).sort_values(
-            ["evaluate_only", "seed"])
+            ["evaluate_only", "seed"]
+        )
         first = grp.iloc[0]
         out.setdefault((str(bench), "" if variant != variant else str(variant)), {})[method] = {
-            "run_dir": str(Path(first["path"]).parent), "seed": int(first["seed"]),
+            "run_dir": str(Path(first["path"]).parent),
+            "seed": int(first["seed"]),
             "stands_for": [str(Path(p).parent) for p in grp["path"]],
         }
     return out
@@ -75,8 +78,16 @@ def _test_sample(run: Any, per_task: int) -> list[dict[str, Any]]:
 class Subject:
     """One method's rebuilt run with its measurement closures."""
 
-    def __init__(self, method: str, entry: dict[str, Any], *, accelerator: Any, steps: int,
-                 per_task: int, new_tokens: int) -> None:
+    def __init__(
+        self,
+        method: str,
+        entry: dict[str, Any],
+        *,
+        accelerator: Any,
+        steps: int,
+        per_task: int,
+        new_tokens: int,
+    ) -> None:
         from moelora.inference.load import load_run
 
         self.method, self.entry = method, entry
@@ -112,15 +123,27 @@ class Subject:
             sync(self.accelerator.device)
             stamps.append(time.perf_counter())
 
-        settings = replace(self.ctx.train_settings(max_steps=max_steps), save_every=0,
-                           progress=False, log_every=10**9)
+        settings = replace(
+            self.ctx.train_settings(max_steps=max_steps),
+            save_every=0,
+            progress=False,
+            log_every=10**9,
+        )
         if one_micro_batch:
             settings = replace(settings, length_groups=1, grad_accum=1)
         model = self.run.model
         try:
-            train(model, self.encoder, self.train_records, settings=settings,
-                  sampler=self.ctx.sampler(self.encoder, self.train_records),
-                  accelerator=self.accelerator, ckpt_dir=None, adapter_meta={}, on_step=on_step)
+            train(
+                model,
+                self.encoder,
+                self.train_records,
+                settings=settings,
+                sampler=self.ctx.sampler(self.encoder, self.train_records),
+                accelerator=self.accelerator,
+                ckpt_dir=None,
+                adapter_meta={},
+                on_step=on_step,
+            )
         finally:
             with torch.no_grad():
                 for p, value in zip(self.params, self.initial):
@@ -140,10 +163,18 @@ class Subject:
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
             before = torch.cuda.memory_allocated(device)
-        out = predict(self.run, self.sample, strategy=strategy, score=False, mode="greedy",
-                      max_new_tokens=self.new_tokens, min_new_tokens=self.new_tokens)
-        peak = (int(torch.cuda.max_memory_allocated(device) - before)
-                if device.type == "cuda" else None)
+        out = predict(
+            self.run,
+            self.sample,
+            strategy=strategy,
+            score=False,
+            mode="greedy",
+            max_new_tokens=self.new_tokens,
+            min_new_tokens=self.new_tokens,
+        )
+        peak = (
+            int(torch.cuda.max_memory_allocated(device) - before) if device.type == "cuda" else None
+        )
         return out.seconds / len(self.sample), out.merge_seconds, peak
 
 
@@ -175,30 +206,49 @@ def _median(values: list[float]) -> float:
     return float(statistics.median(values))
 
 
-def measure_group(entries: dict[str, dict[str, Any]], *, accelerator: Any, repeats: int,
-                  steps: int, per_task: int, new_tokens: int) -> dict[str, Any]:
+def measure_group(
+    entries: dict[str, dict[str, Any]],
+    *,
+    accelerator: Any,
+    repeats: int,
+    steps: int,
+    per_task: int,
+    new_tokens: int,
+) -> dict[str, Any]:
     """Every method of one (benchmark, variant), interleaved; raw repetitions and ratios."""
     from moelora.harness.results import parameter_summary
     from moelora.utils.measure import alternating, peak_memory, spread
 
-    subjects = {m: Subject(m, e, accelerator=accelerator, steps=steps, per_task=per_task,
-                           new_tokens=new_tokens) for m, e in sorted(entries.items())}
+    subjects = {
+        m: Subject(
+            m, e, accelerator=accelerator, steps=steps, per_task=per_task, new_tokens=new_tokens
+        )
+        for m, e in sorted(entries.items())
+    }
     names = list(subjects)
     out: dict[str, dict[str, Any]] = {}
     for name, s in subjects.items():
-        out[name] = {**s.entry, "mergeable": s.run.mergeable, "strategies": s.strategies,
-                     "params": parameter_summary(s.run.model),
-                     "parameter_bytes": int(sum(p.numel() * p.element_size()
-                                                for p in s.run.model.parameters())),
-                     "train_batch_size": len(s.train_records) // (steps + 1),
-                     "test_examples": len(s.sample),
-                     # one micro-batch: with several, a later one's activations may reuse
-                     # the freed addresses of an earlier one's (moelora.utils.measure.peak_memory)
-                     "train_peak_bytes": peak_memory(lambda s=s: s.loop(1, one_micro_batch=True),
-                                                     s.params, accelerator.device),
-                     "train_step_seconds": [], "latency": {k: [] for k in s.strategies},
-                     "merge_seconds": [], "generate_peak_bytes": None}
-    for name in names:                                            # warm-up, not recorded
+        out[name] = {
+            **s.entry,
+            "mergeable": s.run.mergeable,
+            "strategies": s.strategies,
+            "params": parameter_summary(s.run.model),
+            "parameter_bytes": int(
+                sum(p.numel() * p.element_size() for p in s.run.model.parameters())
+            ),
+            "train_batch_size": len(s.train_records) // (steps + 1),
+            "test_examples": len(s.sample),
+            # one micro-batch: with several, a later one's activations may reuse
+            # the freed addresses of an earlier one's (moelora.utils.measure.peak_memory)
+            "train_peak_bytes": peak_memory(
+                lambda s=s: s.loop(1, one_micro_batch=True), s.params, accelerator.device
+            ),
+            "train_step_seconds": [],
+            "latency": {k: [] for k in s.strategies},
+            "merge_seconds": [],
+            "generate_peak_bytes": None,
+        }
+    for name in names:  # warm-up, not recorded
         subjects[name].train(1)
         for strategy in subjects[name].strategies:
             subjects[name].generate(strategy)
@@ -214,10 +264,14 @@ def measure_group(entries: dict[str, dict[str, Any]], *, accelerator: Any, repea
                 if strategy == "grouped_merged":
                     out[name]["merge_seconds"].append(merge_s)
                 if peak is not None:
-                    out[name]["generate_peak_bytes"] = max(peak, out[name]["generate_peak_bytes"] or 0)
+                    out[name]["generate_peak_bytes"] = max(
+                        peak, out[name]["generate_peak_bytes"] or 0
+                    )
     for m in out.values():
-        m["summary"] = {"train_step_seconds": spread([_median(r) for r in m["train_step_seconds"]]),
-                        **{f"latency_{k}": spread(v) for k, v in m["latency"].items()}}
+        m["summary"] = {
+            "train_step_seconds": spread([_median(r) for r in m["train_step_seconds"]]),
+            **{f"latency_{k}": spread(v) for k, v in m["latency"].items()},
+        }
         if m["merge_seconds"]:
             m["summary"]["merge_seconds"] = spread(m["merge_seconds"])
     return {"orders": orders, "methods": out, "ratios": _ratios(out)}
@@ -226,9 +280,14 @@ def measure_group(entries: dict[str, dict[str, Any]], *, accelerator: Any, repea
 def compare(first: dict[str, Any], second: dict[str, Any]) -> list[tuple[str, str, str, bool]]:
     """Rerun stability: every ratio of ``second`` against ``first``'s min–max spread (and
     back). Returns ``(group, method, ratio, within)`` rows."""
+
     def ratios(doc: dict[str, Any]) -> dict[tuple[str, str, str], Any]:
-        return {(f"{g['benchmark']} {g.get('variant') or ''}".strip(), m, k): v
-                for g in doc["groups"] for m, r in g["ratios"].items() for k, v in r.items()}
+        return {
+            (f"{g['benchmark']} {g.get('variant') or ''}".strip(), m, k): v
+            for g in doc["groups"]
+            for m, r in g["ratios"].items()
+            for k, v in r.items()
+        }
 
     a, b = ratios(first), ratios(second)
     rows = []
@@ -237,19 +296,25 @@ def compare(first: dict[str, Any], second: dict[str, Any]) -> list[tuple[str, st
         if isinstance(x, dict):
             within = (x["min"] <= y["median"] <= x["max"]) and (y["min"] <= x["median"] <= y["max"])
         else:
-            within = abs(x - y) <= 1e-9 + 0.02 * abs(x)    # memory: one deterministic value
+            within = abs(x - y) <= 1e-9 + 0.02 * abs(x)  # memory: one deterministic value
         rows.append((*key, within))
     return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--compare", nargs=2, type=Path, metavar=("FIRST", "SECOND"),
-                        help="check that no ratio of a rerun moved beyond the other's min–max")
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("FIRST", "SECOND"),
+        help="check that no ratio of a rerun moved beyond the other's min–max",
+    )
     parser.add_argument("--results", type=Path, default=Path("outputs"), help="results root")
     parser.add_argument("--experiment", default="fig5_efficiency")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="default: <results>/<experiment>/efficiency.json")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default: <results>/<experiment>/efficiency.json"
+    )
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per call")
     parser.add_argument("--per-task", type=int, default=4, help="test examples per task")
@@ -265,8 +330,10 @@ def main(argv: list[str] | None = None) -> int:
         for group, method, key, within in rows:
             print(f"{'ok   ' if within else 'MOVED'} {group} {method} {key}")
         moved = sum(not r[3] for r in rows)
-        print(f"[efficiency] {len(rows) - moved} of {len(rows)} ratios within the other run's "
-              f"min–max" + (f"; {moved} moved" if moved else ""))
+        print(
+            f"[efficiency] {len(rows) - moved} of {len(rows)} ratios within the other run's "
+            f"min–max" + (f"; {moved} moved" if moved else "")
+        )
         return 1 if moved else 0
     from accelerate import Accelerator
 
@@ -275,8 +342,11 @@ def main(argv: list[str] | None = None) -> int:
 
     groups = find_runs(args.results, args.experiment)
     if not groups:
-        print(f"[efficiency] no successful {args.experiment} runs under {args.results}/; run "
-              f"python run.py experiment={args.experiment} first", file=sys.stderr)
+        print(
+            f"[efficiency] no successful {args.experiment} runs under {args.results}/; run "
+            f"python run.py experiment={args.experiment} first",
+            file=sys.stderr,
+        )
         return 1
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
     if not cuda:
@@ -286,32 +356,55 @@ def main(argv: list[str] | None = None) -> int:
 
     first = next(iter(next(iter(groups.values())).values()))["run_dir"]
     precision = (read_run_config(first) or {}).get("trainer", {}).get("precision", "no")
-    accelerator = Accelerator(cpu=not cuda,
-                              mixed_precision=mixed_precision(precision) if cuda else "no")
+    accelerator = Accelerator(
+        cpu=not cuda, mixed_precision=mixed_precision(precision) if cuda else "no"
+    )
     device = accelerator.device
     prov = provenance(ROOT, str(device))
     result: dict[str, Any] = {
-        "measurement": "experiments/efficiency.py", "experiment": args.experiment,
-        "results": str(args.results), "created_at": time.time(), "device": str(device),
-        "gpu": prov["gpu"], "threads": torch.get_num_threads(), "versions": prov["versions"],
-        "git_sha": prov["git_sha"], "git_dirty": prov["git_dirty"], "platform": prov["platform"],
-        "settings": {"repeats": args.repeats, "steps_per_repeat": args.steps,
-                     "per_task": args.per_task, "new_tokens": args.new_tokens,
-                     "decoding": "greedy, fixed length (EOS ignored)",
-                     "reference": REFERENCE},
+        "measurement": "experiments/efficiency.py",
+        "experiment": args.experiment,
+        "results": str(args.results),
+        "created_at": time.time(),
+        "device": str(device),
+        "gpu": prov["gpu"],
+        "threads": torch.get_num_threads(),
+        "versions": prov["versions"],
+        "git_sha": prov["git_sha"],
+        "git_dirty": prov["git_dirty"],
+        "platform": prov["platform"],
+        "settings": {
+            "repeats": args.repeats,
+            "steps_per_repeat": args.steps,
+            "per_task": args.per_task,
+            "new_tokens": args.new_tokens,
+            "decoding": "greedy, fixed length (EOS ignored)",
+            "reference": REFERENCE,
+        },
         "groups": [],
     }
     t0 = time.perf_counter()
     for (bench, variant), entries in sorted(groups.items()):
-        print(f"[efficiency] {bench} {variant or '(no variant)'}: {', '.join(sorted(entries))}",
-              flush=True)
-        measured = measure_group(entries, accelerator=accelerator, repeats=args.repeats,
-                                 steps=args.steps, per_task=args.per_task,
-                                 new_tokens=args.new_tokens)
+        print(
+            f"[efficiency] {bench} {variant or '(no variant)'}: {', '.join(sorted(entries))}",
+            flush=True,
+        )
+        measured = measure_group(
+            entries,
+            accelerator=accelerator,
+            repeats=args.repeats,
+            steps=args.steps,
+            per_task=args.per_task,
+            new_tokens=args.new_tokens,
+        )
         result["groups"].append({"benchmark": bench, "variant": variant, **measured})
         for method, r in measured["ratios"].items():
-            text = ", ".join(f"{k} {v['median']:.3f}x ({v['min']:.3f}–{v['max']:.3f})"
-                             if isinstance(v, dict) else f"{k} {v:.3f}x" for k, v in r.items())
+            text = ", ".join(
+                f"{k} {v['median']:.3f}x ({v['min']:.3f}–{v['max']:.3f})"
+                if isinstance(v, dict)
+                else f"{k} {v:.3f}x"
+                for k, v in r.items()
+            )
             print(f"  {method} / {REFERENCE}: {text}")
     result["seconds"] = time.perf_counter() - t0
     out = args.out or args.results / args.experiment / "efficiency.json"

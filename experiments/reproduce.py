@@ -55,8 +55,17 @@ from experiments.schedule import (
     sweep_params,
 )
 
-__all__ = ["CONF", "ROOT", "commands", "experiment_names", "input_method", "main", "plan",
-           "run_jobs", "sweep_params"]
+__all__ = [
+    "CONF",
+    "ROOT",
+    "commands",
+    "experiment_names",
+    "input_method",
+    "main",
+    "plan",
+    "run_jobs",
+    "sweep_params",
+]
 POLL_SECONDS = 0.5
 
 
@@ -68,7 +77,9 @@ def commands(name: str, extra: list[str]) -> list[list[str]]:
     """The grid multiruns of one experiment (``--jobs 1``): input methods first."""
     params = sweep_params(name)
     methods = [m.strip() for m in params.get("method", "").split(",") if m.strip()]
-    given = [m for o in extra if o.split("=", 1)[0] == "method" for m in o.split("=", 1)[1].split(",")]
+    given = [
+        m for o in extra if o.split("=", 1)[0] == "method" for m in o.split("=", 1)[1].split(",")
+    ]
     needed = []
     for m in given or methods:
         dep = input_method(m)
@@ -105,8 +116,9 @@ def _outcome(job: Job, results: Path, code: int, log: Path) -> str:
         status = (read_results(run_dir(job, results)) or {}).get("status")
     except ValueError:
         status = None
-    return "success" if status == "success" and code == 0 and "\n[mismatch] " not in text \
-        else "failed"
+    return (
+        "success" if status == "success" and code == 0 and "\n[mismatch] " not in text else "failed"
+    )
 
 
 def _log_path(job: Job, results: Path) -> Path:
@@ -114,8 +126,9 @@ def _log_path(job: Job, results: Path) -> Path:
     return results / "reproduce_logs" / job.experiment / f"{name}.log"
 
 
-def run_jobs(jobs: list[Job], *, workers: int, results: Path,
-             env: dict[str, str] | None = None) -> dict[int, tuple[str, float]]:
+def run_jobs(
+    jobs: list[Job], *, workers: int, results: Path, env: dict[str, str] | None = None
+) -> dict[int, tuple[str, float]]:
     """Run ``jobs`` ``workers`` at a time, each after what it waits for; ``results`` is their
     ``paths.output_dir`` (logs go to ``<results>/reproduce_logs/``).
 
@@ -139,16 +152,19 @@ def run_jobs(jobs: list[Job], *, workers: int, results: Path,
                 failed_inputs = [i for i in job.inputs if outcome[i][0] != "success"]
                 if failed_inputs:
                     outcome[job.index] = ("skipped", 0.0)
-                    line(f"skip  {job.label()}: its input job(s) "
-                         f"{', '.join(jobs[i].label() for i in failed_inputs)} did not succeed")
+                    line(
+                        f"skip  {job.label()}: its input job(s) "
+                        f"{', '.join(jobs[i].label() for i in failed_inputs)} did not succeed"
+                    )
                     continue
                 log = _log_path(job, results)
                 log.parent.mkdir(parents=True, exist_ok=True)
                 handle = open(log, "w", encoding="utf-8")  # noqa: SIM115 - closed when the job ends
                 handle.write("$ " + " ".join(job.command()[1:]) + "\n")
                 handle.flush()
-                proc = subprocess.Popen(job.command(), cwd=ROOT, stdout=handle,
-                                        stderr=subprocess.STDOUT, env=env)
+                proc = subprocess.Popen(
+                    job.command(), cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, env=env
+                )
                 running[job.index] = (proc, time.perf_counter(), handle)
                 line(f"start {job.label()} [{job.state}]")
             if not running:
@@ -177,13 +193,18 @@ def run_jobs(jobs: list[Job], *, workers: int, results: Path,
 def summary(jobs: list[Job], outcome: dict[int, tuple[str, float]], wall: float) -> str:
     """Per grid: jobs, success / failed / busy / skipped, summed job seconds; then the wall time."""
     kinds = ("success", "failed", "busy", "skipped")
-    lines = ["| grid | jobs | " + " | ".join(kinds) + " | job time |",
-             "|---|---|" + "---|" * len(kinds) + "---|"]
+    lines = [
+        "| grid | jobs | " + " | ".join(kinds) + " | job time |",
+        "|---|---|" + "---|" * len(kinds) + "---|",
+    ]
     for name in dict.fromkeys(j.experiment for j in jobs):
         mine = [outcome.get(j.index, ("not run", 0.0)) for j in jobs if j.experiment == name]
         counts = [sum(o == k for o, _ in mine) for k in kinds]
-        lines.append(f"| {name} | {len(mine)} | " + " | ".join(map(str, counts))
-                     + f" | {sum(s for _, s in mine) / 60:.1f} min |")
+        lines.append(
+            f"| {name} | {len(mine)} | "
+            + " | ".join(map(str, counts))
+            + f" | {sum(s for _, s in mine) / 60:.1f} min |"
+        )
     return "\n".join(lines) + f"\n[reproduce] wall time {wall / 60:.1f} min"
 
 
@@ -193,16 +214,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results", type=Path, default=Path("outputs"))
     parser.add_argument("--only", nargs="*", default=None, help="experiment names to run")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
-    parser.add_argument("--plan", action="store_true",
-                        help="count, per grid, the jobs done / to adopt / to evaluate / to train")
-    parser.add_argument("--no-efficiency", action="store_true",
-                        help="skip the Fig. 5 measurement after the grids")
-    parser.add_argument("--jobs", type=int, default=1, metavar="N",
-                        help="jobs side by side, each its own process with threads=1 (default 1: "
-                             "one grid multirun at a time)")
+    parser.add_argument(
+        "--plan",
+        action="store_true",
+        help="count, per grid, the jobs done / to adopt / to evaluate / to train",
+    )
+    parser.add_argument(
+        "--no-efficiency", action="store_true", help="skip the Fig. 5 measurement after the grids"
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="jobs side by side, each its own process with threads=1 (default 1: "
+        "one grid multirun at a time)",
+    )
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every job")
     args = parser.parse_args(argv)
-    if args.only:   # "--only table2 seed=42": the k=v items are overrides, not experiment names
+    if args.only:  # "--only table2 seed=42": the k=v items are overrides, not experiment names
         args.overrides += [o for o in args.only if "=" in o]
         args.only = [o for o in args.only if "=" not in o]
     if args.jobs < 1:
@@ -219,11 +249,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.plan:
         rows = plan(names, extra, args.results)
-        print("| experiment | jobs | done | adopt | evaluate only | train |\n|---|---|---|---|---|---|")
-        for r in [*rows, {"experiment": "**all**", **{k: sum(int(x[k]) for x in rows) for k in
-                                                      ("jobs", "done", "adopt", "evaluate", "train")}}]:
-            print(f"| {r['experiment']} | {r['jobs']} | {r['done']} | {r['adopt']} | "
-                  f"{r['evaluate']} | {r['train']} |")
+        print(
+            "| experiment | jobs | done | adopt | evaluate only | train |\n|---|---|---|---|---|---|"
+        )
+        for r in [
+            *rows,
+            {
+                "experiment": "**all**",
+                **{
+                    k: sum(int(x[k]) for x in rows)
+                    for k in ("jobs", "done", "adopt", "evaluate", "train")
+                },
+            },
+        ]:
+            print(
+                f"| {r['experiment']} | {r['jobs']} | {r['done']} | {r['adopt']} | "
+                f"{r['evaluate']} | {r['train']} |"
+            )
         return 0
     if args.jobs > 1:
         return _parallel(args, names, extra)
@@ -238,20 +280,27 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if subprocess.run(cmd, cwd=ROOT).returncode != 0:
             failed.append(name)
-    print(f"[reproduce] {len(names)} experiment(s) in {time.perf_counter() - t0:.0f} s"
-          + (f"; failed to launch: {failed}" if failed else ""))
+    print(
+        f"[reproduce] {len(names)} experiment(s) in {time.perf_counter() - t0:.0f} s"
+        + (f"; failed to launch: {failed}" if failed else "")
+    )
     return 1 if failed else 0
 
 
 def _parallel(args: argparse.Namespace, names: list[str], extra: list[str]) -> int:
     """``--jobs N``: every job its own process, N at a time (see the module doc)."""
-    results = args.results if args.results.is_absolute() else ROOT / args.results  # jobs run in ROOT
+    results = (
+        args.results if args.results.is_absolute() else ROOT / args.results
+    )  # jobs run in ROOT
     t0 = time.perf_counter()
     jobs = build_jobs(names, extra, results)
     states = {s: sum(j.state == s for j in jobs) for s in ("train", "evaluate", "adopt", "done")}
-    print(f"[reproduce] {len(jobs)} jobs of {len(names)} grid(s), {args.jobs} at a time: "
-          + ", ".join(f"{n} {s}" for s, n in states.items())
-          + f" (planned in {time.perf_counter() - t0:.0f} s)", flush=True)
+    print(
+        f"[reproduce] {len(jobs)} jobs of {len(names)} grid(s), {args.jobs} at a time: "
+        + ", ".join(f"{n} {s}" for s, n in states.items())
+        + f" (planned in {time.perf_counter() - t0:.0f} s)",
+        flush=True,
+    )
     efficiency = "fig5_efficiency" in names and not args.no_efficiency
     if args.dry_run:
         for job in jobs:
@@ -263,8 +312,9 @@ def _parallel(args: argparse.Namespace, names: list[str], extra: list[str]) -> i
     try:
         prepare_inputs(jobs)
     except Exception as e:  # noqa: BLE001 - a build or a typed path failed: reported, nothing ran
-        print(f"[reproduce] the jobs' inputs are not ready: {type(e).__name__}: {e}",
-              file=sys.stderr)
+        print(
+            f"[reproduce] the jobs' inputs are not ready: {type(e).__name__}: {e}", file=sys.stderr
+        )
         return 1
     env = dict(os.environ)
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -272,8 +322,11 @@ def _parallel(args: argparse.Namespace, names: list[str], extra: list[str]) -> i
     try:
         outcome = run_jobs(jobs, workers=args.jobs, results=results, env=env)
     except KeyboardInterrupt:
-        print("[reproduce] interrupted: the running jobs were stopped; the same command resumes "
-              "them from their last checkpoints", file=sys.stderr)
+        print(
+            "[reproduce] interrupted: the running jobs were stopped; the same command resumes "
+            "them from their last checkpoints",
+            file=sys.stderr,
+        )
         return 130
     print(summary(jobs, outcome, time.perf_counter() - t0), flush=True)
     code = 0 if all(o == "success" for o, _ in outcome.values()) else 1

@@ -38,22 +38,25 @@ class Job:
 
     index: int
     experiment: str
-    values: dict[str, str]          # grid key → value (method and seed included)
-    extra: list[str]                # overrides given for every job
-    state: str = "train"            # one of STATES
+    values: dict[str, str]  # grid key → value (method and seed included)
+    extra: list[str]  # overrides given for every job
+    state: str = "train"  # one of STATES
     fingerprint: str = ""
     trained: str = ""
-    after: list[int] = field(default_factory=list)    # jobs to finish first
-    inputs: list[int] = field(default_factory=list)   # the subset this job composes: it needs them
-    config: Any = field(default=None, repr=False)      # the composed config (DictConfig)
+    after: list[int] = field(default_factory=list)  # jobs to finish first
+    inputs: list[int] = field(default_factory=list)  # the subset this job composes: it needs them
+    config: Any = field(default=None, repr=False)  # the composed config (DictConfig)
 
     @property
     def method(self) -> str:
         return self.values["method"]
 
     def overrides(self) -> list[str]:
-        return [f"experiment={self.experiment}", *(f"{k}={v}" for k, v in self.values.items()),
-                *self.extra]
+        return [
+            f"experiment={self.experiment}",
+            *(f"{k}={v}" for k, v in self.values.items()),
+            *self.extra,
+        ]
 
     def command(self, python: str = sys.executable) -> list[str]:
         return [python, str(ROOT / "run.py"), "-m", *self.overrides()]
@@ -82,8 +85,11 @@ def _values(override: str) -> tuple[str, list[str]]:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     (parsed,) = OverridesParser.create().parse_overrides([override])
-    values = (list(parsed.sweep_string_iterator()) if parsed.is_sweep_override()
-              else [parsed.get_value_element_as_str()])
+    values = (
+        list(parsed.sweep_string_iterator())
+        if parsed.is_sweep_override()
+        else [parsed.get_value_element_as_str()]
+    )
     return parsed.get_key_element(), ["".join(v.split()) for v in values]
 
 
@@ -129,12 +135,12 @@ def build_jobs(names: list[str], extra: list[str], results: Path) -> list[Job]:
     from moelora.harness.results import redact
     from moelora.harness.reuse import finished_runs, job_fingerprint
 
-    done_jobs: dict[str, set[str]] = {}     # fingerprint → experiments that hold it finished
+    done_jobs: dict[str, set[str]] = {}  # fingerprint → experiments that hold it finished
     done_trainings: set[str] = set()
     for _, res in finished_runs(results):
         done_jobs.setdefault(job_fingerprint(res["config"]), set()).add(str(res.get("experiment")))
         done_trainings.add(job_fingerprint(res["config"], training_only=True))
-    planned_jobs: dict[str, int] = {}       # fingerprint → first job planned with it
+    planned_jobs: dict[str, int] = {}  # fingerprint → first job planned with it
     planned_trainings: dict[str, int] = {}
     jobs: list[Job] = []
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
@@ -160,8 +166,11 @@ def build_jobs(names: list[str], extra: list[str], results: Path) -> list[Job]:
                     job.state, job.after = "evaluate", [planned_trainings[job.trained]]
                 source = input_method(job.method)
                 if source and job.state != "done":
-                    job.inputs = [j.index for j in jobs[grid_start:] if j.method == source
-                                  and _same_point(j.values, values)]
+                    job.inputs = [
+                        j.index
+                        for j in jobs[grid_start:]
+                        if j.method == source and _same_point(j.values, values)
+                    ]
                     job.after = sorted(set(job.after) | set(job.inputs))
                 planned_jobs.setdefault(job.fingerprint, job.index)
                 planned_trainings.setdefault(job.trained, job.index)
@@ -171,7 +180,9 @@ def build_jobs(names: list[str], extra: list[str], results: Path) -> list[Job]:
 
 def _same_point(a: dict[str, str], b: dict[str, str]) -> bool:
     """Same grid point (seed and every other key) but the method."""
-    return {k: v for k, v in a.items() if k != "method"} == {k: v for k, v in b.items() if k != "method"}
+    return {k: v for k, v in a.items() if k != "method"} == {
+        k: v for k, v in b.items() if k != "method"
+    }
 
 
 def count_states(jobs: list[Job], names: list[str]) -> list[dict[str, object]]:
@@ -208,8 +219,9 @@ def run_dir(job: Job, output_dir: Path) -> Path:
     params = [f"{k}={v}" for k, v in sweep_params(job.experiment).items()]
     parsed = OverridesParser.create().parse_overrides([*params, *job.overrides()])
     [[task]] = BasicSweeper.split_arguments(parsed, None)
-    settings = OmegaConf.select(OmegaConf.load(CONF / "hydra" / "default.yaml"),
-                                "job.config.override_dirname")
+    settings = OmegaConf.select(
+        OmegaConf.load(CONF / "hydra" / "default.yaml"), "job.config.override_dirname"
+    )
     name = run_dirname(task, settings)
     method_dir = Path(output_dir) / job.experiment / job.method
     return (method_dir / name if name else method_dir) / f"seed={job.values['seed']}"

@@ -15,8 +15,18 @@ import runpy
 import sys
 
 WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-EVENTS = {"os.rename", "os.remove", "os.rmdir", "os.link", "os.symlink", "os.mkdir",
-          "os.truncate", "shutil.rmtree", "shutil.copyfile", "shutil.move"}
+EVENTS = {
+    "os.rename",
+    "os.remove",
+    "os.rmdir",
+    "os.link",
+    "os.symlink",
+    "os.mkdir",
+    "os.truncate",
+    "shutil.rmtree",
+    "shutil.copyfile",
+    "shutil.move",
+}
 
 
 def main() -> None:
@@ -36,12 +46,13 @@ def main() -> None:
         if event == "open":
             path, mode, flags = (tuple(args) + (None, None))[:3]
             writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
-                isinstance(flags, int) and flags & WRITE_FLAGS)
+                isinstance(flags, int) and flags & WRITE_FLAGS
+            )
             if writing and (full := under_root(path)):
                 writes.append([event, full])
         elif event in EVENTS:
             two = event in {"os.rename", "os.link", "os.symlink", "shutil.copyfile", "shutil.move"}
-            for path in args[:2 if two else 1]:   # source and destination of a rename
+            for path in args[: 2 if two else 1]:  # source and destination of a rename
                 if full := under_root(path):
                     writes.append([event, full])
 

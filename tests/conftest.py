@@ -38,8 +38,14 @@ def shared_dir() -> Path:
 # A small MedSynth-8 build (seconds) + its tokenizer, and a randomly initialised tiny Llama
 # built from config on top of it. Nothing outside the repository is needed.
 
-TINY_LLAMA = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024)
+TINY_LLAMA = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=1024,
+)
 
 
 def build_tiny_model(tokenizer_dir: Path, out_dir: Path, *, seed: int = 0) -> Path:
@@ -49,8 +55,13 @@ def build_tiny_model(tokenizer_dir: Path, out_dir: Path, *, seed: int = 0) -> Pa
 
     tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     torch.manual_seed(seed)
-    config = LlamaConfig(vocab_size=len(tok), pad_token_id=tok.pad_token_id,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, **TINY_LLAMA)
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        pad_token_id=tok.pad_token_id,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        **TINY_LLAMA,
+    )
     LlamaForCausalLM(config).save_pretrained(str(out_dir))
     tok.save_pretrained(str(out_dir))
     return out_dir
@@ -80,11 +91,20 @@ def tiny_overrides(tiny_world, out_dir: Path, *extra: str) -> list[str]:
     """Overrides that point the real config at the tiny world, fast settings."""
     data_dir, model_dir = tiny_world
     return [
-        f"paths.root_dir={out_dir}", f"data.root={data_dir}", "data.prepare=null",
-        "model=hf", f"model.path={model_dir}", "model.dtype=float32",
-        "trainer=smoke", "logger=none", "progress=false", "trainer.eval.limit_per_task=2",
-        "data.max_target_length=16", "data.max_source_length=96",
-        "data.max_truncated_fraction=1.0", *extra,
+        f"paths.root_dir={out_dir}",
+        f"data.root={data_dir}",
+        "data.prepare=null",
+        "model=hf",
+        f"model.path={model_dir}",
+        "model.dtype=float32",
+        "trainer=smoke",
+        "logger=none",
+        "progress=false",
+        "trainer.eval.limit_per_task=2",
+        "data.max_target_length=16",
+        "data.max_source_length=96",
+        "data.max_truncated_fraction=1.0",
+        *extra,
     ]
 
 
@@ -117,8 +137,13 @@ def arch_model_dir(tiny_world, tmp_path_factory):
 
 # Greedy smoke runs of the methods that inference and the efficiency measurement rebuild
 # (moelora/inference/load.py): trained once per session, read by several test modules.
-SMOKE_RUN_METHODS = {"lora_full": [], "moelora_dense": [], "molora": [], "moelora_multi_gate": [],
-                     "lora_single": ["method.single.select_by=loss", "method.single.val_per_task=2"]}
+SMOKE_RUN_METHODS = {
+    "lora_full": [],
+    "moelora_dense": [],
+    "molora": [],
+    "moelora_multi_gate": [],
+    "lora_single": ["method.single.select_by=loss", "method.single.val_per_task=2"],
+}
 # Further trained methods that only the loader's reproduction test rebuilds (another experiment).
 MORE_RUN_METHODS = {"lora_full_tp": [], "ptuning": ["method.ptuning.num_virtual_tokens=16"]}
 
@@ -128,8 +153,17 @@ def _smoke_runs(tiny_world, out: Path, experiment: str, methods: dict[str, list[
 
     dirs = {}
     for method, extra in methods.items():
-        cfg = compose(tiny_overrides(tiny_world, out, f"method={method}", "trainer.max_steps=2",
-                                     "decoding=greedy", f"experiment_name={experiment}", *extra))
+        cfg = compose(
+            tiny_overrides(
+                tiny_world,
+                out,
+                f"method={method}",
+                "trainer.max_steps=2",
+                "decoding=greedy",
+                f"experiment_name={experiment}",
+                *extra,
+            )
+        )
         run_dir = out / "outputs" / experiment / method / "seed=42"
         run_dir.mkdir(parents=True)
         assert run(cfg, run_dir) == 0, (run_dir / "results.json").read_text()
@@ -141,8 +175,9 @@ def _smoke_runs(tiny_world, out: Path, experiment: str, methods: dict[str, list[
 def smoke_runs(tiny_world, tmp_path_factory):
     """method → a finished run directory (trainer=smoke, 2 steps, greedy decoding), all under
     ``<root>/outputs/default/``."""
-    return _smoke_runs(tiny_world, tmp_path_factory.mktemp("smoke_runs"), "default",
-                       SMOKE_RUN_METHODS)
+    return _smoke_runs(
+        tiny_world, tmp_path_factory.mktemp("smoke_runs"), "default", SMOKE_RUN_METHODS
+    )
 
 
 @pytest.fixture(scope="session")

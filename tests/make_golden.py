@@ -20,8 +20,11 @@ def methods_with_adapters() -> list[str]:
     from tests.conftest import compose
 
     names = sorted(p.stem for p in (ROOT / "conf" / "method").glob("*.yaml"))
-    return [n for n in names
-            if compose([f"method={n}", "model=hf", "model.path=/x"]).method.get("adapter") is not None]
+    return [
+        n
+        for n in names
+        if compose([f"method={n}", "model=hf", "model.path=/x"]).method.get("adapter") is not None
+    ]
 
 
 def smoke_losses(method: str, tiny_world: tuple[Path, Path], out: Path) -> list[float]:
@@ -41,16 +44,31 @@ def smoke_losses(method: str, tiny_world: tuple[Path, Path], out: Path) -> list[
     torch.set_num_threads(1)
     cfg = compose(tiny_overrides(tiny_world, out, f"method={method}"))
     task_map = TaskMap(cfg.data.tasks)
-    splits = apply_task_prompt(load_splits(cfg, task_map), cfg.method.get("task_prompt"), seed=cfg.seed)
-    ctx = RunContext(cfg=cfg, run_dir=out, task_map=task_map, splits=splits,
-                     accelerator=Accelerator(cpu=True), logger=NoneLogger())
+    splits = apply_task_prompt(
+        load_splits(cfg, task_map), cfg.method.get("task_prompt"), seed=cfg.seed
+    )
+    ctx = RunContext(
+        cfg=cfg,
+        run_dir=out,
+        task_map=task_map,
+        splits=splits,
+        accelerator=Accelerator(cpu=True),
+        logger=NoneLogger(),
+    )
     seed_everything(cfg.seed)
     model, tok = ctx.load_base()
     model = ctx.build_adapter(model)
     enc = ctx.encoder(tok)
-    result = train(model, enc, ctx.splits["train"], settings=ctx.train_settings(),
-                   sampler=ctx.sampler(enc, ctx.splits["train"]), accelerator=ctx.accelerator,
-                   ckpt_dir=None, adapter_meta=ctx.adapter_meta())
+    result = train(
+        model,
+        enc,
+        ctx.splits["train"],
+        settings=ctx.train_settings(),
+        sampler=ctx.sampler(enc, ctx.splits["train"]),
+        accelerator=ctx.accelerator,
+        ckpt_dir=None,
+        adapter_meta=ctx.adapter_meta(),
+    )
     return [round(loss, 6) for _, loss in result.losses]
 
 

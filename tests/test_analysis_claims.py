@@ -10,7 +10,7 @@ from analysis import claims, collect, report
 from tests.test_analysis_collect import write_run
 
 SEEDS = (42, 43, 44)
-HIGH, LOW = [0.60, 0.61, 0.62], [0.50, 0.51, 0.52]        # clearly apart (p ≈ 0.0002)
+HIGH, LOW = [0.60, 0.61, 0.62], [0.50, 0.51, 0.52]  # clearly apart (p ≈ 0.0002)
 NOISY_A, NOISY_B = [0.50, 0.60, 0.55], [0.52, 0.58, 0.54]  # overlapping
 
 
@@ -20,11 +20,23 @@ def frame(runs: dict[tuple, list[float]], seeds=SEEDS, **columns) -> pd.DataFram
     for key, values in runs.items():
         experiment, method, *grid = key
         for seed, value in zip(seeds, values):
-            rows.append({"experiment": experiment, "method": method, "seed": seed, "task": "avg",
-                         "score": value, "status": "success", "benchmark": "medsynth",
-                         "scorer_mode": "official", "variant": "", "trainer": "default",
-                         "num_experts": grid[0] if grid else 8, "rank": grid[1] if grid else 16,
-                         **columns})
+            rows.append(
+                {
+                    "experiment": experiment,
+                    "method": method,
+                    "seed": seed,
+                    "task": "avg",
+                    "score": value,
+                    "status": "success",
+                    "benchmark": "medsynth",
+                    "scorer_mode": "official",
+                    "variant": "",
+                    "trainer": "default",
+                    "num_experts": grid[0] if grid else 8,
+                    "rank": grid[1] if grid else 16,
+                    **columns,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -40,7 +52,7 @@ def test_clear_improvement_holds_with_scipys_p_and_the_effect():
     assert v.verdict == "holds" and v.n == "3/3"
     assert v.effect == pytest.approx(0.10)
     assert v.p_value == pytest.approx(sps.ttest_ind(HIGH, LOW).pvalue, rel=1e-9)
-    assert v.cohen_d == pytest.approx(0.10 / 0.01)                # pooled sd 0.01
+    assert v.cohen_d == pytest.approx(0.10 / 0.01)  # pooled sd 0.01
     assert v.measured == "MOELoRA (D) 0.6100 > LoRA (Full) 0.5100"
     assert v.paper == "MOELoRA (D) 0.6236 vs LoRA (Full) 0.6155"
 
@@ -52,14 +64,17 @@ def test_clear_reversal_is_contradicted():
 
 
 def test_overlapping_seeds_are_inconclusive():
-    v = verdict(frame({("table2", "moelora_dense"): NOISY_A, ("table2", "lora_full"): NOISY_B}),
-                MAIN)
+    v = verdict(
+        frame({("table2", "moelora_dense"): NOISY_A, ("table2", "lora_full"): NOISY_B}), MAIN
+    )
     assert v.verdict == "inconclusive" and v.p_value > 0.05 and v.effect > 0
 
 
 def test_two_seeds_are_inconclusive_however_small_p_is():
-    tidy = frame({("table2", "moelora_dense"): [0.6000, 0.6001],
-                  ("table2", "lora_full"): [0.5000, 0.5001]}, seeds=(42, 43))
+    tidy = frame(
+        {("table2", "moelora_dense"): [0.6000, 0.6001], ("table2", "lora_full"): [0.5000, 0.5001]},
+        seeds=(42, 43),
+    )
     v = verdict(tidy, MAIN)
     assert v.p_value < 1e-6 and v.verdict == "inconclusive (n < 3)" and v.n == "2/2"
 
@@ -71,14 +86,19 @@ def test_missing_runs_are_not_measured():
 
 def test_at_least_claims_hold_on_direction_and_are_contradicted_only_when_significant():
     dense_sparse = "dense ≥ sparse"
-    v = verdict(frame({("table2", "moelora_dense"): NOISY_A,
-                       ("table2", "moelora_sparse"): NOISY_B}), dense_sparse)
+    v = verdict(
+        frame({("table2", "moelora_dense"): NOISY_A, ("table2", "moelora_sparse"): NOISY_B}),
+        dense_sparse,
+    )
     assert v.verdict == "holds (direction only, p ≥ 0.05)"
-    v = verdict(frame({("table2", "moelora_dense"): NOISY_B,
-                       ("table2", "moelora_sparse"): NOISY_A}), dense_sparse)
+    v = verdict(
+        frame({("table2", "moelora_dense"): NOISY_B, ("table2", "moelora_sparse"): NOISY_A}),
+        dense_sparse,
+    )
     assert v.verdict == "inconclusive"
-    v = verdict(frame({("table2", "moelora_dense"): LOW, ("table2", "moelora_sparse"): HIGH}),
-                dense_sparse)
+    v = verdict(
+        frame({("table2", "moelora_dense"): LOW, ("table2", "moelora_sparse"): HIGH}), dense_sparse
+    )
     assert v.verdict == "contradicted"
 
 
@@ -122,8 +142,13 @@ def fig4b(points: dict[int, list[float]]) -> claims.Verdict:
 
 
 def test_fig4b_rise_with_r():
-    rising = {2: [0.30, 0.31, 0.32], 4: [0.40, 0.41, 0.42], 8: [0.45, 0.46, 0.47],
-              16: LOW, 32: [0.52, 0.53, 0.54]}
+    rising = {
+        2: [0.30, 0.31, 0.32],
+        4: [0.40, 0.41, 0.42],
+        8: [0.45, 0.46, 0.47],
+        16: LOW,
+        32: [0.52, 0.53, 0.54],
+    }
     v = fig4b(rising)
     assert v.verdict == "holds" and v.measured.startswith("rises at every step")
     assert v.effect == pytest.approx(0.53 - 0.31)
@@ -144,14 +169,20 @@ def test_files_per_group_no_verdict_for_smoke_and_the_report_section(tmp_path):
     assert collect.main(["--root", str(root), "--out", str(reports)]) == 0
     assert claims.main(["--reports", str(reports)]) == 0
     names = sorted(p.name for p in reports.glob("claims_*"))
-    assert names == ["claims_medsynth.csv", "claims_medsynth.md",
-                     "claims_medsynth_trainer=smoke.csv", "claims_medsynth_trainer=smoke.md"]
+    assert names == [
+        "claims_medsynth.csv",
+        "claims_medsynth.md",
+        "claims_medsynth_trainer=smoke.csv",
+        "claims_medsynth_trainer=smoke.md",
+    ]
     md = (reports / "claims_medsynth.md").read_text(encoding="utf-8")
     assert "| MOELoRA (D) > LoRA (Full) (Table 2) | MOELoRA (D) 0.6100 > LoRA (Full) 0.5100 |" in md
     assert "| **holds** |" in md
     smoke = (reports / "claims_medsynth_trainer=smoke.md").read_text(encoding="utf-8")
-    assert "holds" not in smoke and smoke.count("no verdict (trainer=smoke)") == \
-        len(claims.PAIRWISE) + 2
+    assert (
+        "holds" not in smoke
+        and smoke.count("no verdict (trainer=smoke)") == len(claims.PAIRWISE) + 2
+    )
     table = pd.read_csv(reports / "claims_medsynth.csv")
     assert table.loc[0, "verdict"] == "holds"
     assert table.loc[0, "p_value"] == pytest.approx(sps.ttest_ind(HIGH, LOW).pvalue, rel=1e-9)

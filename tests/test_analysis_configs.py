@@ -14,8 +14,14 @@ EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
 def test_the_paper_artefacts_have_a_grid():
-    assert set(EXPERIMENTS) >= {"table2", "table3", "fig4_experts", "fig4_rank",
-                                "fig5_efficiency", "fig6_expert_weights"}
+    assert set(EXPERIMENTS) >= {
+        "table2",
+        "table3",
+        "fig4_experts",
+        "fig4_rank",
+        "fig5_efficiency",
+        "fig6_expert_weights",
+    }
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
@@ -28,15 +34,16 @@ def test_experiment_composes_with_its_grid(name):
         cfg = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True)
         assert cfg.experiment_name == name
         assert str(cfg.hydra.mode) == "RunMode.MULTIRUN"
-        assert cfg.data.benchmark == "medsynth"          # MedSynth-8 unless overridden
+        assert cfg.data.benchmark == "medsynth"  # MedSynth-8 unless overridden
         jobs = [j for j in expected_runs(name) if j["seed"] == "42"]
         for job in jobs:
-            job_cfg = compose("config", overrides=[f"experiment={name}",
-                                                   *(f"{k}={v}" for k, v in job.items())])
+            job_cfg = compose(
+                "config", overrides=[f"experiment={name}", *(f"{k}={v}" for k, v in job.items())]
+            )
             assert job_cfg.method.name == job["method"]
-            if "method.adapter" in job:                  # fig4_rank: (N, r) pairs, r/N = 2
+            if "method.adapter" in job:  # fig4_rank: (N, r) pairs, r/N = 2
                 adapter = job_cfg.method.adapter
                 assert adapter.rank == 2 * adapter.num_experts
-            if "method.adapter.num_experts" in job:       # fig4_experts: r = 16 throughout
+            if "method.adapter.num_experts" in job:  # fig4_experts: r = 16 throughout
                 assert job_cfg.method.adapter.num_experts == int(job["method.adapter.num_experts"])
                 assert job_cfg.method.adapter.rank == 16

@@ -42,22 +42,31 @@ def test_sampled_draws_differ_and_the_first_uses_the_run_seed(smoke_runs):
 
 
 def _run(group, seed, avg, draws):
-    return RunNoise(run_dir=f"{group}/seed={seed}", method="m", seed=seed, decoding="sample",
-                    tasks=["A"], recorded={"A": avg, "avg": avg}, draw_seeds=[seed, 1, 2],
-                    draws=[{"A": d, "avg": d} for d in draws])
+    return RunNoise(
+        run_dir=f"{group}/seed={seed}",
+        method="m",
+        seed=seed,
+        decoding="sample",
+        tasks=["A"],
+        recorded={"A": avg, "avg": avg},
+        draw_seeds=[seed, 1, 2],
+        draws=[{"A": d, "avg": d} for d in draws],
+    )
 
 
 def test_group_noise_splits_the_seed_std_into_decoding_and_training():
-    runs = [_run("out/m", 42, 0.70, [0.70, 0.72, 0.68]),    # decode std 0.02
-            _run("out/m", 43, 0.66, [0.66, 0.66, 0.66]),    # decode std 0
-            _run("out/m", 44, 0.62, [0.62, 0.63, 0.61]),    # decode std 0.01
-            _run("out/other", 42, 0.5, [0.5, 0.5])]
+    runs = [
+        _run("out/m", 42, 0.70, [0.70, 0.72, 0.68]),  # decode std 0.02
+        _run("out/m", 43, 0.66, [0.66, 0.66, 0.66]),  # decode std 0
+        _run("out/m", 44, 0.62, [0.62, 0.63, 0.61]),  # decode std 0.01
+        _run("out/other", 42, 0.5, [0.5, 0.5]),
+    ]
     g, other = group_noise(runs)
     assert g.group == "out/m" and g.seeds == [42, 43, 44]
     assert g.total_std == pytest.approx(0.04)
-    assert g.decode_std == pytest.approx(math.sqrt((0.02 ** 2 + 0 + 0.01 ** 2) / 3))
-    assert g.train_std == pytest.approx(math.sqrt(0.04 ** 2 - g.decode_std ** 2))
-    assert math.isnan(other.total_std) and math.isnan(other.train_std)   # one seed: no spread
+    assert g.decode_std == pytest.approx(math.sqrt((0.02**2 + 0 + 0.01**2) / 3))
+    assert g.train_std == pytest.approx(math.sqrt(0.04**2 - g.decode_std**2))
+    assert math.isnan(other.total_std) and math.isnan(other.train_std)  # one seed: no spread
     assert [r.reproduced for r in runs] == [True, True, True, True]
 
 
@@ -71,9 +80,13 @@ def test_markdown_flags_a_run_that_did_not_reproduce():
 
 
 def test_cli_writes_markdown_and_json(smoke_runs, tmp_path, capsys):
-    root = smoke_runs["lora_full"].parents[2]           # <root>/outputs/default/<method>/seed=42
-    assert decode_noise.main(["--root", str(root), "--methods", "lora_full", "--draws", "2",
-                              "--out", str(tmp_path)]) == 0
+    root = smoke_runs["lora_full"].parents[2]  # <root>/outputs/default/<method>/seed=42
+    assert (
+        decode_noise.main(
+            ["--root", str(root), "--methods", "lora_full", "--draws", "2", "--out", str(tmp_path)]
+        )
+        == 0
+    )
     saved = read_json(tmp_path / "decode_noise.json")
     assert [r["method"] for r in saved] == ["lora_full"] and len(saved[0]["draws"]) == 2
     assert "| yes |" in (tmp_path / "decode_noise.md").read_text()

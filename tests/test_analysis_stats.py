@@ -52,8 +52,8 @@ def test_ttest_ind_matches_hand_computation_and_scipy():
 
 
 def test_ttest_rel_pairs_by_seed_not_by_order():
-    a = {44: 0.70, 42: 0.61, 43: 0.66}          # insertion order differs from b's
-    b = {42: 0.60, 43: 0.62, 44: 0.65, 45: 0.9}   # seed 45 has no pair
+    a = {44: 0.70, 42: 0.61, 43: 0.66}  # insertion order differs from b's
+    b = {42: 0.60, 43: 0.62, 44: 0.65, 45: 0.9}  # seed 45 has no pair
     res = stats.ttest(a, b, paired=True)
     ref = sps.ttest_rel([0.61, 0.66, 0.70], [0.60, 0.62, 0.65])
     assert res.p_value == pytest.approx(ref.pvalue, rel=1e-12)
@@ -67,7 +67,7 @@ def test_no_mark_for_a_significant_decrease_or_too_few_seeds():
     assert math.isnan(single.p_value) and not stats.is_significant_improvement(single)
     close = stats.ttest({1: 0.50, 2: 0.60, 3: 0.55}, {1: 0.52, 2: 0.58, 3: 0.54})
     assert close.p_value > 0.05 and not stats.is_significant_improvement(close)
-    two = stats.ttest({1: 0.5, 2: 0.5001}, {1: 0.4, 2: 0.4001})       # #12: n = 2, std 0.0001
+    two = stats.ttest({1: 0.5, 2: 0.5001}, {1: 0.4, 2: 0.4001})  # #12: n = 2, std 0.0001
     assert two.p_value < 1e-6 and not stats.is_significant_improvement(two)
 
 
@@ -87,7 +87,7 @@ def test_cosine_and_js_distance_by_hand():
     cos = stats.cosine_matrix(w)
     assert cos[0, 1] == pytest.approx(0.0) and cos[0, 2] == pytest.approx(1 / math.sqrt(2))
     js = stats.js_distance_matrix(w)
-    assert js[0, 1] == pytest.approx(1.0)          # disjoint supports: distance 1 in base 2
+    assert js[0, 1] == pytest.approx(1.0)  # disjoint supports: distance 1 in base 2
     # P = (1, 0), Q = (.5, .5), M = (.75, .25): JSD = ½·log2(4/3) + ½·(½·log2(2/3) + ½·log2 2)
     jsd = 0.5 * math.log2(1 / 0.75) + 0.5 * (0.5 * math.log2(0.5 / 0.75) + 0.5 * math.log2(2))
     assert js[0, 2] == pytest.approx(math.sqrt(jsd)) and js[2, 0] == js[0, 2]

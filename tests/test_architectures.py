@@ -29,9 +29,13 @@ from tests.tiny_models import ARCHITECTURES, build_model, build_tokenizer
 
 METHODS = ("moelora_dense", "lora_full", "molora", "ptuning")
 # what the attention-only preset adapts per family (conf/model/hf.yaml families)
-QKV = {"llama": {"q_proj", "k_proj", "v_proj"}, "mistral": {"q_proj", "k_proj", "v_proj"},
-       "qwen2": {"q_proj", "k_proj", "v_proj"}, "glm4": {"q_proj", "k_proj", "v_proj"},
-       "gpt2": {"c_attn"}}
+QKV = {
+    "llama": {"q_proj", "k_proj", "v_proj"},
+    "mistral": {"q_proj", "k_proj", "v_proj"},
+    "qwen2": {"q_proj", "k_proj", "v_proj"},
+    "glm4": {"q_proj", "k_proj", "v_proj"},
+    "gpt2": {"c_attn"},
+}
 
 
 def _base(arch: str, tiny_world):
@@ -40,8 +44,9 @@ def _base(arch: str, tiny_world):
 
 def _cfg(tiny_world, model_dir, out, *extra):
     data_dir, _ = tiny_world
-    return compose(tiny_overrides((data_dir, model_dir), out, "trainer.eval.limit_per_task=1",
-                                  *extra))
+    return compose(
+        tiny_overrides((data_dir, model_dir), out, "trainer.eval.limit_per_task=1", *extra)
+    )
 
 
 def _expected_trainable(base, method: str, cfg) -> int:
@@ -80,7 +85,7 @@ def test_every_method_runs_on_every_architecture(arch, method, tiny_world, smoke
     assert r["status"] == "success", r.get("error")
     assert 0.0 <= r["scores"]["avg"] <= 1.0
     assert len(r["train"]["losses"]) == 4 and all(math.isfinite(v) for _, v in r["train"]["losses"])
-    if method != "ptuning":     # the adapter sits on every linear layer of the blocks
+    if method != "ptuning":  # the adapter sits on every linear layer of the blocks
         assert r["params"]["trainable"] == _expected_trainable(_base(arch, tiny_world), method, cfg)
         meta = read_json(run_dir / "adapter" / "adapter_config.json")
         assert meta["target_modules"] == "all-linear"
@@ -93,12 +98,16 @@ def test_all_linear_is_what_peft_adapts(arch, tiny_world):
     """all-linear = every nn.Linear / Conv1D but the output head, the layers peft wraps."""
     base = _base(arch, tiny_world)
     ours = [n for n, _ in find_targets(base, "all-linear")]
-    assert "lm_head" not in ours and len(ours) >= 2 * 4          # ≥ 4 per block, 2 blocks
-    peft_model = get_peft_model(_base(arch, tiny_world),
-                                LoraConfig(r=2, target_modules="all-linear",
-                                           fan_in_fan_out=arch == "gpt2"))
-    theirs = sorted(n.removeprefix("base_model.model.") for n, m in peft_model.named_modules()
-                    if isinstance(m, BaseTunerLayer))
+    assert "lm_head" not in ours and len(ours) >= 2 * 4  # ≥ 4 per block, 2 blocks
+    peft_model = get_peft_model(
+        _base(arch, tiny_world),
+        LoraConfig(r=2, target_modules="all-linear", fan_in_fan_out=arch == "gpt2"),
+    )
+    theirs = sorted(
+        n.removeprefix("base_model.model.")
+        for n, m in peft_model.named_modules()
+        if isinstance(m, BaseTunerLayer)
+    )
     assert sorted(ours) == theirs
     if arch == "gpt2":
         assert all(isinstance(m, Conv1D) for _, m in find_targets(base, "all-linear"))
@@ -113,43 +122,66 @@ def test_attention_only_preset_of_each_family(arch, tiny_world, arch_model_dir, 
     assert adapted == QKV[arch]
     qkvo = resolve_target_modules(cfg.model, "qkvo")
     names = [n for n, _ in find_targets(base, qkvo)]
-    assert len(names) == 2 * (len(QKV[arch]) + 1)               # + the attention output, 2 blocks
-    assert not any(".mlp." in n for n in names)                 # GPT-2: attn.c_proj, not mlp.c_proj
+    assert len(names) == 2 * (len(QKV[arch]) + 1)  # + the attention output, 2 blocks
+    assert not any(".mlp." in n for n in names)  # GPT-2: attn.c_proj, not mlp.c_proj
 
 
-def test_unknown_family_and_unknown_model_type_are_clear_errors(tiny_world, arch_model_dir, tmp_path):
-    cfg = _cfg(tiny_world, arch_model_dir("gpt2"), tmp_path, "method=lora_full_qkv",
-               "model.family=falcon")
-    with pytest.raises(KeyError, match=r"model.family='falcon' is not a family of "
-                                       r"conf/model/hf.yaml; use auto or one of \['chatglm', 'glm4', 'gpt2', 'llama'\]"):
+def test_unknown_family_and_unknown_model_type_are_clear_errors(
+    tiny_world, arch_model_dir, tmp_path
+):
+    cfg = _cfg(
+        tiny_world, arch_model_dir("gpt2"), tmp_path, "method=lora_full_qkv", "model.family=falcon"
+    )
+    with pytest.raises(
+        KeyError,
+        match=r"model.family='falcon' is not a family of "
+        r"conf/model/hf.yaml; use auto or one of \['chatglm', 'glm4', 'gpt2', 'llama'\]",
+    ):
         resolve_target_modules(cfg.model, "qkv")
     cfg = _cfg(tiny_world, arch_model_dir("gpt2"), tmp_path, "method=lora_full_qkv")
     cfg.model.families.gpt2.model_types = ["gpt_neo"]
-    with pytest.raises(KeyError, match=r"model_type 'gpt2', which no family of conf/model/hf.yaml "
-                                       r"lists .* set model.family"):
+    with pytest.raises(
+        KeyError,
+        match=r"model_type 'gpt2', which no family of conf/model/hf.yaml "
+        r"lists .* set model.family",
+    ):
         resolve_target_modules(cfg.model, "qkv")
-    assert resolve_target_modules(cfg.model, "all") == "all-linear"   # needs no family
+    assert resolve_target_modules(cfg.model, "all") == "all-linear"  # needs no family
     cfg.model.family = "gpt2"
     assert resolve_target_modules(cfg.model, "qkv") == ["c_attn"]
-    with pytest.raises(KeyError, match=r"'qkvz' is neither a preset of conf/model/hf.yaml "
-                                       r"\(\['all'\]\) nor of its family 'gpt2' \(\['qkv', 'qkvo'\]\)"):
+    with pytest.raises(
+        KeyError,
+        match=r"'qkvz' is neither a preset of conf/model/hf.yaml "
+        r"\(\['all'\]\) nor of its family 'gpt2' \(\['qkv', 'qkvo'\]\)",
+    ):
         resolve_target_modules(cfg.model, "qkvz")
 
 
 def test_unknown_module_names_list_the_ones_that_exist(tiny_world):
     """GPT-2 has no nn.Linear: the error names its Conv1D layers and what to set."""
-    with pytest.raises(ValueError, match=r"\['q_proj'\] match no linear layer \(nn.Linear or Conv1D\) "
-                                         r"of this GPT2LMHeadModel; its linear layers are named "
-                                         r"\['c_attn', 'c_fc', 'c_proj', 'lm_head', 'attn.c_proj', "
-                                         r"'mlp.c_proj'\]. Set method.target_modules"):
+    with pytest.raises(
+        ValueError,
+        match=r"\['q_proj'\] match no linear layer \(nn.Linear or Conv1D\) "
+        r"of this GPT2LMHeadModel; its linear layers are named "
+        r"\['c_attn', 'c_fc', 'c_proj', 'lm_head', 'attn.c_proj', "
+        r"'mlp.c_proj'\]. Set method.target_modules",
+    ):
         build(_base("gpt2", tiny_world), tasks=["a"], target_modules=["q_proj"])
 
 
 # ---- per-task merge and export (Eq. 8) on Conv1D (GPT-2) and on Qwen2 -------------------
 
+
 def _trained(arch: str, tiny_world, **kw):
-    model = build(_base(arch, tiny_world), tasks=["t0", "t1", "t2"], target_modules="all-linear",
-                  num_experts=4, rank=8, dropout=0.0, **kw)
+    model = build(
+        _base(arch, tiny_world),
+        tasks=["t0", "t1", "t2"],
+        target_modules="all-linear",
+        num_experts=4,
+        rank=8,
+        dropout=0.0,
+        **kw,
+    )
     torch.manual_seed(1)
     with torch.no_grad():
         for _, layer in moelora_layers(model):
@@ -184,12 +216,18 @@ def test_merge_and_stock_peft_export_reproduce_each_tasks_logits(arch, tiny_worl
 
 
 def test_gpt2_attention_only_export_names_only_the_adapted_c_proj(tiny_world, tmp_path):
-    model = build(_base("gpt2", tiny_world), tasks=["t0"], target_modules=["c_attn", "attn.c_proj"],
-                  num_experts=2, rank=4)
+    model = build(
+        _base("gpt2", tiny_world),
+        tasks=["t0"],
+        target_modules=["c_attn", "attn.c_proj"],
+        num_experts=2,
+        rank=4,
+    )
     export_task_adapters(model, tmp_path, tasks=["t0"], base_name_or_path="b")
     names = read_json(tmp_path / "t0" / "adapter_config.json")["target_modules"]
-    assert sorted(names) == sorted(f"transformer.h.{i}.attn.{m}" for i in range(2)
-                                   for m in ("c_attn", "c_proj"))
+    assert sorted(names) == sorted(
+        f"transformer.h.{i}.attn.{m}" for i in range(2) for m in ("c_attn", "c_proj")
+    )
 
 
 @pytest.mark.parametrize("arch", ["gpt2", "qwen2"])
@@ -215,8 +253,9 @@ def test_a_trained_run_exports_and_merges(arch, smoke_run, arch_model_dir, tmp_p
 def test_peft_lora_on_conv1d_merges_per_task(tiny_world):
     from baselines.lora import build as build_lora
 
-    model = build_lora(_base("gpt2", tiny_world), tasks=["a"], target_modules="all-linear",
-                       rank=4).eval()
+    model = build_lora(
+        _base("gpt2", tiny_world), tasks=["a"], target_modules="all-linear", rank=4
+    ).eval()
     with torch.no_grad():
         for n, p in model.named_parameters():
             if "lora_B" in n:

@@ -33,12 +33,12 @@ def test_bt_batches_are_single_task_and_each_example_once_per_epoch():
     for b in batches:
         assert len({ids[i] for i in b}) == 1
     for e in range(3):
-        epoch = batches[e * per_epoch:(e + 1) * per_epoch]
+        epoch = batches[e * per_epoch : (e + 1) * per_epoch]
         flat = [i for b in epoch for i in b]
         assert sorted(flat) == list(range(len(ids)))
         sizes = Counter((ids[b[0]], len(b)) for b in epoch)
         assert sizes == Counter({(0, 4): 2, (0, 2): 1, (1, 4): 1, (1, 3): 1, (2, 3): 1})
-    assert batches[:per_epoch] != batches[per_epoch: 2 * per_epoch]  # reshuffled each epoch
+    assert batches[:per_epoch] != batches[per_epoch : 2 * per_epoch]  # reshuffled each epoch
 
 
 def test_bt_drop_last_keeps_only_full_batches():
@@ -46,7 +46,7 @@ def test_bt_drop_last_keeps_only_full_batches():
     batches = _take(BTSampler(ids, batch_size=4, seed=1, drop_last=True), 3 * 3)
     assert all(len(b) == 4 and len({ids[i] for i in b}) == 1 for b in batches)
     for e in range(3):
-        flat = [i for b in batches[e * 3:(e + 1) * 3] for i in b]
+        flat = [i for b in batches[e * 3 : (e + 1) * 3] for i in b]
         assert len(flat) == len(set(flat)) == 12  # 2 chunks of task 0, 1 of task 1
     with pytest.raises(ValueError, match="drop_last"):
         BTSampler([0, 1, 1], batch_size=4, seed=0, drop_last=True)
@@ -56,8 +56,12 @@ def test_bt_chunk_order_is_shuffled_and_seeded():
     ids = _task_ids({0: 40, 1: 40})
     first_tasks = {ids[_take(BTSampler(ids, batch_size=4, seed=s), 1)[0][0]] for s in range(20)}
     assert first_tasks == {0, 1}
-    assert _take(BTSampler(ids, batch_size=4, seed=3), 30) == _take(BTSampler(ids, batch_size=4, seed=3), 30)
-    assert _take(BTSampler(ids, batch_size=4, seed=3), 30) != _take(BTSampler(ids, batch_size=4, seed=4), 30)
+    assert _take(BTSampler(ids, batch_size=4, seed=3), 30) == _take(
+        BTSampler(ids, batch_size=4, seed=3), 30
+    )
+    assert _take(BTSampler(ids, batch_size=4, seed=3), 30) != _take(
+        BTSampler(ids, batch_size=4, seed=4), 30
+    )
 
 
 def test_one_task_per_optimiser_step_on_any_device_split():
@@ -90,7 +94,9 @@ def test_rbt_task_frequencies_follow_the_rule(mode):
         probs = {t: s / 1160 for t, s in sizes.items()}
     assert _chi2(counts, probs, n) < CHI2_CRIT_DF3_P001, counts
     # and far from the other rule
-    other = {t: s / 1160 for t, s in sizes.items()} if mode == "uniform" else {t: 0.25 for t in sizes}
+    other = (
+        {t: s / 1160 for t, s in sizes.items()} if mode == "uniform" else {t: 0.25 for t in sizes}
+    )
     assert _chi2(counts, other, n) > 100 * CHI2_CRIT_DF3_P001
 
 
@@ -100,7 +106,9 @@ def test_rbt_walks_each_task_stream_without_repeats_until_exhausted():
     for task, size in [(0, 10), (1, 7)]:
         stream = [i for b in batches if ids[b[0]] == task for i in b]
         for k in range(len(stream) // size):
-            assert sorted(stream[k * size:(k + 1) * size]) == [i for i, t in enumerate(ids) if t == task]
+            assert sorted(stream[k * size : (k + 1) * size]) == [
+                i for i, t in enumerate(ids) if t == task
+            ]
 
 
 def test_invalid_options_are_refused():
@@ -110,10 +118,13 @@ def test_invalid_options_are_refused():
         BTSampler([0, 1], batch_size=2, seed=0, granularity="micro")
 
 
-@pytest.mark.parametrize("name,cls,extra", [
-    ("moelora_bt", BTSampler, ["method.bt.drop_last=true"]),
-    ("moelora_rbt", RBTSampler, ["method.rbt.task_probs=proportional"]),
-])
+@pytest.mark.parametrize(
+    "name,cls,extra",
+    [
+        ("moelora_bt", BTSampler, ["method.bt.drop_last=true"]),
+        ("moelora_rbt", RBTSampler, ["method.rbt.task_probs=proportional"]),
+    ],
+)
 def test_method_yamls_instantiate_their_sampler(name, cls, extra):
     if not (REPO_ROOT / "conf" / "method" / "moelora_dense.yaml").is_file():
         pytest.skip("conf/method/moelora_dense.yaml (the parent config) is not there yet")

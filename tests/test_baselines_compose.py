@@ -53,9 +53,15 @@ def single_run(tmp_path_factory) -> Path:
     """A lora_single-like run dir: <run>/adapters/<task>/ with random rank-4 LoRAs."""
     run = tmp_path_factory.mktemp("single")
     for i, task in enumerate(TASKS):
-        save_adapter(_random_lora(10 + i), run / "adapters" / task,
-                     meta={"method": "lora_single", "tasks": [task],
-                           "hparams": {"rank": 4, "alpha": 8, "dropout": 0.1}})
+        save_adapter(
+            _random_lora(10 + i),
+            run / "adapters" / task,
+            meta={
+                "method": "lora_single",
+                "tasks": [task],
+                "hparams": {"rank": 4, "alpha": 8, "dropout": 0.1},
+            },
+        )
     write_json(run / "results.json", {"status": "success"})
     return run
 
@@ -71,8 +77,10 @@ def _logits(model, ids):
 
 def _direct_sum(factors, module, weights):
     """Σ_t w_t s_t B_t A_t, product by product."""
-    return sum(w * f.scaling * (f.B[module].double() @ f.A[module].double())
-               for f, w in zip(factors, weights))
+    return sum(
+        w * f.scaling * (f.B[module].double() @ f.A[module].double())
+        for f, w in zip(factors, weights)
+    )
 
 
 def test_task_arithmetic_lambda_one_single_task_equals_its_adapter(single_run):
@@ -123,13 +131,18 @@ def test_lorahub_compositions(single_run):
     w = [0.5, -1.2, 0.9]
     module = "model.layers.0.self_attn.q_proj"
     set_composition(wrappers, factors, w, "product")
-    torch.testing.assert_close(wrappers[module].delta_weight().double(),
-                               _direct_sum(factors, module, w), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        wrappers[module].delta_weight().double(),
+        _direct_sum(factors, module, w),
+        rtol=1e-6,
+        atol=1e-6,
+    )
     set_composition(wrappers, factors, w, "elementwise")
     A_ = sum(wi * f.A[module].double() for f, wi in zip(factors, w))
     B_ = sum(wi * f.B[module].double() for f, wi in zip(factors, w))
-    torch.testing.assert_close(wrappers[module].delta_weight().double(), 2.0 * B_ @ A_,
-                               rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(
+        wrappers[module].delta_weight().double(), 2.0 * B_ @ A_, rtol=1e-6, atol=1e-6
+    )
     assert wrappers[module].A.shape[0] == 4  # same rank r
     with pytest.raises(ValueError, match="compose"):
         set_composition(wrappers, factors, w, "average")
@@ -171,8 +184,16 @@ def test_select_lambda_best_average_ties_to_smaller():
 
 
 def _ctx(run_dir: Path, *overrides: str):
-    cfg = compose(["method=task_arithmetic", "model=hf", "model.path=/unused", "logger=none",
-                   "seed=43", *overrides])
+    cfg = compose(
+        [
+            "method=task_arithmetic",
+            "model=hf",
+            "model.path=/unused",
+            "logger=none",
+            "seed=43",
+            *overrides,
+        ]
+    )
     return SimpleNamespace(cfg=cfg, run_dir=run_dir)
 
 
@@ -185,8 +206,9 @@ def test_missing_lora_single_run_names_the_command(tmp_path):
         find_input_run(_ctx(run_dir))
     msg = str(err.value)
     assert str(expected) in msg and "does not exist" in msg
-    assert ("python run.py method=lora_single seed=43 experiment_name=myexp data=x trainer=smoke"
-            in msg)
+    assert (
+        "python run.py method=lora_single seed=43 experiment_name=myexp data=x trainer=smoke" in msg
+    )
     assert "method.ta" not in msg
     expected.mkdir(parents=True)
     write_json(expected / "results.json", {"status": "failed"})
@@ -198,7 +220,10 @@ def test_missing_lora_single_run_names_the_command(tmp_path):
 
 def test_input_run_without_overrides_and_explicit_override(tmp_path, single_run):
     run_dir = tmp_path / "default" / "lorahub" / "seed=43"
-    assert derive_input_run_dir(run_dir, "lora_single") == tmp_path / "default" / "lora_single" / "seed=43"
+    assert (
+        derive_input_run_dir(run_dir, "lora_single")
+        == tmp_path / "default" / "lora_single" / "seed=43"
+    )
     with pytest.raises(MissingInputRunError, match="python run.py method=lora_single seed=43\n"):
         find_input_run(_ctx(run_dir))
     ctx = _ctx(run_dir, f"method.inputs.run_dir={single_run}")

@@ -44,8 +44,12 @@ class CharCounter:
 
 
 def _rec(task: str, i: int, n_in: int, n_out: int = 2) -> dict:
-    return {"input": "x" * n_in, "target": "y" * n_out, "task_dataset": task,
-            "sample_id": f"{task}-{i}"}
+    return {
+        "input": "x" * n_in,
+        "target": "y" * n_out,
+        "task_dataset": task,
+        "sample_id": f"{task}-{i}",
+    }
 
 
 # ---- prompt layout and counting ------------------------------------------------------------
@@ -54,15 +58,17 @@ def test_demo_layout_answer_cue_and_blank_lines():
     b = {"input": "问题二\n答：", "target": "乙"}
     assert demo_text(a) == "问题一\n答：甲"
     assert demo_text(b) == "问题二\n答：乙"  # cue already there: not repeated
-    assert join_prompt([demo_text(a), demo_text(b)], "查询\n答：") == \
-        "问题一\n答：甲\n\n问题二\n答：乙\n\n查询\n答："
+    assert (
+        join_prompt([demo_text(a), demo_text(b)], "查询\n答：")
+        == "问题一\n答：甲\n\n问题二\n答：乙\n\n查询\n答："
+    )
 
 
 def test_proxy_counter_counts_cjk_as_one_and_others_by_three():
     c = ProxyCounter()
-    assert c.count("答：abc") == 3         # 2 wide + ceil(3/3)
-    assert c.count("abcd") == 2            # ceil(4/3)
-    assert c.count("医学abcdefg") == 5     # 2 + ceil(7/3)
+    assert c.count("答：abc") == 3  # 2 wide + ceil(3/3)
+    assert c.count("abcd") == 2  # ceil(4/3)
+    assert c.count("医学abcdefg") == 5  # 2 + ceil(7/3)
     assert c.head("医学abcdefg", 4) == "医学abcdef"  # 2 + ceil(6/3) = 4; one more char makes 5
     assert c.head("医学", 1) == "医"
     assert effective_budget(4096, 0.05) == 3891  # floor(4096 * 0.95)
@@ -124,15 +130,25 @@ def test_query_alone_over_budget_is_cut_at_the_head_and_gets_no_demos():
     rules = PackingRules(budget=50)
     query, cut = fit_query("h" * 10 + "t" * 100, CharCounter(), rules)
     assert cut and query == "h" * 10 + "t" * 40
-    p = pack([_rec("T", i, 5) for i in range(5)], query, counter=CharCounter(), rules=rules,
-             rng=random.Random(0))
+    p = pack(
+        [_rec("T", i, 5) for i in range(5)],
+        query,
+        counter=CharCounter(),
+        rules=rules,
+        rng=random.Random(0),
+    )
     assert p.demos == []
 
 
 def test_small_pool_takes_what_it_has():
     pool = [_rec("T", i, 5) for i in range(2)]
-    p = pack(pool, "q\n答：", counter=CharCounter(), rules=PackingRules(budget=1000),
-             rng=random.Random(0))
+    p = pack(
+        pool,
+        "q\n答：",
+        counter=CharCounter(),
+        rules=PackingRules(budget=1000),
+        rng=random.Random(0),
+    )
     assert len(p.demos) == 2 and not p.fallback
 
 
@@ -140,15 +156,17 @@ def test_demo_modes_draw_from_the_same_task_only():
     train = [_rec(t, i, 10 + i) for t in ("A", "B") for i in range(30)]
     test = [_rec(t, 100 + i, 15) for t in ("A", "B") for i in range(4)]
     rules = PackingRules(budget=200)
-    fixed, rows = build_requests(test, train, counter=CharCounter(), rules=rules,
-                                 demo_mode="fixed_per_task", seed=1)
+    fixed, rows = build_requests(
+        test, train, counter=CharCounter(), rules=rules, demo_mode="fixed_per_task", seed=1
+    )
     for row in rows:
         assert all(d.startswith(row["task_dataset"] + "-") for d in row["demo_ids"])
         assert 3 <= row["n_demos"] <= 10 and row["prompt_tokens"] <= 200
     a_sets = {tuple(r["demo_ids"]) for r in rows if r["task_dataset"] == "A"}
     assert len(a_sets) == 1  # one set per task
-    _, rows2 = build_requests(test, train, counter=CharCounter(), rules=rules,
-                              demo_mode="per_example", seed=1)
+    _, rows2 = build_requests(
+        test, train, counter=CharCounter(), rules=rules, demo_mode="per_example", seed=1
+    )
     assert len({tuple(r["demo_ids"]) for r in rows2 if r["task_dataset"] == "A"}) > 1
     assert fixed[0].prompt.endswith(test[0]["input"] + "\n答：")
     with pytest.raises(ValueError, match="demo_mode"):
@@ -218,8 +236,18 @@ class FakeEndpoint:
                     self.end_headers()
                     self.wfile.write(b'{"error": "nope"}')
                     return
-                out = json.dumps({"choices": [{"message": {"role": "assistant",
-                                                           "content": _answer_for(body["messages"])}}]})
+                out = json.dumps(
+                    {
+                        "choices": [
+                            {
+                                "message": {
+                                    "role": "assistant",
+                                    "content": _answer_for(body["messages"]),
+                                }
+                            }
+                        ]
+                    }
+                )
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
@@ -240,14 +268,27 @@ class FakeEndpoint:
 
 
 def _requests(n: int) -> list[IclRequest]:
-    return [IclRequest(record={"sample_id": f"s{i}", "task_dataset": "T"},
-                       prompt=f"demo {i}\n答：d\n\nquery {i}\n答：", query=f"query {i}\n答：",
-                       demos=[(f"demo {i}\n答：", "d")]) for i in range(n)]
+    return [
+        IclRequest(
+            record={"sample_id": f"s{i}", "task_dataset": "T"},
+            prompt=f"demo {i}\n答：d\n\nquery {i}\n答：",
+            query=f"query {i}\n答：",
+            demos=[(f"demo {i}\n答：", "d")],
+        )
+        for i in range(n)
+    ]
 
 
 def _backend(url: str, cache: Path, **kw) -> OpenAICompatibleBackend:
-    opts = dict(model="m", api_key_env="ICL_TEST_KEY", max_concurrency=3, max_retries=4,
-                retry_base_delay=0.01, retry_max_delay=0.05, timeout=5.0)
+    opts = dict(
+        model="m",
+        api_key_env="ICL_TEST_KEY",
+        max_concurrency=3,
+        max_retries=4,
+        retry_base_delay=0.01,
+        retry_max_delay=0.05,
+        timeout=5.0,
+    )
     opts.update(kw)
     return OpenAICompatibleBackend(base_url=url, cache_path=cache, **opts)
 
@@ -266,8 +307,13 @@ def test_http_backend_retries_on_500_and_429_and_maps_answers(tmp_path, monkeypa
     assert backend.stats["retries"] == 3 and backend.stats["requests_sent"] == 9
     assert set(srv.auth) == {"Bearer sk-test-123"}
     body = srv.requests[-1]
-    assert (body["model"], body["temperature"], body["top_p"], body["max_tokens"], body["seed"]) == \
-        ("m", 0.95, 0.7, 16, 42)
+    assert (
+        body["model"],
+        body["temperature"],
+        body["top_p"],
+        body["max_tokens"],
+        body["seed"],
+    ) == ("m", 0.95, 0.7, 16, 42)
 
 
 def test_http_backend_gives_up_on_client_errors_without_retrying(tmp_path):
@@ -295,8 +341,15 @@ def test_http_backend_caches_and_a_rerun_sends_nothing(tmp_path):
         assert len(srv.requests) == 5 + 2 + 1
         assert srv.requests[-1]["temperature"] == 0.0
     lines = [json.loads(x) for x in cache.read_text().splitlines()]
-    assert len(lines) == 8 and {"key", "backend", "model", "prompt_sha256", "decoding", "seed",
-                                "text"} <= set(lines[0])
+    assert len(lines) == 8 and {
+        "key",
+        "backend",
+        "model",
+        "prompt_sha256",
+        "decoding",
+        "seed",
+        "text",
+    } <= set(lines[0])
 
 
 def test_http_backend_interrupted_half_way_resumes(tmp_path):
@@ -316,22 +369,36 @@ def test_http_backend_interrupted_half_way_resumes(tmp_path):
 
 
 def test_multi_turn_layout_sends_one_pair_per_demonstration(tmp_path):
-    req = IclRequest(record={"sample_id": "a"}, prompt="p", query="Q\n答：",
-                     demos=[("D1\n答：", "t1"), ("D2\n答：", "t2")])
+    req = IclRequest(
+        record={"sample_id": "a"},
+        prompt="p",
+        query="Q\n答：",
+        demos=[("D1\n答：", "t1"), ("D2\n答：", "t2")],
+    )
     assert req.messages("multi_turn") == [
-        {"role": "user", "content": "D1\n答："}, {"role": "assistant", "content": "t1"},
-        {"role": "user", "content": "D2\n答："}, {"role": "assistant", "content": "t2"},
-        {"role": "user", "content": "Q\n答："}]
+        {"role": "user", "content": "D1\n答："},
+        {"role": "assistant", "content": "t1"},
+        {"role": "user", "content": "D2\n答："},
+        {"role": "assistant", "content": "t2"},
+        {"role": "user", "content": "Q\n答："},
+    ]
     with FakeEndpoint() as srv:
         _backend(srv.url, tmp_path / "c.jsonl", message_layout="multi_turn").generate_many(
-            [req], decoding=SAMPLE, seed=0)
-    assert [m["role"] for m in srv.requests[0]["messages"]] == \
-        ["user", "assistant", "user", "assistant", "user"]
+            [req], decoding=SAMPLE, seed=0
+        )
+    assert [m["role"] for m in srv.requests[0]["messages"]] == [
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]
 
 
 # ---- end to end ----------------------------------------------------------------------------
-def test_icl_over_http_through_the_runner_never_leaks_the_key(shared_dir, tmp_path, monkeypatch,
-                                                             capfd):
+def test_icl_over_http_through_the_runner_never_leaks_the_key(
+    shared_dir, tmp_path, monkeypatch, capfd
+):
     """Uses shared/data/promptcblue_toy: real PromptCBLUE prompts (long Chinese inputs) are
     what the proxy token budget must handle; no model is loaded with this backend."""
     from moelora.harness.runner import run
@@ -339,13 +406,23 @@ def test_icl_over_http_through_the_runner_never_leaks_the_key(shared_dir, tmp_pa
     secret = "sk-SECRET-do-not-log-0123456789"
     monkeypatch.setenv("ICL_TEST_KEY", secret)
     with FakeEndpoint(fail_first=[500]) as srv:
-        cfg = compose([
-            "method=icl", "data=promptcblue_toy", f"data.root={shared_dir / 'data/promptcblue_toy'}",
-            "model=hf", "model.path=/unused", "logger=none", "progress=false", "trainer=smoke",
-            "method.icl.backend=openai_compatible", f"method.icl.openai.base_url={srv.url}",
-            "method.icl.openai.api_key_env=ICL_TEST_KEY", "method.icl.openai.retry_base_delay=0.01",
-            "method.icl.max_context_tokens=1200",
-        ])
+        cfg = compose(
+            [
+                "method=icl",
+                "data=promptcblue_toy",
+                f"data.root={shared_dir / 'data/promptcblue_toy'}",
+                "model=hf",
+                "model.path=/unused",
+                "logger=none",
+                "progress=false",
+                "trainer=smoke",
+                "method.icl.backend=openai_compatible",
+                f"method.icl.openai.base_url={srv.url}",
+                "method.icl.openai.api_key_env=ICL_TEST_KEY",
+                "method.icl.openai.retry_base_delay=0.01",
+                "method.icl.max_context_tokens=1200",
+            ]
+        )
         run_dir = tmp_path / "job"
         run_dir.mkdir()
         assert run(cfg, run_dir) == 0
@@ -373,10 +450,18 @@ def test_icl_over_http_through_the_runner_never_leaks_the_key(shared_dir, tmp_pa
 
 @pytest.mark.slow
 def test_icl_local_smoke_through_run_py(tiny_world, tmp_path):
-    overrides = tiny_overrides(tiny_world, tmp_path, "method=icl", "hydra.run.dir=" + str(tmp_path / "job"))
+    overrides = tiny_overrides(
+        tiny_world, tmp_path, "method=icl", "hydra.run.dir=" + str(tmp_path / "job")
+    )
     env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
-    proc = subprocess.run([sys.executable, "run.py", *overrides], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "run.py", *overrides],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     r = read_json(tmp_path / "job" / "results.json")
     assert r["status"] == "success" and r["icl"]["backend"] == "local_hf"

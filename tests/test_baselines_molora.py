@@ -23,8 +23,17 @@ def _tiny() -> LlamaForCausalLM:
 def _layer(top_k=None, scaling_rank="total", d_in=12, d_out=10):
     torch.manual_seed(3)
     model = nn.Sequential(nn.Linear(d_in, d_out))
-    build(model, tasks=["a"], target_modules=["0"], num_experts=4, rank=8, alpha=16, dropout=0.0,
-          top_k=top_k, scaling_rank=scaling_rank)
+    build(
+        model,
+        tasks=["a"],
+        target_modules=["0"],
+        num_experts=4,
+        rank=8,
+        alpha=16,
+        dropout=0.0,
+        top_k=top_k,
+        scaling_rank=scaling_rank,
+    )
     layer = model[0]
     with torch.no_grad():  # B = 0 at init; make every expert matter
         layer.lora_B.normal_()
@@ -58,10 +67,15 @@ def _loop_reference(layer, x, k=None):
         p = p / p.sum()
         if k is not None:
             ranked = sorted(range(n), key=lambda i: -float(p[i]))
-            p = torch.tensor([float(p[i]) if i in ranked[:k] else 0.0 for i in range(n)],
-                             dtype=torch.float64)
+            p = torch.tensor(
+                [float(p[i]) if i in ranked[:k] else 0.0 for i in range(n)], dtype=torch.float64
+            )
         for i in range(n):
-            out[t] += layer.scaling * p[i] * (B[:, i * e:(i + 1) * e] @ (A[i * e:(i + 1) * e] @ flat[t]))
+            out[t] += (
+                layer.scaling
+                * p[i]
+                * (B[:, i * e : (i + 1) * e] @ (A[i * e : (i + 1) * e] @ flat[t]))
+            )
     return out.reshape(*x.shape[:-1], -1)
 
 
@@ -71,7 +85,9 @@ def test_fused_forward_equals_per_expert_loop(top_k):
     x = torch.randn(2, 3, 12)
     with torch.no_grad():
         fused = layer(x)
-    torch.testing.assert_close(fused.double(), _loop_reference(layer, x, top_k), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        fused.double(), _loop_reference(layer, x, top_k), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_top_k_keeps_k_experts_without_renormalising():

@@ -37,8 +37,18 @@ def test_step_budget_setting():
 
 
 def test_snapshots_every_ten_percent():
-    assert snapshot_steps(200) == {0.1: 20, 0.2: 40, 0.3: 60, 0.4: 80, 0.5: 100, 0.6: 120,
-                                   0.7: 140, 0.8: 160, 0.9: 180, 1.0: 200}
+    assert snapshot_steps(200) == {
+        0.1: 20,
+        0.2: 40,
+        0.3: 60,
+        0.4: 80,
+        0.5: 100,
+        0.6: 120,
+        0.7: 140,
+        0.8: 160,
+        0.9: 180,
+        1.0: 200,
+    }
     # 4 steps: round(0.4)=0→1, round(0.8)=1, round(1.2)=1, round(1.6)=2, 2.0, round(2.4)=2,
     # round(2.8)=3, round(3.2)=3, round(3.6)=4, 4
     assert list(snapshot_steps(4).values()) == [1, 1, 1, 2, 2, 2, 3, 3, 4, 4]
@@ -46,9 +56,9 @@ def test_snapshots_every_ten_percent():
 
 
 SCORES = {  # fraction → task → validation score, built so that the answers differ
-    0.2: {"x": 0.20, "y": 0.80},   # avg 0.50, best for y
-    0.5: {"x": 0.90, "y": 0.10},   # avg 0.50, best for x
-    1.0: {"x": 0.60, "y": 0.60},   # avg 0.60, best average
+    0.2: {"x": 0.20, "y": 0.80},  # avg 0.50, best for y
+    0.5: {"x": 0.90, "y": 0.10},  # avg 0.50, best for x
+    1.0: {"x": 0.60, "y": 0.60},  # avg 0.60, best average
 }
 
 
@@ -62,8 +72,14 @@ def test_per_task_best_picks_each_tasks_own_fraction():
 
 def test_selection_by_loss_minimises():
     losses = {f: {t: 1.0 - v for t, v in s.items()} for f, s in SCORES.items()}
-    assert select_fractions(losses, mode="shared_best_avg", higher_better=False) == {"x": 1.0, "y": 1.0}
-    assert select_fractions(losses, mode="per_task_best", higher_better=False) == {"x": 0.5, "y": 0.2}
+    assert select_fractions(losses, mode="shared_best_avg", higher_better=False) == {
+        "x": 1.0,
+        "y": 1.0,
+    }
+    assert select_fractions(losses, mode="per_task_best", higher_better=False) == {
+        "x": 0.5,
+        "y": 0.2,
+    }
 
 
 def test_ties_go_to_the_later_fraction_and_bad_mode_fails():
@@ -96,23 +112,33 @@ def test_lora_single_end_to_end_resume_and_compositions(tiny_world, tmp_path, ca
     assert all((run_dir / "adapters" / t / "adapter_model.safetensors").is_file() for t in tasks)
     chosen = set(r["single"]["chosen_fraction"].values())
     assert len(chosen) == 1  # shared_best_avg
-    first = {t: (run_dir / "adapters" / t / "adapter_model.safetensors").read_bytes() for t in tasks}
+    first = {
+        t: (run_dir / "adapters" / t / "adapter_model.safetensors").read_bytes() for t in tasks
+    }
     # a rerun (results.json gone) trains nothing again and keeps the same adapters
     (run_dir / "results.json").unlink()
     capsys.readouterr()
     code, _ = _job(tiny_world, tmp_path, "lora_single", *fast)
     assert code == 0
     assert capsys.readouterr().out.count("finished earlier, not retrained") == len(tasks)
-    assert all((run_dir / "adapters" / t / "adapter_model.safetensors").read_bytes() == first[t]
-               for t in tasks)
+    assert all(
+        (run_dir / "adapters" / t / "adapter_model.safetensors").read_bytes() == first[t]
+        for t in tasks
+    )
 
-    code, ta_dir = _job(tiny_world, tmp_path, "task_arithmetic", "method.ta.select_by=loss",
-                        "method.ta.grid=[0.0,0.5,1.0]")
+    code, ta_dir = _job(
+        tiny_world,
+        tmp_path,
+        "task_arithmetic",
+        "method.ta.select_by=loss",
+        "method.ta.grid=[0.0,0.5,1.0]",
+    )
     ta = read_json(ta_dir / "results.json")
     assert code == 0, ta.get("error")
     assert ta["ta"]["lambda"] in (0.0, 0.5, 1.0) and ta["ta"]["combine"] == "exact"
-    code, hub_dir = _job(tiny_world, tmp_path, "lorahub", "method.lorahub.budget=4",
-                         "method.lorahub.n_examples=2")
+    code, hub_dir = _job(
+        tiny_world, tmp_path, "lorahub", "method.lorahub.budget=4", "method.lorahub.n_examples=2"
+    )
     hub = read_json(hub_dir / "results.json")
     assert code == 0, hub.get("error")
     assert set(hub["lorahub"]["weights"]) == set(tasks)

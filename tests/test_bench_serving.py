@@ -38,8 +38,24 @@ def test_stream_is_balanced_and_in_random_task_order():
 
 def test_quick_run_reports_every_setup_and_ratio(tmp_path, capsys):
     out = tmp_path / "serving.json"
-    assert main(["--quick", "--batch-sizes", "2", "--per-task", "2", "--new-tokens", "2",
-                 "--repeats", "2", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--quick",
+                "--batch-sizes",
+                "2",
+                "--per-task",
+                "2",
+                "--new-tokens",
+                "2",
+                "--repeats",
+                "2",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     result = read_json(out)
     row = result["batch_sizes"][0]
     assert row["requests"] == 16 and row["tokens"] == 32
@@ -47,7 +63,7 @@ def test_quick_run_reports_every_setup_and_ratio(tmp_path, capsys):
     for e in row["setups"].values():
         assert len(e["raw"]) == 2 and all(len(r["batch_seconds"]) == e["batches"] for r in e["raw"])
     single, moelora = row["setups"]["single_mixed"], row["setups"]["moelora_mixed"]
-    assert single["adapter_bytes"] == pytest.approx(8 * 16 * 4 * 4880 * 4)   # 8 × LoRA r=16
+    assert single["adapter_bytes"] == pytest.approx(8 * 16 * 4 * 4880 * 4)  # 8 × LoRA r=16
     assert moelora["adapter_bytes"] < single["adapter_bytes"] / 7
     r = row["ratios"]["moelora_mixed_vs_base_time"]
     assert r["min"] <= r["median"] <= r["max"]

@@ -24,18 +24,31 @@ from tests.conftest import REPO_ROOT, compose
 
 METHODS = sorted(p.stem for p in (REPO_ROOT / "conf" / "method").glob("*.yaml"))
 # They compose the lora_single run; a short search keeps them to seconds.
-COMPOSED = {"task_arithmetic": ["method.ta.grid=[0.0,1.0]", "method.ta.val_per_task=2"],
-            "lorahub": ["method.lorahub.budget=3", "method.lorahub.n_examples=2"]}
+COMPOSED = {
+    "task_arithmetic": ["method.ta.grid=[0.0,1.0]", "method.ta.val_per_task=2"],
+    "lorahub": ["method.lorahub.budget=3", "method.lorahub.n_examples=2"],
+}
 
 
 def _overrides(tiny_world, tiny_chatglm, out: Path, *extra: str) -> list[str]:
     data_dir, _ = tiny_world
-    return [f"paths.root_dir={out}", f"data.root={data_dir}", "data.prepare=null",
-            "model=chatglm_6b", f"model.path={tiny_chatglm}", "model.dtype=float32",
-            "trainer=smoke", "logger=none", "progress=false", "trainer.eval.limit_per_task=1",
-            "trainer.eval.max_new_tokens=8",
-            "data.max_target_length=12", "data.max_source_length=96",
-            "data.max_truncated_fraction=1.0", *extra]
+    return [
+        f"paths.root_dir={out}",
+        f"data.root={data_dir}",
+        "data.prepare=null",
+        "model=chatglm_6b",
+        f"model.path={tiny_chatglm}",
+        "model.dtype=float32",
+        "trainer=smoke",
+        "logger=none",
+        "progress=false",
+        "trainer.eval.limit_per_task=1",
+        "trainer.eval.max_new_tokens=8",
+        "data.max_target_length=12",
+        "data.max_source_length=96",
+        "data.max_truncated_fraction=1.0",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +81,11 @@ def test_every_method_runs_on_chatglm(runs):
 
 def test_authors_task_ids(tiny_world, tiny_chatglm, tmp_path):
     """data.task_ids=authors: MOELoRA-peft's 17-row id table on ChatGLM-6B."""
-    cfg = compose(_overrides(tiny_world, tiny_chatglm, tmp_path, "method=moelora_dense",
-                             "data.task_ids=authors"))
+    cfg = compose(
+        _overrides(
+            tiny_world, tiny_chatglm, tmp_path, "method=moelora_dense", "data.task_ids=authors"
+        )
+    )
     assert run(cfg, tmp_path / "job") == 0
     r = read_json(tmp_path / "job" / "results.json")
     assert r["status"] == "success" and r["config"]["data"]["task_ids"] == "authors"
@@ -80,7 +96,7 @@ def test_authors_task_ids(tiny_world, tiny_chatglm, tmp_path):
 @pytest.fixture(scope="module")
 def moelora(runs):
     model, meta = load_run_model(runs["moelora_dense"])
-    with torch.no_grad():               # smoke training barely moves B: make the tasks differ
+    with torch.no_grad():  # smoke training barely moves B: make the tasks differ
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(std=0.2, generator=torch.Generator().manual_seed(len(name)))
@@ -89,7 +105,9 @@ def moelora(runs):
 
 def _batch(tiny_chatglm):
     tok = load_tokenizer(tiny_chatglm)
-    return tok(["患者咳嗽三天，诊断：", "Diagnosis:", "头痛\n恶心"], padding=True, return_tensors="pt")
+    return tok(
+        ["患者咳嗽三天，诊断：", "Diagnosis:", "头痛\n恶心"], padding=True, return_tensors="pt"
+    )
 
 
 def _logits(model, batch, task_ids):
@@ -104,8 +122,11 @@ def test_each_example_gets_its_own_task_on_the_sequence_first_layout(moelora, ti
     for i, task in enumerate((0, 3, 5)):
         alone = _logits(model, batch, torch.full((3,), task))[i]
         torch.testing.assert_close(mixed[i], alone, rtol=0, atol=1e-5)
-    assert not torch.allclose(_logits(model, batch, torch.full((3,), 0)),
-                              _logits(model, batch, torch.full((3,), 3)), atol=1e-3)
+    assert not torch.allclose(
+        _logits(model, batch, torch.full((3,), 0)),
+        _logits(model, batch, torch.full((3,), 3)),
+        atol=1e-3,
+    )
 
 
 def test_merge_and_unmerge_per_task(moelora, tiny_chatglm):
@@ -115,7 +136,7 @@ def test_merge_and_unmerge_per_task(moelora, tiny_chatglm):
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     routed = _logits(model, batch, torch.full((3,), 2))
     with merged_for_task(model, 2):
-        assert not moelora_layers(model)                 # the base architecture's modules only
+        assert not moelora_layers(model)  # the base architecture's modules only
         with torch.no_grad():
             merged = model(**batch).logits
     torch.testing.assert_close(merged, routed, rtol=1e-5, atol=1e-5)
@@ -137,5 +158,6 @@ def test_export_round_trip_to_stock_peft(moelora, runs, tiny_chatglm, tmp_path):
         peft_model = PeftModel.from_pretrained(base, str(paths[task_id])).eval()
         with torch.no_grad():
             got = peft_model(**batch).logits
-        torch.testing.assert_close(got, _logits(trained, batch, torch.full((3,), task_id)),
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            got, _logits(trained, batch, torch.full((3,), task_id)), rtol=1e-5, atol=1e-5
+        )

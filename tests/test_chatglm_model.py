@@ -46,22 +46,25 @@ class _Marker:
 
 
 @pytest.mark.parametrize("trust_remote_code", [False, True])
-def test_the_release_directory_loads_natively_and_runs_none_of_its_files(tiny_chatglm, tmp_path,
-                                                                        trust_remote_code):
+def test_the_release_directory_loads_natively_and_runs_none_of_its_files(
+    tiny_chatglm, tmp_path, trust_remote_code
+):
     """Its config.json and tokenizer_config.json keep their auto_map; the code files it names
     would leave a marker and fail. Even trust_remote_code=true takes the native classes."""
     ckpt = tmp_path / "chatglm-6b"
     shutil.copytree(tiny_chatglm, ckpt)
     marker = tmp_path / "remote_code_ran"
     for name in ("modeling_chatglm.py", "configuration_chatglm.py", "tokenization_chatglm.py"):
-        (ckpt / name).write_text(f"open({str(marker)!r}, 'w').close()\nraise RuntimeError('remote code')\n")
+        (ckpt / name).write_text(
+            f"open({str(marker)!r}, 'w').close()\nraise RuntimeError('remote code')\n"
+        )
     assert "auto_map" in (ckpt / "config.json").read_text()
     tok = load_tokenizer(ckpt, trust_remote_code=trust_remote_code)
     model = load_base_model(ckpt, dtype="float32", trust_remote_code=trust_remote_code)
     assert type(model) is ChatGLMForConditionalGeneration
     assert type(tok).__module__ == "moelora.models.chatglm.tokenization"
     assert not marker.exists()
-    assert model.transformer.word_embeddings.weight is model.lm_head.weight      # tied, as released
+    assert model.transformer.word_embeddings.weight is model.lm_head.weight  # tied, as released
 
 
 def test_a_shard_that_is_not_plain_tensors_is_refused_unexecuted(tiny_chatglm, tmp_path):
@@ -74,15 +77,17 @@ def test_a_shard_that_is_not_plain_tensors_is_refused_unexecuted(tiny_chatglm, t
         pickle.dump({**tensors, "extra": _Marker(str(marker))}, f)
     with pytest.raises(ValueError, match="pytorch_model-00008-of-00008.bin.*weights_only"):
         load_bin(shard)
-    with pytest.raises(Exception):                   # noqa: B017 - transformers' own refusal
+    with pytest.raises(Exception):  # noqa: B017 - transformers' own refusal
         load_base_model(ckpt, dtype="float32")
     assert not marker.exists()
 
 
 def test_conversion_to_safetensors_keeps_the_model(tiny_chatglm, tmp_path, tok, model, capsys):
     load_base_model(tiny_chatglm, dtype="float32")
-    assert "convert once to safetensors with: python -m moelora.models.chatglm.checkpoint" in \
-        capsys.readouterr().out
+    assert (
+        "convert once to safetensors with: python -m moelora.models.chatglm.checkpoint"
+        in capsys.readouterr().out
+    )
     out = tmp_path / "chatglm-6b-st"
     main([str(tiny_chatglm), "--out", str(out)])
     assert "tensors written" in capsys.readouterr().out
@@ -101,15 +106,17 @@ def test_conversion_to_safetensors_keeps_the_model(tiny_chatglm, tmp_path, tok, 
 def test_left_padded_batched_generation_equals_one_by_one(tok, model):
     batch = tok(PROMPTS, padding=True, return_tensors="pt")
     with torch.no_grad():
-        batched = model.generate(**batch, **GREEDY)[:, batch["input_ids"].shape[1]:]
+        batched = model.generate(**batch, **GREEDY)[:, batch["input_ids"].shape[1] :]
         for row, prompt in zip(batched, PROMPTS):
             alone = tok([prompt], return_tensors="pt")
-            one = model.generate(**alone, **GREEDY)[0, alone["input_ids"].shape[1]:]
+            one = model.generate(**alone, **GREEDY)[0, alone["input_ids"].shape[1] :]
             assert row.tolist() == one.tolist()
 
 
 def test_right_padded_rows_equal_each_sequence_alone(tok, model):
-    ids = [tok(p)["input_ids"] + tok("答案", add_special_tokens=False)["input_ids"] for p in PROMPTS]
+    ids = [
+        tok(p)["input_ids"] + tok("答案", add_special_tokens=False)["input_ids"] for p in PROMPTS
+    ]
     width = max(map(len, ids))
     batch = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in ids])
     mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in ids])
@@ -131,11 +138,15 @@ def test_decoding_with_the_cache_equals_the_full_forward(tok, model):
         steps = [out.logits[:, -1]]
         for t in range(5):
             pos = batch["input_ids"].shape[1] + t
-            out = model(input_ids=seq[:, pos: pos + 1], attention_mask=mask[:, : pos + 1],
-                        past_key_values=out.past_key_values, use_cache=True)
+            out = model(
+                input_ids=seq[:, pos : pos + 1],
+                attention_mask=mask[:, : pos + 1],
+                past_key_values=out.past_key_values,
+                use_cache=True,
+            )
             steps.append(out.logits[:, -1])
     start = batch["input_ids"].shape[1] - 1
-    torch.testing.assert_close(torch.stack(steps, 1), full[:, start: start + 6], rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.stack(steps, 1), full[:, start : start + 6], rtol=0, atol=1e-5)
 
 
 def test_gradient_checkpointing_gives_the_same_moelora_gradients(tiny_chatglm, tok):
@@ -144,9 +155,15 @@ def test_gradient_checkpointing_gives_the_same_moelora_gradients(tiny_chatglm, t
     def grads(checkpointing: bool) -> dict[str, torch.Tensor]:
         model = load_base_model(tiny_chatglm, dtype="float32", gradient_checkpointing=checkpointing)
         torch.manual_seed(0)
-        build(model, tasks=["a", "b"], target_modules=["query_key_value", "dense", "dense_h_to_4h",
-                                                       "dense_4h_to_h"],
-              num_experts=2, rank=4, dropout=0.0, batch_axis=1)
+        build(
+            model,
+            tasks=["a", "b"],
+            target_modules=["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+            num_experts=2,
+            rank=4,
+            dropout=0.0,
+            batch_axis=1,
+        )
         for n, p in model.named_parameters():
             if "lora_B" in n:
                 torch.nn.init.normal_(p, std=0.1)
@@ -158,22 +175,24 @@ def test_gradient_checkpointing_gives_the_same_moelora_gradients(tiny_chatglm, t
 
     plain, ckpt = grads(False), grads(True)
     assert plain.keys() == ckpt.keys() and any("task_embedding" in n for n in plain)
-    assert len(plain) == 2 * 4 * 2 + 2          # A, B of 4 linears x 2 blocks + E, W_T
+    assert len(plain) == 2 * 4 * 2 + 2  # A, B of 4 linears x 2 blocks + E, W_T
     for name in plain:
         assert plain[name].abs().sum() > 0, name
         torch.testing.assert_close(ckpt[name], plain[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
 @pytest.mark.parametrize("variant", ["v1_prompt_encoder", "v2_prefix"])
-def test_prompt_learning_batched_generation_equals_one_by_one_and_trains(tiny_chatglm, tok, variant):
+def test_prompt_learning_batched_generation_equals_one_by_one_and_trains(
+    tiny_chatglm, tok, variant
+):
     """P-Tuning passes embeddings (v1) or a key/value prefix (v2); the layout is found in them.
     (peft refuses prefix tuning under gradient checkpointing, so v2 runs without.)"""
     from baselines.ptuning import build
 
-    base = load_base_model(tiny_chatglm, dtype="float32",
-                           gradient_checkpointing=variant == "v1_prompt_encoder")
-    model = build(base,
-                  tasks=[], target_modules=[], variant=variant, num_virtual_tokens=4)
+    base = load_base_model(
+        tiny_chatglm, dtype="float32", gradient_checkpointing=variant == "v1_prompt_encoder"
+    )
+    model = build(base, tasks=[], target_modules=[], variant=variant, num_virtual_tokens=4)
     with torch.no_grad():
         for p in model.parameters():
             if p.requires_grad:
@@ -190,8 +209,9 @@ def test_prompt_learning_batched_generation_equals_one_by_one_and_trains(tiny_ch
     loss = model(**batch, labels=labels).loss
     loss.backward()
     assert torch.isfinite(loss)
-    assert all(p.grad is not None and p.grad.abs().sum() > 0
-               for p in model.parameters() if p.requires_grad)
+    assert all(
+        p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters() if p.requires_grad
+    )
 
 
 def test_float16_runs_and_stays_close_to_float32(tiny_chatglm, tok, model):
@@ -212,14 +232,21 @@ def test_chatglm_6b_shapes_and_parameter_count():
     with torch.device("meta"):
         model = ChatGLMForConditionalGeneration(ChatGLMConfig())
     names = set(model.state_dict())
-    assert len(names) == 368 - 28            # the release's keys less the 28 rotary buffers
-    assert {"transformer.word_embeddings.weight", "lm_head.weight", "transformer.final_layernorm.bias",
-            "transformer.layers.27.attention.query_key_value.weight",
-            "transformer.layers.0.mlp.dense_4h_to_h.bias"} <= names
+    assert len(names) == 368 - 28  # the release's keys less the 28 rotary buffers
+    assert {
+        "transformer.word_embeddings.weight",
+        "lm_head.weight",
+        "transformer.final_layernorm.bias",
+        "transformer.layers.27.attention.query_key_value.weight",
+        "transformer.layers.0.mlp.dense_4h_to_h.bias",
+    } <= names
     assert sum(p.numel() for p in model.parameters()) == 6_173_286_400
     targets = ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h")
-    lora = sum(16 * (m.in_features + m.out_features) for n, m in model.named_modules()
-               if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in targets)
+    lora = sum(
+        16 * (m.in_features + m.out_features)
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and n.rsplit(".", 1)[-1] in targets
+    )
     assert lora == chatglm6b_param_counts("lora")["trainable"] == 29_360_128
 
 
@@ -241,8 +268,9 @@ def test_tokenizer_save_and_reload_and_attention_choice(tiny_chatglm, tok, tmp_p
     again = load_tokenizer(tmp_path)
     text = "患者  咳嗽\n[gMASK] end"
     assert again(text)["input_ids"] == tok(text)["input_ids"]
-    assert again.decode(again(text)["input_ids"], skip_special_tokens=True) == \
-        tok.decode(tok(text)["input_ids"], skip_special_tokens=True)
+    assert again.decode(again(text)["input_ids"], skip_special_tokens=True) == tok.decode(
+        tok(text)["input_ids"], skip_special_tokens=True
+    )
     eager = load_base_model(tiny_chatglm, dtype="float32", attn_implementation="eager")
     assert eager.config._attn_implementation == "eager"
     assert load_base_model(tiny_chatglm, dtype="float32").config._attn_implementation == "sdpa"

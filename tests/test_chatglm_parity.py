@@ -18,9 +18,11 @@ from moelora.models.chatglm.tiny import fixture_digest
 from moelora.models.loading import load_base_model, load_tokenizer
 from tests.conftest import REPO_ROOT
 
-GOLDEN = json.loads((REPO_ROOT / "tests" / "golden" / "chatglm_v1.json").read_text(encoding="utf-8"))
+GOLDEN = json.loads(
+    (REPO_ROOT / "tests" / "golden" / "chatglm_v1.json").read_text(encoding="utf-8")
+)
 TENSORS = load_file(str(REPO_ROOT / "tests" / "golden" / "chatglm_v1.safetensors"))
-TOL = 1e-5          # fp32 logits, max abs diff (issue #15)
+TOL = 1e-5  # fp32 logits, max abs diff (issue #15)
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +34,10 @@ def tok(tiny_chatglm):
 def model(request, tiny_chatglm):
     from transformers import AutoModelForCausalLM
 
-    load_tokenizer(tiny_chatglm)        # registers the native classes
-    return AutoModelForCausalLM.from_pretrained(str(tiny_chatglm), dtype=torch.float32,
-                                                attn_implementation=request.param).eval()
+    load_tokenizer(tiny_chatglm)  # registers the native classes
+    return AutoModelForCausalLM.from_pretrained(
+        str(tiny_chatglm), dtype=torch.float32, attn_implementation=request.param
+    ).eval()
 
 
 def test_the_fixture_is_the_one_the_goldens_were_made_with(tiny_chatglm):
@@ -47,9 +50,16 @@ def test_token_ids_pieces_and_decodings_equal_the_original(tok, tiny_chatglm):
     from transformers import AutoTokenizer
 
     tok16 = AutoTokenizer.from_pretrained(str(tiny_chatglm), num_image_tokens=16)
-    assert {k: tok.convert_tokens_to_ids(t) for k, t in
-            [("mask", "[MASK]"), ("gmask", "[gMASK]"), ("sop", "<sop>"), ("eop", "<eop>"),
-             ("pad", "<pad>")]} == GOLDEN["special_ids"]
+    assert {
+        k: tok.convert_tokens_to_ids(t)
+        for k, t in [
+            ("mask", "[MASK]"),
+            ("gmask", "[gMASK]"),
+            ("sop", "<sop>"),
+            ("eop", "<eop>"),
+            ("pad", "<pad>"),
+        ]
+    } == GOLDEN["special_ids"]
     for case in GOLDEN["texts"]:
         text = case["text"]
         ids = tok(text, add_special_tokens=False)["input_ids"]
@@ -81,13 +91,17 @@ def test_left_padded_batch_layout_equals_the_original_tokenizers(tok):
     batch = tok(p["texts"], padding=True, return_tensors="pt")
     assert batch["input_ids"].tolist() == p["input_ids"]
     real = batch["attention_mask"].bool()
-    assert (~real).any()                                   # the batch really is left-padded
-    position_ids, context_end = chunk_layout(batch["input_ids"], real, bos_token_id=tok.bos_token_id,
-                                             mask_token_id=tok.mask_token_id,
-                                             gmask_token_id=tok.gmask_token_id)
+    assert (~real).any()  # the batch really is left-padded
+    position_ids, context_end = chunk_layout(
+        batch["input_ids"],
+        real,
+        bos_token_id=tok.bos_token_id,
+        mask_token_id=tok.mask_token_id,
+        gmask_token_id=tok.gmask_token_id,
+    )
     assert position_ids.tolist() == p["position_ids"]
     allowed = prefix_lm_allowed(real, query_length=real.shape[1], context_end=context_end)
-    masked = torch.tensor(p["attention_mask"])             # original: True = masked
+    masked = torch.tensor(p["attention_mask"])  # original: True = masked
     assert torch.equal(allowed, ~masked)
 
 
@@ -118,16 +132,24 @@ def test_right_padded_training_batch_of_the_harness_equals_the_original(tok, mod
     from moelora.method.tasks import TaskMap
 
     train = GOLDEN["train"]
-    enc = Encoder(tok, TaskMap(["CMeIE"]), max_source_length=64, max_target_length=32,
-                  add_special_tokens=True)
-    batch = enc.collate_train([enc.train_example({"input": p, "target": a, "task_dataset": "CMeIE"})
-                               for p, a in train["pairs"]])
+    enc = Encoder(
+        tok, TaskMap(["CMeIE"]), max_source_length=64, max_target_length=32, add_special_tokens=True
+    )
+    batch = enc.collate_train(
+        [
+            enc.train_example({"input": p, "target": a, "task_dataset": "CMeIE"})
+            for p, a in train["pairs"]
+        ]
+    )
     assert batch["input_ids"].tolist() == train["input_ids"]
     assert batch["labels"].tolist() == train["labels"]
     assert batch["attention_mask"].tolist() == train["padding_mask"]
     with torch.no_grad():
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                    labels=batch["labels"])
+        out = model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=batch["labels"],
+        )
     real = batch["attention_mask"].bool()
     diff = (out.logits - TENSORS["train_logits"]).abs()[real].max().item()
     assert diff <= TOL, f"max abs logit diff {diff:.2e}"
@@ -153,14 +175,24 @@ def test_generation_through_the_harness_equals_the_original(tok, model):
 
     gen = GOLDEN["generation"]
     width = len(GOLDEN["prompts"]["input_ids"][0])
-    enc = Encoder(tok, TaskMap(["CMeIE"]), max_source_length=64, max_target_length=16,
-                  add_special_tokens=True)
-    records = [{"input": p, "target": "", "task_dataset": "CMeIE", "sample_id": str(i)}
-               for i, p in enumerate(GOLDEN["prompts"]["texts"])]
+    enc = Encoder(
+        tok, TaskMap(["CMeIE"]), max_source_length=64, max_target_length=16, add_special_tokens=True
+    )
+    records = [
+        {"input": p, "target": "", "task_dataset": "CMeIE", "sample_id": str(i)}
+        for i, p in enumerate(GOLDEN["prompts"]["texts"])
+    ]
     assert enc.collate_generate(records)["input_ids"].tolist() == GOLDEN["prompts"]["input_ids"]
-    out = generate_predictions(model, enc, records, seed=0, progress=False,
-                               decoding=DecodingSettings(mode="greedy", batch_size=2,
-                                                         max_new_tokens=gen["max_new_tokens"]))
+    out = generate_predictions(
+        model,
+        enc,
+        records,
+        seed=0,
+        progress=False,
+        decoding=DecodingSettings(
+            mode="greedy", batch_size=2, max_new_tokens=gen["max_new_tokens"]
+        ),
+    )
     want = [tok.decode(seq[width:], skip_special_tokens=True).strip() for seq in gen["sequences"]]
     assert [p["target"] for p in out.predictions] == want
     assert any(want)

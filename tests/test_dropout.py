@@ -44,7 +44,9 @@ def test_bits16_keeps_each_entry_with_the_stated_probability_and_expectation_one
         dropped = float((mask == 0).double().mean())
         lo, hi = _drop_fraction_bounds(t / LEVELS, mask.numel())
         assert lo < dropped < hi, (p, dropped)
-        assert float(mask.double().mean()) == pytest.approx(1.0, abs=6 * math.sqrt(p / (1 - p) / 1e6))
+        assert float(mask.double().mean()) == pytest.approx(
+            1.0, abs=6 * math.sqrt(p / (1 - p) / 1e6)
+        )
 
 
 def test_bits16_uses_all_four_lanes_of_every_draw():
@@ -60,7 +62,7 @@ def test_bits16_uses_all_four_lanes_of_every_draw():
 
 def test_bits16_masks_follow_the_seed_and_odd_sizes_work():
     torch.manual_seed(7)
-    a = bits16_mask((3, 5, 7), 0.1)          # 105 entries: not a multiple of 4
+    a = bits16_mask((3, 5, 7), 0.1)  # 105 entries: not a multiple of 4
     b = bits16_mask((3, 5, 7), 0.1)
     torch.manual_seed(7)
     assert torch.equal(a, bits16_mask((3, 5, 7), 0.1))
@@ -116,7 +118,9 @@ def test_bits16_leaves_tensors_off_the_cpu_to_torch(monkeypatch):
     """On an accelerator torch's fused kernel is used (a meta tensor stands in for one here)."""
     calls = []
     real = F.dropout
-    monkeypatch.setattr(F, "dropout", lambda x, p, training: calls.append(x.device.type) or real(x, p, training))
+    monkeypatch.setattr(
+        F, "dropout", lambda x, p, training: calls.append(x.device.type) or real(x, p, training)
+    )
     with mask_sampling("bits16"):
         out = dropout(torch.empty(2, 3, device="meta"), 0.1)
         dropout(torch.ones(2, 3), 0.1)
@@ -129,11 +133,18 @@ def _tiny_lora():
     from baselines.lora import build
 
     torch.manual_seed(0)
-    base = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
-                                        num_hidden_layers=2, num_attention_heads=4,
-                                        num_key_value_heads=2))
+    base = LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    )
     model = build(base, tasks=["a"], target_modules=["q_proj", "v_proj"], rank=4, dropout=0.1)
-    for name, p in model.named_parameters():      # a trained-looking adapter: B != 0
+    for name, p in model.named_parameters():  # a trained-looking adapter: B != 0
         if "lora_B" in name:
             p.data.normal_(std=0.5)
     return model.train()
@@ -144,8 +155,8 @@ def test_use_in_swaps_peft_dropout_and_changes_nothing_under_torch_masks():
     ids = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
     torch.manual_seed(11)
     before = model(input_ids=ids).logits
-    assert use_in(model) == 4                       # 2 layers x (q_proj, v_proj)
-    assert use_in(model) == 0                       # already swapped
+    assert use_in(model) == 4  # 2 layers x (q_proj, v_proj)
+    assert use_in(model) == 0  # already swapped
     kinds = {type(m) for n, m in model.named_modules() if n.endswith("lora_dropout.default")}
     assert kinds == {Dropout}
     torch.manual_seed(11)
@@ -156,7 +167,7 @@ def test_use_in_swaps_peft_dropout_and_changes_nothing_under_torch_masks():
     model.eval()
     with mask_sampling("bits16"):
         plain = model(input_ids=ids).logits
-    assert torch.equal(plain, model(input_ids=ids).logits)   # no dropout in eval mode
+    assert torch.equal(plain, model(input_ids=ids).logits)  # no dropout in eval mode
     assert isinstance(Dropout(0.1), nn.Dropout)
 
 
@@ -178,9 +189,14 @@ def test_the_trainer_checks_and_uses_the_setting(tiny_world, tmp_path):
     cfg = compose(tiny_overrides(tiny_world, tmp_path, "method=moelora_dense"))
     assert cfg.trainer.dropout_masks == "bits16"
     task_map = TaskMap(cfg.data.tasks)
-    ctx = RunContext(cfg=cfg, run_dir=tmp_path, task_map=task_map,
-                     splits=load_splits(cfg, task_map), accelerator=Accelerator(cpu=True),
-                     logger=NoneLogger())
+    ctx = RunContext(
+        cfg=cfg,
+        run_dir=tmp_path,
+        task_map=task_map,
+        splits=load_splits(cfg, task_map),
+        accelerator=Accelerator(cpu=True),
+        logger=NoneLogger(),
+    )
     assert ctx.train_settings().dropout_masks == "bits16"
 
     def weights(masks: str) -> dict[str, torch.Tensor]:
@@ -189,9 +205,16 @@ def test_the_trainer_checks_and_uses_the_setting(tiny_world, tmp_path):
         model = ctx.build_adapter(model)
         enc = ctx.encoder(tok)
         settings = replace(ctx.train_settings(max_steps=2), dropout_masks=masks, progress=False)
-        train(model, enc, ctx.splits["train"], settings=settings,
-              sampler=ctx.sampler(enc, ctx.splits["train"]), accelerator=ctx.accelerator,
-              ckpt_dir=None, adapter_meta=ctx.adapter_meta())
+        train(
+            model,
+            enc,
+            ctx.splits["train"],
+            settings=settings,
+            sampler=ctx.sampler(enc, ctx.splits["train"]),
+            accelerator=ctx.accelerator,
+            ckpt_dir=None,
+            adapter_meta=ctx.adapter_meta(),
+        )
         return {k: v.clone() for k, v in trainable_state_dict(model).items()}
 
     with pytest.raises(ValueError, match=r"dropout_masks='fast'.*bits16, torch"):
@@ -242,8 +265,9 @@ def test_bits16_on_a_gpu_is_torchs_fused_dropout():
         assert torch.equal(dropout(x, 0.1), want)
 
     torch.manual_seed(0)
-    layer = MoELoRALinear(nn.Linear(64, 48), num_experts=4, rank=8, alpha=16, dropout=0.1,
-                          weight_source=Source()).cuda()
+    layer = MoELoRALinear(
+        nn.Linear(64, 48), num_experts=4, rank=8, alpha=16, dropout=0.1, weight_source=Source()
+    ).cuda()
     nn.init.normal_(layer.lora_B, std=0.1)
     model = _tiny_lora().cuda()
     use_in(model)

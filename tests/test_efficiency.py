@@ -13,8 +13,27 @@ from moelora.utils.io import read_json
 def measured(smoke_runs, tmp_path_factory):
     root = smoke_runs["lora_full"].parents[2]
     out = tmp_path_factory.mktemp("efficiency") / "efficiency.json"
-    assert main(["--results", str(root), "--experiment", "default", "--repeats", "3",
-                 "--steps", "2", "--per-task", "1", "--new-tokens", "3", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--results",
+                str(root),
+                "--experiment",
+                "default",
+                "--repeats",
+                "3",
+                "--steps",
+                "2",
+                "--per-task",
+                "1",
+                "--new-tokens",
+                "3",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return read_json(out)
 
 
@@ -24,12 +43,12 @@ def test_every_repetition_of_every_method_is_kept(measured, smoke_runs):
     (group,) = measured["groups"]
     assert set(group["methods"]) == set(smoke_runs)
     names = sorted(smoke_runs)
-    assert group["orders"] == [names, names[::-1], names]          # alternated
+    assert group["orders"] == [names, names[::-1], names]  # alternated
     for method, m in group["methods"].items():
         assert m["run_dir"] == str(smoke_runs[method])
         assert len(m["train_step_seconds"]) == 3
         assert all(len(r) == 2 and min(r) > 0 for r in m["train_step_seconds"])
-        assert m["test_examples"] == 8 and m["train_batch_size"] == 4   # trainer=smoke
+        assert m["test_examples"] == 8 and m["train_batch_size"] == 4  # trainer=smoke
         for s in m["strategies"]:
             assert len(m["latency"][s]) == 3 and min(m["latency"][s]) > 0
         assert ("grouped_merged" in m["strategies"]) == m["mergeable"]
@@ -55,8 +74,9 @@ def test_training_measurement_leaves_the_adapter_as_saved(smoke_runs):
     from accelerate import Accelerator
 
     entry = find_runs(smoke_runs["lora_full"].parents[2], "default")[("medsynth", "")]["molora"]
-    s = Subject("molora", entry, accelerator=Accelerator(cpu=True), steps=1, per_task=1,
-                new_tokens=2)
+    s = Subject(
+        "molora", entry, accelerator=Accelerator(cpu=True), steps=1, per_task=1, new_tokens=2
+    )
     before = [p.detach().clone() for p in s.params]
     assert len(s.train(2)) == 2
     assert all(torch.equal(a, b) for a, b in zip(before, s.params))
@@ -71,12 +91,17 @@ def test_step_memory_is_measured_on_one_micro_batch_and_repeats_exactly(smoke_ru
 
     from moelora.utils.measure import peak_memory
 
-    entry = find_runs(smoke_runs["lora_full"].parents[2], "default")[("medsynth", "")]["moelora_dense"]
-    s = Subject("moelora_dense", entry, accelerator=Accelerator(cpu=True), steps=1, per_task=1,
-                new_tokens=2)
-    assert s.ctx.train_settings(max_steps=1).length_groups > 1   # the case that needs it
-    measure = [peak_memory(lambda: s.loop(1, one_micro_batch=True), s.params, s.accelerator.device)
-               for _ in range(3)]
+    entry = find_runs(smoke_runs["lora_full"].parents[2], "default")[("medsynth", "")][
+        "moelora_dense"
+    ]
+    s = Subject(
+        "moelora_dense", entry, accelerator=Accelerator(cpu=True), steps=1, per_task=1, new_tokens=2
+    )
+    assert s.ctx.train_settings(max_steps=1).length_groups > 1  # the case that needs it
+    measure = [
+        peak_memory(lambda: s.loop(1, one_micro_batch=True), s.params, s.accelerator.device)
+        for _ in range(3)
+    ]
     assert measure[0] > 0 and measure == [measure[0]] * 3
 
 

@@ -19,8 +19,11 @@ CHOICES = ["管状腺瘤", "胃炎"]
 
 
 def _gold() -> list[dict]:
-    return [rec("CHIP-CDN", "管状腺瘤", "d1", CHOICES), rec("KUAKE-QIC", "就医建议", "q1"),
-            rec("MedDG", "多喝水。", "m1")]
+    return [
+        rec("CHIP-CDN", "管状腺瘤", "d1", CHOICES),
+        rec("KUAKE-QIC", "就医建议", "q1"),
+        rec("MedDG", "多喝水。", "m1"),
+    ]
 
 
 def test_matched_by_sample_id_and_scored_in_gold_order():
@@ -38,17 +41,20 @@ def test_prediction_uses_its_own_answer_choices():
     assert score_records(gold, pred, tasks=["CHIP-CDN"]).scores["CHIP-CDN"] == 0.0
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda p: p.pop(), "have no prediction"),
-    (lambda p: p.append(rec("MedDG", "x", "zzz")), "extra sample_id 'zzz'"),
-    (lambda p: p.append(dict(p[0])), "duplicate sample_id 'd1'"),
-    (lambda p: p[1].update(task_dataset="CHIP-CTC"), "task_dataset 'CHIP-CTC' but 'KUAKE-QIC'"),
-    (lambda p: p[1].update(task_dataset="CMeIE-V2"), "unknown task 'CMeIE-V2'"),
-    (lambda p: p[0].pop("answer_choices"), "no answer_choices"),
-    (lambda p: p[0].update(answer_choices=None), "answer_choices must be a list"),
-    (lambda p: p[2].update(target=None), "target of sample_id 'm1' must be a string"),
-    (lambda p: p[2].pop("sample_id"), "missing field"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda p: p.pop(), "have no prediction"),
+        (lambda p: p.append(rec("MedDG", "x", "zzz")), "extra sample_id 'zzz'"),
+        (lambda p: p.append(dict(p[0])), "duplicate sample_id 'd1'"),
+        (lambda p: p[1].update(task_dataset="CHIP-CTC"), "task_dataset 'CHIP-CTC' but 'KUAKE-QIC'"),
+        (lambda p: p[1].update(task_dataset="CMeIE-V2"), "unknown task 'CMeIE-V2'"),
+        (lambda p: p[0].pop("answer_choices"), "no answer_choices"),
+        (lambda p: p[0].update(answer_choices=None), "answer_choices must be a list"),
+        (lambda p: p[2].update(target=None), "target of sample_id 'm1' must be a string"),
+        (lambda p: p[2].pop("sample_id"), "missing field"),
+    ],
+)
 def test_bad_predictions_raise(edit, match):
     gold = _gold()
     pred = [dict(r) for r in gold]
@@ -97,6 +103,11 @@ def test_jieba_and_rouge_are_imported_only_in_compat_mode():
         "assert score_records(g, g).scores['CHIP-CDN'] == 1.0\n"
         "assert 'jieba' not in sys.modules and 'rouge' not in sys.modules\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr

@@ -17,13 +17,22 @@ CHOICES = ["管状腺瘤", "胃炎"]
 
 
 def _gold() -> list[dict]:
-    return [rec("CHIP-CDN", "管状腺瘤", "d1", CHOICES), rec("CHIP-CDN", "胃炎", "d2", CHOICES),
-            rec("KUAKE-QIC", "就医建议", "q1"), rec("MedDG", "多喝水。", "m1")]
+    return [
+        rec("CHIP-CDN", "管状腺瘤", "d1", CHOICES),
+        rec("CHIP-CDN", "胃炎", "d2", CHOICES),
+        rec("KUAKE-QIC", "就医建议", "q1"),
+        rec("MedDG", "多喝水。", "m1"),
+    ]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "moelora.evaluation", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "moelora.evaluation", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture()
@@ -36,12 +45,13 @@ def files(tmp_path):
         else:
             write_jsonl(pred_path, pred if pred is not None else _gold())
         return ["--gold", str(gold_path), "--pred", str(pred_path)]
+
     return make
 
 
 def test_cli_scores_out_and_detail(files, tmp_path):
     pred = _gold()[::-1]
-    pred[0] = {**pred[0], "target": "多喝水"}        # MedDG: 3 of 4 tokens
+    pred[0] = {**pred[0], "target": "多喝水"}  # MedDG: 3 of 4 tokens
     pred[2] = {**pred[2], "target": "管状腺瘤，胃炎"}  # d2: one FP
     out = tmp_path / "scores.json"
     proc = _run(*files(pred), "--out", str(out), "--detail")
@@ -51,10 +61,11 @@ def test_cli_scores_out_and_detail(files, tmp_path):
     assert scores["mode"] == "official"
     assert scores["CHIP-CDN"] == pytest.approx(2 * (2 / 3) / (2 / 3 + 1))  # TP 2, FP 1
     assert scores["KUAKE-QIC"] == 1.0
-    assert scores["MedDG"] == pytest.approx(2 * 0.75 / (1.75 + 1e-8))      # P 1, R 3/4
+    assert scores["MedDG"] == pytest.approx(2 * 0.75 / (1.75 + 1e-8))  # P 1, R 3/4
     assert json.loads(out.read_text(encoding="utf-8")) == scores
     assert scores["detail"]["CHIP-CDN"] == pytest.approx(
-        {"precision": 2 / 3, "recall": 1.0, "micro_f1": 0.8})
+        {"precision": 2 / 3, "recall": 1.0, "micro_f1": 0.8}
+    )
     assert {"rouge_1", "rouge_2", "rouge_l"} <= set(scores["detail"]["MedDG"])
 
 
@@ -81,14 +92,17 @@ def test_cli_toy_dev(shared_dir):
     assert scores["MedDG"] == pytest.approx(0.999999995, abs=1e-12)
 
 
-@pytest.mark.parametrize("case, match", [
-    ("missing", "1 gold sample(s) have no prediction"),
-    ("extra", "pred.jsonl:5: extra sample_id 'zzz'"),
-    ("duplicate", "pred.jsonl:5: duplicate sample_id 'd1' (first at "),
-    ("malformed", "pred.jsonl:3: malformed JSON"),
-    ("unknown_task", "pred.jsonl:4: unknown task 'MedDG-V2'"),
-    ("unknown_cli_task", "unknown task 'NOPE'"),
-])
+@pytest.mark.parametrize(
+    "case, match",
+    [
+        ("missing", "1 gold sample(s) have no prediction"),
+        ("extra", "pred.jsonl:5: extra sample_id 'zzz'"),
+        ("duplicate", "pred.jsonl:5: duplicate sample_id 'd1' (first at "),
+        ("malformed", "pred.jsonl:3: malformed JSON"),
+        ("unknown_task", "pred.jsonl:4: unknown task 'MedDG-V2'"),
+        ("unknown_cli_task", "unknown task 'NOPE'"),
+    ],
+)
 def test_cli_bad_input_exits_2(files, case, match):
     gold = _gold()
     lines = [json.dumps(r, ensure_ascii=False) for r in gold]

@@ -32,27 +32,36 @@ def test_qic_empty_prediction_is_its_own_class():
     """[就医建议, 非上述类型] vs [就医建议, ""]: classes {"", 就医建议, 非上述类型} → 1/3
     (official: "" → 非上述类型, all right → 1)."""
     gold, pred = ["就医建议", "非上述类型"], ["就医建议", ""]
-    assert score_task("KUAKE-QIC", gold, pred, mode=COMPAT).scores["KUAKE-QIC"] == \
-        pytest.approx(1 / 3, abs=1e-12)
+    assert score_task("KUAKE-QIC", gold, pred, mode=COMPAT).scores["KUAKE-QIC"] == pytest.approx(
+        1 / 3, abs=1e-12
+    )
     assert score_task("KUAKE-QIC", gold, pred).scores["KUAKE-QIC"] == 1.0
 
 
 def test_list_based_counting_with_duplicates():
     """gold [a], pred [a, b, b]: TP 1, FP 2 → P 1/3, R 1 → F1 0.5 (official sets: 2/3).
     gold [a, a], pred [a]: TP 2, FN 0, FP 0 → 1.0. gold [a, c], pred [a, a]: TP 1, FN 1 → 2/3."""
+
     def ner(*mentions: str) -> str:
         return f"{NER_HEAD}\n疾病实体：{'，'.join(mentions)}"
 
     report = score_task("CMeEE-V2", [ner("a")], [ner("a", "b", "b")], ["疾病"], mode=COMPAT)
     assert report.scores["CMeEE-V2"] == pytest.approx(0.5, abs=1e-12)
     assert report.detail["CMeEE-V2"] == pytest.approx(
-        {"precision": 1 / 3, "recall": 1.0, "micro_f1": 0.5})
+        {"precision": 1 / 3, "recall": 1.0, "micro_f1": 0.5}
+    )
     assert score_task("CMeEE-V2", [ner("a")], [ner("a", "b", "b")], ["疾病"]).scores[
-        "CMeEE-V2"] == pytest.approx(2 / 3)
-    assert score_task("CMeEE-V2", [ner("a", "a")], [ner("a")], ["疾病"],
-                      mode=COMPAT).scores["CMeEE-V2"] == 1.0
-    assert score_task("CMeEE-V2", [ner("a", "c")], [ner("a", "a")], ["疾病"],
-                      mode=COMPAT).scores["CMeEE-V2"] == pytest.approx(2 / 3, abs=1e-12)
+        "CMeEE-V2"
+    ] == pytest.approx(2 / 3)
+    assert (
+        score_task("CMeEE-V2", [ner("a", "a")], [ner("a")], ["疾病"], mode=COMPAT).scores[
+            "CMeEE-V2"
+        ]
+        == 1.0
+    )
+    assert score_task("CMeEE-V2", [ner("a", "c")], [ner("a", "a")], ["疾病"], mode=COMPAT).scores[
+        "CMeEE-V2"
+    ] == pytest.approx(2 / 3, abs=1e-12)
 
 
 def test_tp_zero_is_undefined_not_a_crash():
@@ -86,7 +95,7 @@ def test_rouge_101_uses_distinct_tokens():
 
 
 def test_mrg_missing_section_scores_zero_per_sample_mean():
-    """"-" is glued to the first jieba word: "-便秘 两天" vs "-便秘" → P 1/2, R 1, while
+    """ "-" is glued to the first jieba word: "-便秘 两天" vs "-便秘" → P 1/2, R 1, while
     "-小儿 便秘" vs "-便秘" has no common token → 0. An absent section scores 0.
     Sample 1: gold {主诉: 便秘, 辅助检查: ""}, pred {主诉: 便秘两天} → (F(1/2, 1) + 0) / 2
     (official: (F(1/2, 1) + SELF) / 2 over pairs). Sample 2 → 0. Mean over samples."""
@@ -99,8 +108,9 @@ def test_mrg_missing_section_scores_zero_per_sample_mean():
     expected = (rouge_f(2 / 4, 1.0) + SELF + rouge_f(2 / 4, 1.0)) / 3  # char tokens
     assert official.scores["IMCS-V2-MRG"] == pytest.approx(expected, abs=1e-12)
     # an empty gold section present in the prediction: "-" vs "-" → SELF
-    both_empty = score_task("IMCS-V2-MRG", [f"{MRG_HEAD}\n辅助检查："],
-                            [f"{MRG_HEAD}\n辅助检查："], mode=COMPAT)
+    both_empty = score_task(
+        "IMCS-V2-MRG", [f"{MRG_HEAD}\n辅助检查："], [f"{MRG_HEAD}\n辅助检查："], mode=COMPAT
+    )
     assert both_empty.scores["IMCS-V2-MRG"] == SELF
 
 

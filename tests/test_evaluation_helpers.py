@@ -9,12 +9,24 @@ from moelora.evaluation import ScoreReport, score_records
 
 def rec(task: str, target: str, sid: str, choices: list[str] | None = None) -> dict[str, Any]:
     """One PromptCBLUE line."""
-    return {"input": "…", "target": target, "answer_choices": choices, "task_type": "x",
-            "task_dataset": task, "sample_id": sid}
+    return {
+        "input": "…",
+        "target": target,
+        "answer_choices": choices,
+        "task_type": "x",
+        "task_dataset": task,
+        "sample_id": sid,
+    }
 
 
-def score_task(task: str, gold: list[str], pred: list[str], choices: list[str] | None = None,
-               *, mode: str = "official") -> ScoreReport:
+def score_task(
+    task: str,
+    gold: list[str],
+    pred: list[str],
+    choices: list[str] | None = None,
+    *,
+    mode: str = "official",
+) -> ScoreReport:
     """Score one task from parallel lists of gold and predicted texts."""
     g = [rec(task, t, f"s{i}", choices) for i, t in enumerate(gold)]
     p = [rec(task, t, f"s{i}", choices) for i, t in enumerate(pred)]

@@ -12,9 +12,12 @@ from moelora.utils.io import read_jsonl
 from tests.test_evaluation_helpers import rec, rouge_f, score_task
 
 SELF = rouge_f(1.0, 1.0)  # 2 / (2 + 1e-8) = 0.999999995
-MDCF = ["已有症状疾病或者假设未来可能发生的疾病等", "未患有症状疾病",
-        "没有回答、不知道、回答不明确或者模棱两可不好推断",
-        "无实际意义的不标注或者和病人当前的状态独立不标注"]
+MDCF = [
+    "已有症状疾病或者假设未来可能发生的疾病等",
+    "未患有症状疾病",
+    "没有回答、不知道、回答不明确或者模棱两可不好推断",
+    "无实际意义的不标注或者和病人当前的状态独立不标注",
+]
 MDCF_HEAD = "上述对话中临床发现实体以及其阴阳性判别如下："
 CDEE_HEAD = "上述句子中的临床发现事件如下："
 MRG_HEAD = "上述问诊对话的诊疗报告如下："
@@ -25,6 +28,7 @@ def f1(p: float, r: float) -> float:
 
 
 # ---- metric units ---------------------------------------------------------------------
+
 
 def test_micro_prf_hand_values():
     assert micro_prf(Counts(tp=3, fp=1, fn=2)) == pytest.approx((0.75, 0.6, f1(0.75, 0.6)))
@@ -43,9 +47,11 @@ def test_macro_f1_worked_example():
     report = score_task("KUAKE-QIC", ["A", "A", "B", "非上述类型"], ["A", "C", "", ""])
     assert report.scores["KUAKE-QIC"] == pytest.approx(1 / 3, abs=1e-12)
     assert report.detail["KUAKE-QIC"] == pytest.approx(
-        {"precision": 0.375, "recall": 0.375, "macro_f1": 1 / 3}, abs=1e-12)
-    assert classification_prf(["A", "A", "B", "N"], ["A", "C", "N", "N"], "macro") == \
-        pytest.approx((0.375, 0.375, 1 / 3))
+        {"precision": 0.375, "recall": 0.375, "macro_f1": 1 / 3}, abs=1e-12
+    )
+    assert classification_prf(["A", "A", "B", "N"], ["A", "C", "N", "N"], "macro") == pytest.approx(
+        (0.375, 0.375, 1 / 3)
+    )
 
 
 def test_weighted_f1_for_sts():
@@ -56,8 +62,10 @@ def test_weighted_f1_for_sts():
 
 
 def test_basic_tokenizer_example():
-    assert char_tokens("建议：复查CT，12.5mg/d，Ｘ线（阴性）～38℃") == \
-        "建 议 ： 复 查 ct ， 12 . 5mg / d ， ｘ 线 （ 阴 性 ） ～38℃"
+    assert (
+        char_tokens("建议：复查CT，12.5mg/d，Ｘ线（阴性）～38℃")
+        == "建 议 ： 复 查 ct ， 12 . 5mg / d ， ｘ 线 （ 阴 性 ） ～38℃"
+    )
     assert char_tokens("") == "无 。"
     assert char_tokens(" \t\n") == "无 。"
 
@@ -72,8 +80,9 @@ def test_meddg_rouge_worked_example():
 
 def test_mrg_rouge_worked_example():
     """§4.3: gold {主诉: 便秘, 辅助检查: ""}, prediction {主诉: 小儿便秘} → 0.8333333286."""
-    report = score_task("IMCS-V2-MRG", [f"{MRG_HEAD}\n主诉：便秘\n辅助检查："],
-                        [f"{MRG_HEAD}\n主诉：小儿便秘"])
+    report = score_task(
+        "IMCS-V2-MRG", [f"{MRG_HEAD}\n主诉：便秘\n辅助检查："], [f"{MRG_HEAD}\n主诉：小儿便秘"]
+    )
     expected = (rouge_f(0.5, 1.0) + SELF) / 2
     assert report.scores["IMCS-V2-MRG"] == pytest.approx(expected, abs=1e-12)
     assert round(report.scores["IMCS-V2-MRG"], 10) == 0.8333333286
@@ -81,16 +90,25 @@ def test_mrg_rouge_worked_example():
 
 # ---- §7 quirks, one score-level test each ---------------------------------------------
 
+
 def test_quirk1_gold_goes_through_the_same_parser():
     """Gold non-candidate 胃炎 is dropped, 没有对应的标准化实体 is [] on both sides:
     TP = 1, FP = FN = 0 → 1.0 (0.667 if the gold item counted)."""
     choices = ["管状腺瘤", "十二指肠球炎"]
-    report = score_task("CHIP-CDN", ["胃炎，管状腺瘤", "没有对应的标准化实体"],
-                        ["管状腺瘤", "没有对应的标准化实体"], choices)
+    report = score_task(
+        "CHIP-CDN",
+        ["胃炎，管状腺瘤", "没有对应的标准化实体"],
+        ["管状腺瘤", "没有对应的标准化实体"],
+        choices,
+    )
     assert report.scores["CHIP-CDN"] == 1.0
     # no items anywhere: TP = 0 → 0, not 1
-    assert score_task("CHIP-CDN", ["没有对应的标准化实体"], ["没有对应的标准化实体"],
-                      choices).scores["CHIP-CDN"] == 0.0
+    assert (
+        score_task("CHIP-CDN", ["没有对应的标准化实体"], ["没有对应的标准化实体"], choices).scores[
+            "CHIP-CDN"
+        ]
+        == 0.0
+    )
 
 
 def test_quirk2_prenormalisation_reaches_rouge():
@@ -107,7 +125,9 @@ def test_quirk3_first_line_dropped():
     gold = f"{MDCF_HEAD}\n痛：{MDCF[0]}"
     report = score_task("CHIP-MDCFNPC", [gold], ["\n" + gold], MDCF)
     assert report.scores["CHIP-MDCFNPC"] == pytest.approx(2 / 3, abs=1e-12)
-    assert score_task("CHIP-MDCFNPC", [gold], [f"痛：{MDCF[0]}"], MDCF).scores["CHIP-MDCFNPC"] == 0.0
+    assert (
+        score_task("CHIP-MDCFNPC", [gold], [f"痛：{MDCF[0]}"], MDCF).scores["CHIP-MDCFNPC"] == 0.0
+    )
     mrg = f"{MRG_HEAD}\n主诉：便秘"
     assert score_task("IMCS-V2-MRG", [mrg], ["\n\n" + mrg]).scores["IMCS-V2-MRG"] == SELF
 
@@ -116,7 +136,8 @@ def test_quirk4_cdee_phantom_event_and_list_order():
     gold = f"{CDEE_HEAD}\n主体词：疼痛；发生状态：；描述词：胀痛，持续性；解剖部位：腹"
     # trailing newline: one all-empty event, deduped per sample → TP 1, FP 1 → 2/3
     assert score_task("CHIP-CDEE", [gold, gold], [gold + "\n", gold + "\n\n"]).scores[
-        "CHIP-CDEE"] == pytest.approx(f1(2 / 4, 1.0), abs=1e-12)
+        "CHIP-CDEE"
+    ] == pytest.approx(f1(2 / 4, 1.0), abs=1e-12)
     swapped = gold.replace("胀痛，持续性", "持续性，胀痛")
     assert score_task("CHIP-CDEE", [gold], [swapped]).scores["CHIP-CDEE"] == 0.0
 
@@ -144,14 +165,18 @@ def test_quirk7_cmeie_separators():
     space garbles the predicate → 0; no closing 。 is fine → 1."""
     head = "具有病因关系的头尾实体对如下："
     gold = head + "头实体为A，尾实体为B。头实体为C，尾实体为D。"
-    assert score_task("CMeIE", [gold], [head + "头实体为A，尾实体为B；头实体为C，尾实体为D。"],
-                      ["病因"]).scores["CMeIE"] == 0.0
+    assert (
+        score_task(
+            "CMeIE", [gold], [head + "头实体为A，尾实体为B；头实体为C，尾实体为D。"], ["病因"]
+        ).scores["CMeIE"]
+        == 0.0
+    )
     assert score_task("CMeIE", [gold], [" " + gold], ["病因"]).scores["CMeIE"] == 0.0
     assert score_task("CMeIE", [gold], [gold[:-1]], ["病因"]).scores["CMeIE"] == 1.0
 
 
 def test_quirk8_classification_fallback_and_union():
-    """"" → 非上述类型 (right here); 其他 and the ASCII-paren 体征(医生检测) add F1-0 classes:
+    """ "" → 非上述类型 (right here); 其他 and the ASCII-paren 体征(医生检测) add F1-0 classes:
     classes {非上述类型, 疾病, 体征(医生检测）, 其他, 体征(医生检测)} → (1 + 1 + 0 + 0 + 0) / 5."""
     gold = ["非上述类型", "疾病", "体征(医生检测）", "疾病"]
     pred = ["", "疾病", "体征(医生检测)", "其他"]
@@ -184,6 +209,7 @@ def test_quirk10_set_semantics_and_zero_tp():
 
 # ---- gold against itself ----------------------------------------------------------------
 
+
 def test_toy_dev_gold_scores_itself(shared_dir):
     """Uses ../shared (real PromptCBLUE toy lines): F1 tasks 1.0, ROUGE tasks 0.999999995."""
     dev = read_jsonl(shared_dir / "data" / "promptcblue_toy" / "dev.json")
@@ -204,14 +230,23 @@ def test_paper_tasks_in_table2_order(shared_dir):
     """Uses ../shared: the default task order puts the 8 paper tasks first, in Table 2 order."""
     dev = read_jsonl(shared_dir / "data" / "promptcblue_toy" / "dev.json")
     report = score_records(dev, dev)
-    assert list(report.scores)[:8] == ["CMeIE", "CHIP-CDN", "CHIP-CDEE", "CHIP-MDCFNPC",
-                                       "CHIP-CTC", "KUAKE-QIC", "IMCS-V2-MRG", "MedDG"]
+    assert list(report.scores)[:8] == [
+        "CMeIE",
+        "CHIP-CDN",
+        "CHIP-CDEE",
+        "CHIP-MDCFNPC",
+        "CHIP-CTC",
+        "KUAKE-QIC",
+        "IMCS-V2-MRG",
+        "MedDG",
+    ]
     sub = score_records(dev, dev, tasks=["MedDG", "CMeIE"])
     assert list(sub.scores) == ["MedDG", "CMeIE", "avg"]
     assert sub.scores["avg"] == pytest.approx((1.0 + 0.999999995) / 2)
 
 
 # ---- degenerate inputs ------------------------------------------------------------------
+
 
 def test_empty_gold_label_is_an_error():
     with pytest.raises(ScoringError, match="gold label"):
@@ -226,12 +261,17 @@ def test_mrg_without_gold_sections_is_undefined():
 
 
 def test_score_structured_position_by_position():
-    gold = {"KUAKE-QIC": [{"sample_id": "a", "answer": "就医建议"},
-                          {"sample_id": "b", "answer": "病因分析"}],
-            "CHIP-CDN": [{"sample_id": "c", "answer": [{"entity": "x", "type": "normalization"}]}]}
-    pred = {"KUAKE-QIC": [{"sample_id": "a", "answer": "就医建议"},
-                          {"sample_id": "b", "answer": ""}],
-            "CHIP-CDN": [{"sample_id": "c", "answer": [{"entity": "x", "type": "normalization"}]}]}
+    gold = {
+        "KUAKE-QIC": [
+            {"sample_id": "a", "answer": "就医建议"},
+            {"sample_id": "b", "answer": "病因分析"},
+        ],
+        "CHIP-CDN": [{"sample_id": "c", "answer": [{"entity": "x", "type": "normalization"}]}],
+    }
+    pred = {
+        "KUAKE-QIC": [{"sample_id": "a", "answer": "就医建议"}, {"sample_id": "b", "answer": ""}],
+        "CHIP-CDN": [{"sample_id": "c", "answer": [{"entity": "x", "type": "normalization"}]}],
+    }
     report = score_structured(gold, pred)
     assert report.scores["CHIP-CDN"] == 1.0
     # classes 就医建议 (1), 病因分析 (0), 非上述类型 (0) → 1/3
@@ -248,6 +288,11 @@ def test_to_dict_shape():
     out = report.to_dict()
     assert out == {"mode": "official", "MedDG": SELF, "avg": SELF}
     full = report.to_dict(detail=True)
-    assert set(full["detail"]["MedDG"]) == {"rouge_1", "rouge_2", "rouge_l", "rouge_l_precision",
-                                            "rouge_l_recall"}
+    assert set(full["detail"]["MedDG"]) == {
+        "rouge_1",
+        "rouge_2",
+        "rouge_l",
+        "rouge_l_precision",
+        "rouge_l_recall",
+    }
     assert full["n_samples"] == {"MedDG": 1}

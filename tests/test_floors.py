@@ -18,8 +18,14 @@ def triple(head: str, tail: str, predicate: str = "并发症") -> str:
 
 
 def rec(sid: str, task: str, input_: str, target: str, choices=None) -> dict:
-    return {"sample_id": sid, "task_dataset": task, "input": input_, "target": target,
-            "answer_choices": choices, "task_type": "x"}
+    return {
+        "sample_id": sid,
+        "task_dataset": task,
+        "input": input_,
+        "target": target,
+        "answer_choices": choices,
+        "task_type": "x",
+    }
 
 
 TRAIN = [
@@ -44,10 +50,15 @@ TASKS = ["CMeIE", "KUAKE-QIC", "MedDG"]
 
 
 def test_majority_is_the_most_common_training_target():
-    assert majority_targets(TRAIN) == {"CMeIE": triple("甲", "乙"), "KUAKE-QIC": "病因分析",
-                                       "MedDG": "注意休息"}
+    assert majority_targets(TRAIN) == {
+        "CMeIE": triple("甲", "乙"),
+        "KUAKE-QIC": "病因分析",
+        "MedDG": "注意休息",
+    }
     # ties: the target seen first
-    assert majority_targets([rec("a", "MedDG", "", "x"), rec("b", "MedDG", "", "y")]) == {"MedDG": "x"}
+    assert majority_targets([rec("a", "MedDG", "", "x"), rec("b", "MedDG", "", "y")]) == {
+        "MedDG": "x"
+    }
 
 
 def test_floors_of_a_hand_made_split():
@@ -60,7 +71,7 @@ def test_floors_of_a_hand_made_split():
     # QIC predicts 病因分析 twice: F1 2/3 for 病因分析, 0 for 治疗方案 → macro-F1 1/3
     assert f["majority"]["CMeIE"] == pytest.approx(0.5)
     assert f["majority"]["KUAKE-QIC"] == pytest.approx(1 / 3)
-    assert f["majority"]["MedDG"] == 0.0                      # 注意休息 shares no character
+    assert f["majority"]["MedDG"] == 0.0  # 注意休息 shares no character
     # copy input: no triple or label in the prompts; MedDG copies the exact answer
     assert f["copy_input"]["CMeIE"] == 0.0 and f["copy_input"]["KUAKE-QIC"] == 0.0
     assert f["copy_input"]["MedDG"] == pytest.approx(1.0, abs=1e-6)
@@ -80,16 +91,20 @@ def test_a_job_records_the_floors_of_its_evaluated_split(tiny_world, tmp_path):
     from moelora.harness.runner import run
     from tests.conftest import compose, tiny_overrides
 
-    cfg = compose(tiny_overrides(tiny_world, tmp_path, "method=icl", "trainer.eval.limit_per_task=3"))
+    cfg = compose(
+        tiny_overrides(tiny_world, tmp_path, "method=icl", "trainer.eval.limit_per_task=3")
+    )
     run_dir = tmp_path / "job"
     run_dir.mkdir()
     assert run(cfg, run_dir) == 0
     results = read_json(run_dir / "results.json")
     data_dir, _ = tiny_world
-    load = lambda name: [json.loads(line) for line in  # noqa: E731
-                         (data_dir / name).read_text(encoding="utf-8").splitlines()]
+    load = lambda name: [
+        json.loads(line)
+        for line in (data_dir / name).read_text(encoding="utf-8").splitlines()  # noqa: E731
+    ]
     tasks, seen, evaluated = results["tasks"], {}, []
-    for r in load("test.jsonl"):                      # the first 3 of each task, in file order
+    for r in load("test.jsonl"):  # the first 3 of each task, in file order
         seen[r["task_dataset"]] = seen.get(r["task_dataset"], 0) + 1
         if seen[r["task_dataset"]] <= 3:
             evaluated.append(r)
@@ -102,8 +117,13 @@ def test_a_job_records_the_floors_of_its_evaluated_split(tiny_world, tmp_path):
     from analysis import collect, tables
 
     tidy = collect.collect(run_dir)[0]
-    table = tables.build_table(tidy, "table2", benchmark="medsynth", scorer_mode="official",
-                               variant=tidy["variant"].iloc[0])
+    table = tables.build_table(
+        tidy,
+        "table2",
+        benchmark="medsynth",
+        scorer_mode="official",
+        variant=tidy["variant"].iloc[0],
+    )
     [row] = [r for r in table.rows if r.source == "floor"]
     assert {c: cell.value for c, cell in row.cells.items()} == pytest.approx(floors["floor"])
     assert {c: row.cells[c].floor_by for c in tasks} == floors["floor_by"]

@@ -51,13 +51,13 @@ def test_a_changed_model_or_dataset_is_never_taken_for_a_finished_run(tiny_world
     assert len(r["identity"]["job"]) == 64 and r["world_size"] == 1
     assert _job(world, tmp_path, run_dir) == 0 and "[skip]" in capsys.readouterr().out
 
-    other = build_tiny_model(model, tmp_path / "other_model", seed=1)   # same shapes, other weights
+    other = build_tiny_model(model, tmp_path / "other_model", seed=1)  # same shapes, other weights
     assert _job(world, tmp_path, run_dir, f"model.path={other}") == 1
     err = capsys.readouterr().err
     assert "[mismatch]" in err and "finished run of another job" in err
-    assert f"model.path: \"{model}\" → \"{other}\"" in err and "overwrite=true" in err
+    assert f'model.path: "{model}" → "{other}"' in err and "overwrite=true" in err
 
-    shutil.copy(other / "model.safetensors", model / "model.safetensors")   # same path, new weights
+    shutil.copy(other / "model.safetensors", model / "model.safetensors")  # same path, new weights
     assert _job(world, tmp_path, run_dir) == 1
     assert f"model at {model}: files that differ: model.safetensors" in capsys.readouterr().err
 
@@ -66,11 +66,13 @@ def test_a_changed_model_or_dataset_is_never_taken_for_a_finished_run(tiny_world
     (data / "test.jsonl").write_text("".join(lines[1:]), encoding="utf-8")
     assert _job(world, tmp_path, run_dir) == 1
     assert "data test (test.jsonl): sha256" in capsys.readouterr().err
-    assert (run_dir / "results.json").read_text() == before          # never overwritten
+    assert (run_dir / "results.json").read_text() == before  # never overwritten
 
-    assert _job(world, tmp_path, run_dir, "overwrite=true") == 0      # the fix it names
-    assert read_json(run_dir / "results.json")["inputs"]["data"]["files"]["test"]["sha256"] != \
-        r["inputs"]["data"]["files"]["test"]["sha256"]
+    assert _job(world, tmp_path, run_dir, "overwrite=true") == 0  # the fix it names
+    assert (
+        read_json(run_dir / "results.json")["inputs"]["data"]["files"]["test"]["sha256"]
+        != r["inputs"]["data"]["files"]["test"]["sha256"]
+    )
 
 
 def test_checkpoints_of_another_training_are_never_resumed(tiny_world, tmp_path, capsys):
@@ -81,7 +83,7 @@ def test_checkpoints_of_another_training_are_never_resumed(tiny_world, tmp_path,
     steps = ("trainer.max_steps=2", "trainer.save_every=1")
     assert _job(world, tmp_path, run_dir, *steps) == 0
     res = read_json(run_dir / "results.json")
-    res["status"] = "running"                        # as a kill after the last checkpoint leaves it
+    res["status"] = "running"  # as a kill after the last checkpoint leaves it
     (run_dir / "results.json").write_text(json.dumps(res))
     original = train.read_text(encoding="utf-8")
     train.write_text("".join(original.splitlines(keepends=True)[1:]), encoding="utf-8")
@@ -89,7 +91,7 @@ def test_checkpoints_of_another_training_are_never_resumed(tiny_world, tmp_path,
     err = capsys.readouterr().err
     assert "holds checkpoints of an unfinished run" in err and "data train (train.jsonl)" in err
     train.write_text(original, encoding="utf-8")
-    assert _job(world, tmp_path, run_dir, *steps, "decoding=greedy") == 0   # only inference differs
+    assert _job(world, tmp_path, run_dir, *steps, "decoding=greedy") == 0  # only inference differs
     assert read_json(run_dir / "results.json")["train"]["resumed_from"] == 2
 
 
@@ -121,10 +123,10 @@ def _hydra_run_dir(overrides: list[str]) -> str:
         cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
     hydra = HydraConfig.instance()
     try:
-        hydra.set_config(cfg)         # what Hydra does before it resolves hydra.run.dir
+        hydra.set_config(cfg)  # what Hydra does before it resolves hydra.run.dir
         return str(OmegaConf.select(cfg, "hydra.run.dir"))
     finally:
-        hydra.cfg = None              # no Hydra state leaks into later tests
+        hydra.cfg = None  # no Hydra state leaks into later tests
 
 
 def test_run_directory_names_tell_inputs_apart_and_never_nest():
@@ -150,7 +152,9 @@ def no_builds(monkeypatch):
 
     calls = []
     for name in ("build_dataset", "build_base"):
-        monkeypatch.setattr(medsynth, name, lambda *a, _n=name, **k: calls.append((_n, k["out_dir"])))
+        monkeypatch.setattr(
+            medsynth, name, lambda *a, _n=name, **k: calls.append((_n, k["out_dir"]))
+        )
     return calls
 
 
@@ -173,27 +177,41 @@ def test_builds_go_to_the_default_location_or_where_asked(tmp_path, no_builds):
     cfg = compose([f"paths.root_dir={tmp_path}"])
     check_input_paths(cfg)
     prepare_inputs(cfg)
-    assert no_builds == [("build_dataset", f"{tmp_path}/artifacts/medsynth"),
-                         ("build_base", f"{tmp_path}/artifacts/base/medsynth-tiny")]
+    assert no_builds == [
+        ("build_dataset", f"{tmp_path}/artifacts/medsynth"),
+        ("build_base", f"{tmp_path}/artifacts/base/medsynth-tiny"),
+    ]
     no_builds.clear()
-    cfg = compose([f"paths.root_dir={tmp_path}", f"data.root={tmp_path}/mine", "data.build=true",
-                   f"model.path={tmp_path}/base", "model.build=true"])
+    cfg = compose(
+        [
+            f"paths.root_dir={tmp_path}",
+            f"data.root={tmp_path}/mine",
+            "data.build=true",
+            f"model.path={tmp_path}/base",
+            "model.build=true",
+        ]
+    )
     check_input_paths(cfg)
     prepare_inputs(cfg)
     assert no_builds == [("build_dataset", f"{tmp_path}/mine"), ("build_base", f"{tmp_path}/base")]
 
 
 # ---- 4. keys nothing reads; bad values; validation before the folder is touched ---------------
-@pytest.mark.parametrize("override, message", [
-    ("+method.num_experts=3", "method.num_experts: no builder or pipeline reads this key"),
-    ("+method.adapter.num_expert=3", "Did you mean method.adapter.num_experts?"),
-    ("+trainer.max_step=3", "Did you mean trainer.max_steps?"),
-    ("seed=abc", "seed='abc': must be an integer; e.g. seed=42"),
-    ("trainer.save_every=abc", "trainer.save_every='abc': must be an integer ≥ 0"),
-    ("resume=sometimes", "resume='sometimes': must be one of auto, never"),
-], ids=["ignored-key", "adapter-typo", "trainer-typo", "seed", "save_every", "resume"])
-def test_bad_keys_and_values_are_named_before_anything_runs(tiny_world, tmp_path, capsys,
-                                                            override, message):
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("+method.num_experts=3", "method.num_experts: no builder or pipeline reads this key"),
+        ("+method.adapter.num_expert=3", "Did you mean method.adapter.num_experts?"),
+        ("+trainer.max_step=3", "Did you mean trainer.max_steps?"),
+        ("seed=abc", "seed='abc': must be an integer; e.g. seed=42"),
+        ("trainer.save_every=abc", "trainer.save_every='abc': must be an integer ≥ 0"),
+        ("resume=sometimes", "resume='sometimes': must be one of auto, never"),
+    ],
+    ids=["ignored-key", "adapter-typo", "trainer-typo", "seed", "save_every", "resume"],
+)
+def test_bad_keys_and_values_are_named_before_anything_runs(
+    tiny_world, tmp_path, capsys, override, message
+):
     cfg = compose(tiny_overrides(tiny_world, tmp_path, "method=moelora_dense", override))
     run_dir = tmp_path / "job"
     run_dir.mkdir()
@@ -207,7 +225,9 @@ def test_bad_keys_and_values_are_named_before_anything_runs(tiny_world, tmp_path
 def test_ignored_key_lists_the_valid_keys(tiny_world, tmp_path, capsys):
     """`+method.num_experts=3`, as the struct error suggests: the message lists the method's
     keys and points at method.adapter.num_experts."""
-    cfg = compose(tiny_overrides(tiny_world, tmp_path, "method=moelora_dense", "+method.num_experts=3"))
+    cfg = compose(
+        tiny_overrides(tiny_world, tmp_path, "method=moelora_dense", "+method.num_experts=3")
+    )
     (tmp_path / "job").mkdir()
     assert run(cfg, tmp_path / "job") == 1
     err = capsys.readouterr().err
@@ -232,15 +252,27 @@ def test_overwrite_with_an_invalid_resume_loses_nothing(tiny_world, tmp_path, ca
 # ---- secrets on the command line ----------------------------------------------------------------
 def _run_py(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, str(REPO_ROOT / "run.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "run.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_a_secret_on_the_command_line_is_redacted_everywhere(tiny_world, tmp_path):
     """The run directory name, .hydra/*.yaml, results.json and the console never show it."""
     secret = "sk-do-not-log-0123456789"
-    out = _run_py([*tiny_overrides(tiny_world, tmp_path), "method=icl",
-                   f"+method.icl.openai.api_key={secret}"], tmp_path)
+    out = _run_py(
+        [
+            *tiny_overrides(tiny_world, tmp_path),
+            "method=icl",
+            f"+method.icl.openai.api_key={secret}",
+        ],
+        tmp_path,
+    )
     assert out.returncode == 1
     assert "method.icl.openai.api_key: no builder or pipeline reads this key" in out.stderr
     assert "Did you mean method.icl.openai.api_key_env?" in out.stderr
@@ -249,8 +281,9 @@ def test_a_secret_on_the_command_line_is_redacted_everywhere(tiny_world, tmp_pat
     assert "api_key=REDACTED" in str(results.parent.parent)
     hydra_files = sorted(p.name for p in results.parent.glob(".hydra/*.yaml"))
     assert hydra_files == ["config.yaml", "hydra.yaml", "overrides.yaml"]
-    typo = _run_py([*tiny_overrides(tiny_world, tmp_path), f"method.icl.openai.api_key={secret}"],
-                   tmp_path)                                  # Hydra's own error, without '+'
+    typo = _run_py(
+        [*tiny_overrides(tiny_world, tmp_path), f"method.icl.openai.api_key={secret}"], tmp_path
+    )  # Hydra's own error, without '+'
     assert typo.returncode != 0 and "api_key" in typo.stderr
     for text in (out.stdout, out.stderr, typo.stdout, typo.stderr):
         assert secret not in text

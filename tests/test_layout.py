@@ -15,8 +15,16 @@ from tests.conftest import REPO_ROOT
 PACKAGE = REPO_ROOT / "moelora"
 # subpackage → level; a module may import from subpackages of its own level or lower, never higher,
 # and never from a sibling of the same level unless listed in SAME_LEVEL_OK.
-LEVELS = {"utils": 0, "method": 1, "data": 2, "models": 3, "engine": 4, "evaluation": 4,
-          "harness": 5, "inference": 6}
+LEVELS = {
+    "utils": 0,
+    "method": 1,
+    "data": 2,
+    "models": 3,
+    "engine": 4,
+    "evaluation": 4,
+    "harness": 5,
+    "inference": 6,
+}
 SAME_LEVEL_OK = {("engine", "evaluation")}
 
 
@@ -50,11 +58,15 @@ def _subpackage(module: str) -> str | None:
 
 
 def test_every_module_is_in_a_subpackage():
-    loose = [m for m, p in _modules().items()
-             if m.count(".") == 1 and p.name != "__init__.py" and m.split(".")[1] not in LEVELS]
+    loose = [
+        m
+        for m, p in _modules().items()
+        if m.count(".") == 1 and p.name != "__init__.py" and m.split(".")[1] not in LEVELS
+    ]
     assert not loose, f"modules outside a subpackage: {loose}"
-    assert set(LEVELS) == {p.name for p in PACKAGE.iterdir()
-                           if p.is_dir() and (p / "__init__.py").is_file()}
+    assert set(LEVELS) == {
+        p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()
+    }
 
 
 def test_import_direction():
@@ -69,7 +81,8 @@ def test_import_direction():
             if other is None or other == own or other not in LEVELS:
                 continue
             if LEVELS[other] > LEVELS[own] or (
-                    LEVELS[other] == LEVELS[own] and (own, other) not in SAME_LEVEL_OK):
+                LEVELS[other] == LEVELS[own] and (own, other) not in SAME_LEVEL_OK
+            ):
                 wrong.append(f"{module} imports {name}")
     assert not wrong, "imports against the layering:\n" + "\n".join(sorted(wrong))
 
@@ -87,8 +100,13 @@ def test_no_import_cycles():
     for module, path in modules.items():
         names = _imports(path, top_level_only=True)
         # ``from pkg import submodule`` depends on the submodule, not on the package
-        graph[module] = {n for n in names if n in modules and n != module
-                         and not any(o.startswith(n + ".") and o in modules for o in names)}
+        graph[module] = {
+            n
+            for n in names
+            if n in modules
+            and n != module
+            and not any(o.startswith(n + ".") and o in modules for o in names)
+        }
     state: dict[str, int] = {}
 
     def visit(node: str, stack: list[str]) -> None:

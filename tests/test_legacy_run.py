@@ -31,13 +31,26 @@ def legacy_root(tmp_path) -> Path:
 
 
 def _overrides(root: Path) -> list[str]:
-    return [f"paths.root_dir={root}", f"data.root={root}/artifacts/medsynth/data",
-            "data.prepare=null", "model=hf", f"model.path={root}/artifacts/model",
-            "model.dtype=float32", "trainer=smoke", "logger=none", "progress=false",
-            "trainer.eval.limit_per_task=1", "data.max_target_length=16",
-            "data.max_source_length=96", "data.max_truncated_fraction=1.0",
-            "method=moelora_dense", "trainer.max_steps=2", "decoding=greedy",
-            "experiment_name=legacy", "trainer.save_every=0"]
+    return [
+        f"paths.root_dir={root}",
+        f"data.root={root}/artifacts/medsynth/data",
+        "data.prepare=null",
+        "model=hf",
+        f"model.path={root}/artifacts/model",
+        "model.dtype=float32",
+        "trainer=smoke",
+        "logger=none",
+        "progress=false",
+        "trainer.eval.limit_per_task=1",
+        "data.max_target_length=16",
+        "data.max_source_length=96",
+        "data.max_truncated_fraction=1.0",
+        "method=moelora_dense",
+        "trainer.max_steps=2",
+        "decoding=greedy",
+        "experiment_name=legacy",
+        "trainer.save_every=0",
+    ]
 
 
 def test_the_fixture_names_the_old_modules():

@@ -28,14 +28,28 @@ def test_wandb_is_offline_unless_configured(monkeypatch, tmp_path):
 def test_wandb_offline_run_keeps_its_id_for_resume(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    first = WandbLogger(tmp_path, project="p", entity=None, group="g", name="m-s1", job_type="m",
-                        run_config={"seed": 1})
+    first = WandbLogger(
+        tmp_path,
+        project="p",
+        entity=None,
+        group="g",
+        name="m-s1",
+        job_type="m",
+        run_config={"seed": 1},
+    )
     first.log({"train/loss": 1.0}, 1)
     first.finish(0)
     run_id = (tmp_path / "wandb_id.txt").read_text()
     assert any(p.name.endswith(run_id) for p in (tmp_path / "wandb").glob("offline-run-*"))
-    second = WandbLogger(tmp_path, project="p", entity=None, group="g", name="m-s1", job_type="m",
-                         run_config={"seed": 1})
+    second = WandbLogger(
+        tmp_path,
+        project="p",
+        entity=None,
+        group="g",
+        name="m-s1",
+        job_type="m",
+        run_config={"seed": 1},
+    )
     second.finish(0)
     assert (tmp_path / "wandb_id.txt").read_text() == run_id
 
@@ -51,8 +65,11 @@ def test_csv_logger_appends_rows(tmp_path):
 
 
 def test_redact_hides_credentials_but_keeps_env_var_names():
-    cfg = {"icl": {"openai": {"api_key": "sk-123", "api_key_env": "OPENAI_API_KEY"}},
-           "logger": {"token": "t0k", "project": "p"}, "list": [{"password": "x"}]}
+    cfg = {
+        "icl": {"openai": {"api_key": "sk-123", "api_key_env": "OPENAI_API_KEY"}},
+        "logger": {"token": "t0k", "project": "p"},
+        "list": [{"password": "x"}],
+    }
     out = redact(cfg)
     assert out["icl"]["openai"] == {"api_key": "***", "api_key_env": "OPENAI_API_KEY"}
     assert out["logger"] == {"token": "***", "project": "p"}
@@ -86,20 +103,39 @@ def test_csv_logger_of_a_resumed_job_keeps_every_step_and_key_once(tmp_path):
     second.summary({"test/avg/score": 0.2})
     rows = list(csv.reader((tmp_path / "metrics.csv").open()))[1:]
     assert [r for r in rows if r[1] == "train/loss"] == [
-        ["1", "train/loss", "1.0"], ["2", "train/loss", "2.0"], ["3", "train/loss", "3.5"],
-        ["4", "train/loss", "4.5"]]
-    assert len([r for r in rows if r[1] == "a/train/loss"]) == 3       # another key: untouched
+        ["1", "train/loss", "1.0"],
+        ["2", "train/loss", "2.0"],
+        ["3", "train/loss", "3.5"],
+        ["4", "train/loss", "4.5"],
+    ]
+    assert len([r for r in rows if r[1] == "a/train/loss"]) == 3  # another key: untouched
     assert [r for r in rows if r[0] == "summary"] == [["summary", "test/avg/score", "0.2"]]
 
 
 def test_secret_keys_are_credentials_not_counts():
     from moelora.utils.redaction import is_secret_key
 
-    for key in ("token", "logger.api_key", "+method.icl.openai.api_key", "hf_token", "apikey",
-                "db.password", "client_secret", "secrets.x", "auth-token"):
+    for key in (
+        "token",
+        "logger.api_key",
+        "+method.icl.openai.api_key",
+        "hf_token",
+        "apikey",
+        "db.password",
+        "client_secret",
+        "secrets.x",
+        "auth-token",
+    ):
         assert is_secret_key(key), key
-    for key in ("api_key_env", "method.icl.openai.api_key_env", "max_new_tokens", "tokenizer",
-                "num_virtual_tokens", "context_tokens", "seed"):
+    for key in (
+        "api_key_env",
+        "method.icl.openai.api_key_env",
+        "max_new_tokens",
+        "tokenizer",
+        "num_virtual_tokens",
+        "context_tokens",
+        "seed",
+    ):
         assert not is_secret_key(key), key
 
 
@@ -133,9 +169,11 @@ def test_provenance_records_the_cpu_kernel_flags_that_change_results(tmp_path, m
     """The same config and seed give other weights on a CPU with other bf16/AMX kernels, so a
     run says which of CPU_KERNEL_FLAGS its CPU has (read from /proc/cpuinfo)."""
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\n"
-                       "flags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile\n\n"
-                       "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu\n")
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: Test CPU 9000\n"
+        "flags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile\n\n"
+        "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu\n"
+    )
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     monkeypatch.delenv("MKL_CBWR", raising=False)
     info = cpu_info(cpuinfo)
@@ -147,5 +185,10 @@ def test_provenance_records_the_cpu_kernel_flags_that_change_results(tmp_path, m
     assert cpu_info(cpuinfo)["mkl_cbwr"] == "AVX512"
     missing = cpu_info(tmp_path / "absent")
     assert missing["kernel_flags"] == [] and missing["onednn_max_cpu_isa"] == "AVX2"
-    assert set(provenance(tmp_path, "cpu")["cpu"]) == {"model", "capability", "kernel_flags",
-                                                       "onednn_max_cpu_isa", "mkl_cbwr"}
+    assert set(provenance(tmp_path, "cpu")["cpu"]) == {
+        "model",
+        "capability",
+        "kernel_flags",
+        "onednn_max_cpu_isa",
+        "mkl_cbwr",
+    }

@@ -346,8 +346,11 @@ def test_tokenizer_keeps_terms_whole_and_every_prompt_and_answer_token_is_pretra
 
     data_dir = build_dataset(tmp_path / "data", verbose=False)
     tok = build_tokenizer(data_dir, tmp_path / "tokenizer")
-    pieces = [p for p in tok.convert_ids_to_tokens(range(len(tok)))
-              if len(p) > 1 and p not in tok.all_special_tokens]
+    pieces = [
+        p
+        for p in tok.convert_ids_to_tokens(range(len(tok)))
+        if len(p) > 1 and p not in tok.all_special_tokens
+    ]
     assert pieces and not [p for p in pieces if any(c in "，。：；、\n" for c in p)]
     kb = load_kb()
     terms = set(lexicon())
@@ -356,7 +359,7 @@ def test_tokenizer_keeps_terms_whole_and_every_prompt_and_answer_token_is_pretra
         alone = tok(name, add_special_tokens=False)["input_ids"]
         for context in (f"诊断{name}为", f"头实体为{name}。", f"{name}和"):
             ids = tok(context, add_special_tokens=False)["input_ids"]
-            assert any(ids[i:i + len(alone)] == alone for i in range(len(ids))), (name, context)
+            assert any(ids[i : i + len(alone)] == alone for i in range(len(ids))), (name, context)
     pretrained_text = pretraining_texts(data_dir)
     seen = set()
     for text in pretrained_text:

@@ -30,8 +30,9 @@ VOCAB = 97
 
 
 def _method_cfg(name: str):
-    return compose([f"method={name}", "model=hf", "model.path=/unused", "model.family=llama",
-                    "logger=none"])
+    return compose(
+        [f"method={name}", "model=hf", "model.path=/unused", "model.family=llama", "logger=none"]
+    )
 
 
 def _with_adapter(name: str):
@@ -52,7 +53,11 @@ def _build(cfg, base):
     tasks = list(cfg.data.tasks)
     build = instantiate(cfg.method.adapter)
     torch.manual_seed(1)
-    return build(base, tasks=tasks, target_modules=resolve_target_modules(cfg.model, cfg.method.target_modules))
+    return build(
+        base,
+        tasks=tasks,
+        target_modules=resolve_target_modules(cfg.model, cfg.method.target_modules),
+    )
 
 
 def _batch(num_tasks: int = 8):
@@ -96,7 +101,9 @@ def test_only_adapter_parameters_train(name):
         opt.step()
         opt.zero_grad()
     changed = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
-    assert changed and changed <= set(trainable), f"frozen parameters changed: {changed - set(trainable)}"
+    assert changed and changed <= set(trainable), (
+        f"frozen parameters changed: {changed - set(trainable)}"
+    )
     # the base weights proper did not move (names may gain a prefix when wrapped)
     for n, p in model.named_parameters():
         if not p.requires_grad:
@@ -126,8 +133,11 @@ def test_adapter_save_load_round_trip(name, tmp_path: Path):
                 p.add_(0.05 * torch.randn_like(p))
     ids, mask, task_ids = _batch()
     ref = _logits(model, ids, mask, task_ids)
-    meta = {"method": name, "tasks": list(cfg.data.tasks),
-            "hparams": OmegaConf.to_container(cfg.method.adapter)}
+    meta = {
+        "method": name,
+        "tasks": list(cfg.data.tasks),
+        "hparams": OmegaConf.to_container(cfg.method.adapter),
+    }
     save_adapter(model, tmp_path, meta=meta)
     fresh = _build(cfg, _base()).eval()
     load_adapter(fresh, tmp_path, expected_tasks=list(cfg.data.tasks))

@@ -19,8 +19,9 @@ from tests.test_moelora_model import TARGETS, TASKS, _base, _inputs, _logits
 
 
 def _trained(**kw):
-    model = build(_base(), tasks=TASKS, target_modules=TARGETS, num_experts=4, rank=8,
-                  dropout=0.0, **kw)
+    model = build(
+        _base(), tasks=TASKS, target_modules=TARGETS, num_experts=4, rank=8, dropout=0.0, **kw
+    )
     torch.manual_seed(1)
     with torch.no_grad():
         for _, layer in moelora_layers(model):
@@ -28,12 +29,15 @@ def _trained(**kw):
     return model.eval()
 
 
-@pytest.mark.parametrize("kw,rank,alpha", [
-    ({}, 8, 32.0),                                            # s = 32/8 = 4 → lora_alpha 32
-    ({"gate": "sparse", "top_k": 2}, 4, 16.0),                # zero blocks dropped: r' = 2·8/4
-    ({"scaling_rank": "expert", "alpha": 8}, 8, 32.0),        # s = 8/(8/4) = 4 → 4·8
-    ({"gate": "per_layer"}, 8, 32.0),
-])
+@pytest.mark.parametrize(
+    "kw,rank,alpha",
+    [
+        ({}, 8, 32.0),  # s = 32/8 = 4 → lora_alpha 32
+        ({"gate": "sparse", "top_k": 2}, 4, 16.0),  # zero blocks dropped: r' = 2·8/4
+        ({"scaling_rank": "expert", "alpha": 8}, 8, 32.0),  # s = 8/(8/4) = 4 → 4·8
+        ({"gate": "per_layer"}, 8, 32.0),
+    ],
+)
 def test_stock_peft_reproduces_each_tasks_logits(tmp_path, kw, rank, alpha):
     model = _trained(**kw)
     paths = export_task_adapters(model, tmp_path, tasks=TASKS, base_name_or_path="tiny-base")
@@ -59,13 +63,26 @@ def test_cli_exports_a_run_dir(tmp_path):
     the saved hyper-parameters, loads the adapter, and exports every task."""
     base_dir = tmp_path / "base"
     _base().save_pretrained(str(base_dir))
-    (base_dir / "tokenizer_config.json").write_text("{}")     # the loader checks it exists
+    (base_dir / "tokenizer_config.json").write_text("{}")  # the loader checks it exists
     model = _trained(gate="sparse", top_k=1)
-    hparams = {"num_experts": 4, "rank": 8, "dropout": 0.0, "gate": "sparse", "top_k": 1,
-               "task_id_scheme": "dense", "batch_axis": 0}
-    meta = {"method": "moelora_sparse", "hparams": hparams, "builder": "moelora.method.model.build",
-            "tasks": TASKS, "task_id_scheme": "dense", "target_modules": TARGETS,
-            "base_model": {"name_or_path": str(base_dir)}}
+    hparams = {
+        "num_experts": 4,
+        "rank": 8,
+        "dropout": 0.0,
+        "gate": "sparse",
+        "top_k": 1,
+        "task_id_scheme": "dense",
+        "batch_axis": 0,
+    }
+    meta = {
+        "method": "moelora_sparse",
+        "hparams": hparams,
+        "builder": "moelora.method.model.build",
+        "tasks": TASKS,
+        "task_id_scheme": "dense",
+        "target_modules": TARGETS,
+        "base_model": {"name_or_path": str(base_dir)},
+    }
     save_adapter(model, tmp_path / "run" / "adapter", meta=meta)
     paths = main([str(tmp_path / "run"), "--out", str(tmp_path / "out")])
     ids = _inputs()
@@ -83,11 +100,22 @@ def test_cli_exports_a_run_dir(tmp_path):
 
 def _saved_run(tmp_path, base_path: str) -> dict:
     """A MOELoRA run dir whose adapter records ``base_path`` (as RunContext.adapter_meta does)."""
-    hparams = {"num_experts": 4, "rank": 8, "dropout": 0.0, "task_id_scheme": "dense",
-               "batch_axis": 0}
-    meta = {"method": "moelora_dense", "hparams": hparams, "builder": "moelora.method.model.build",
-            "tasks": TASKS, "task_id_scheme": "dense", "target_modules": TARGETS,
-            "base_model": {"name_or_path": base_path}}
+    hparams = {
+        "num_experts": 4,
+        "rank": 8,
+        "dropout": 0.0,
+        "task_id_scheme": "dense",
+        "batch_axis": 0,
+    }
+    meta = {
+        "method": "moelora_dense",
+        "hparams": hparams,
+        "builder": "moelora.method.model.build",
+        "tasks": TASKS,
+        "task_id_scheme": "dense",
+        "target_modules": TARGETS,
+        "base_model": {"name_or_path": base_path},
+    }
     save_adapter(_trained(), tmp_path / "run" / "adapter", meta=meta)
     return meta
 
@@ -101,20 +129,21 @@ def test_export_refuses_another_base_of_the_same_shape(tmp_path):
     _base().save_pretrained(str(base_dir))
     (base_dir / "tokenizer_config.json").write_text("{}")
     _saved_run(tmp_path, str(base_dir))
-    assert main([str(tmp_path / "run"), "--out", str(tmp_path / "ok")])      # the right base
+    assert main([str(tmp_path / "run"), "--out", str(tmp_path / "ok")])  # the right base
     other = _base()
     torch.manual_seed(5)
     with torch.no_grad():
         other.model.layers[1].mlp.up_proj.weight.normal_()
-    other.save_pretrained(str(base_dir))                                     # same names, shapes
+    other.save_pretrained(str(base_dir))  # same names, shapes
     with pytest.raises(AdapterMismatchError, match="names, shapes and sampled weights"):
         main([str(tmp_path / "run"), "--out", str(tmp_path / "out")])
     config = json.loads((tmp_path / "run" / "adapter" / "adapter_config.json").read_text())
     assert config["format_version"] == 2 and config["base_dtype"] == "float32"
 
 
-def test_recorded_base_path_is_absolute_and_export_works_from_another_directory(tmp_path,
-                                                                               monkeypatch):
+def test_recorded_base_path_is_absolute_and_export_works_from_another_directory(
+    tmp_path, monkeypatch
+):
     from moelora.harness.context import RunContext
     from moelora.method.tasks import TaskMap
     from tests.conftest import compose
@@ -124,12 +153,18 @@ def test_recorded_base_path_is_absolute_and_export_works_from_another_directory(
     _base().save_pretrained("base")
     Path("base", "tokenizer_config.json").write_text("{}")
     cfg = compose(["model=hf", "model.path=base", "method=moelora_dense"])
-    ctx = RunContext(cfg=cfg, run_dir=Path("run"), task_map=TaskMap(TASKS), splits={},
-                     accelerator=None, logger=None)
+    ctx = RunContext(
+        cfg=cfg,
+        run_dir=Path("run"),
+        task_map=TaskMap(TASKS),
+        splits={},
+        accelerator=None,
+        logger=None,
+    )
     recorded = ctx.adapter_meta()["base_model"]["name_or_path"]
     assert recorded == str(tmp_path / "project" / "base")
     _saved_run(tmp_path, recorded)
-    monkeypatch.chdir(tmp_path)                        # somewhere else
+    monkeypatch.chdir(tmp_path)  # somewhere else
     paths = main([str(tmp_path / "run"), "--out", "exported"])
     assert [p.name for p in paths] == TASKS
     exported = json.loads((tmp_path / "exported" / TASKS[0] / "adapter_config.json").read_text())
@@ -142,11 +177,12 @@ def test_base_fingerprint_sees_weights_but_not_the_load_dtype():
     from moelora.engine.adapters import base_dtype, base_fingerprint
 
     fp32 = build(_base(), tasks=TASKS, target_modules=TARGETS, num_experts=4, rank=8)
-    bf16 = build(_base().to(torch.bfloat16), tasks=TASKS, target_modules=TARGETS, num_experts=4,
-                 rank=8)
+    bf16 = build(
+        _base().to(torch.bfloat16), tasks=TASKS, target_modules=TARGETS, num_experts=4, rank=8
+    )
     assert base_dtype(bf16) == "bfloat16"
     assert base_fingerprint(fp32, dtype="bfloat16") == base_fingerprint(bf16)
     assert base_fingerprint(fp32) != base_fingerprint(fp32, weights=False)
     with torch.no_grad():
-        fp32.model.embed_tokens.weight[-1, -1] += 1.0     # the last element is always sampled
+        fp32.model.embed_tokens.weight[-1, -1] += 1.0  # the last element is always sampled
     assert base_fingerprint(fp32, dtype="bfloat16") != base_fingerprint(bf16)

@@ -24,14 +24,28 @@ VOCAB = 64
 
 def _base(hidden: int = 32) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    cfg = LlamaConfig(hidden_size=hidden, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, vocab_size=VOCAB)
+    cfg = LlamaConfig(
+        hidden_size=hidden,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=VOCAB,
+    )
     return LlamaForCausalLM(cfg).eval()
 
 
 def _model(gate: str = "dense", *, randomize_b: bool = True, **kw) -> LlamaForCausalLM:
-    model = build(_base(), tasks=TASKS, target_modules=TARGETS, num_experts=4, rank=8,
-                  gate=gate, dropout=kw.pop("dropout", 0.0), **kw)
+    model = build(
+        _base(),
+        tasks=TASKS,
+        target_modules=TARGETS,
+        num_experts=4,
+        rank=8,
+        gate=gate,
+        dropout=kw.pop("dropout", 0.0),
+        **kw,
+    )
     if randomize_b:
         torch.manual_seed(1)
         with torch.no_grad():
@@ -57,21 +71,26 @@ def test_build_freezes_base_and_equals_base_at_init():
     assert model is base
     trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
     expected = sorted(
-        [f"model.layers.{i}.{m}.lora_{x}" for i in range(2)
-         for m in ("self_attn.q_proj", "self_attn.v_proj", "mlp.down_proj") for x in "AB"]
+        [
+            f"model.layers.{i}.{m}.lora_{x}"
+            for i in range(2)
+            for m in ("self_attn.q_proj", "self_attn.v_proj", "mlp.down_proj")
+            for x in "AB"
+        ]
         + ["moelora_router.gate.task_embedding.weight", "moelora_router.gate.w_t.weight"]
     )
     assert trainable == expected
     ids = _inputs()
     expected_logits = reference(input_ids=ids).logits
-    torch.testing.assert_close(_logits(model.eval(), ids, torch.tensor([0, 1, 2])), expected_logits,
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        _logits(model.eval(), ids, torch.tensor([0, 1, 2])), expected_logits, rtol=0, atol=0
+    )
 
 
 def test_parameter_counts_by_gate():
     # q_proj 32→32, v_proj 32→16 (2 kv heads × 8), down_proj 64→32; 2 blocks; r = 8
     adapters = 2 * 8 * ((32 + 32) + (32 + 16) + (64 + 32))
-    gate = 3 * 64 + 4 * 64                                        # E (T×d_T) + W_T (N×d_T)
+    gate = 3 * 64 + 4 * 64  # E (T×d_T) + W_T (N×d_T)
     for g, extra in (("dense", gate), ("sparse", gate), ("uniform", 0), ("per_layer", 6 * gate)):
         counts = count_parameters(_model(g, randomize_b=False))
         assert counts["trainable"] == adapters + extra, g
@@ -80,13 +99,18 @@ def test_parameter_counts_by_gate():
 
 
 def test_unknown_target_and_task_ids_raise():
-    with pytest.raises(ValueError, match=r"\['query_key_value'\] match no linear layer .*"
-                                         r"'down_proj'.*'q_proj'.*Set method.target_modules"):
+    with pytest.raises(
+        ValueError,
+        match=r"\['query_key_value'\] match no linear layer .*"
+        r"'down_proj'.*'q_proj'.*Set method.target_modules",
+    ):
         build(_base(), tasks=TASKS, target_modules=["q_proj", "query_key_value"])
     with pytest.raises(ValueError, match="rank=6 is not divisible by num_experts=4"):
         build(_base(), tasks=TASKS, target_modules=TARGETS, num_experts=4, rank=6)
     model = _model()
-    with pytest.raises(ValueError, match=r"unknown task id\(s\) \[3\]; valid ids are 0=t0, 1=t1, 2=t2"):
+    with pytest.raises(
+        ValueError, match=r"unknown task id\(s\) \[3\]; valid ids are 0=t0, 1=t1, 2=t2"
+    ):
         _logits(model, _inputs(), torch.tensor([0, 3, 1]))
     with pytest.raises(RuntimeError, match="task_context"):
         model(input_ids=_inputs())
@@ -95,9 +119,15 @@ def test_unknown_target_and_task_ids_raise():
 
 
 def test_authors_task_id_scheme_uses_17_rows():
-    tasks = ["CHIP-CDN", "KUAKE-QIC"]                              # authors' ids 8 and 12
-    model = build(_base(), tasks=tasks, target_modules=["q_proj"], num_experts=4, rank=8,
-                  task_id_scheme="authors")
+    tasks = ["CHIP-CDN", "KUAKE-QIC"]  # authors' ids 8 and 12
+    model = build(
+        _base(),
+        tasks=tasks,
+        target_modules=["q_proj"],
+        num_experts=4,
+        rank=8,
+        task_id_scheme="authors",
+    )
     assert get_router(model).gate.task_embedding.weight.shape == (17, 64)
     _logits(model, _inputs(2), torch.tensor([8, 12]))
     with pytest.raises(ValueError, match="valid ids are 8=CHIP-CDN, 12=KUAKE-QIC"):
@@ -111,8 +141,8 @@ def test_mixed_task_batch_equals_per_task_batches(gate):
     task_ids = torch.tensor([2, 0, 1, 2])
     mixed = _logits(model, ids, task_ids)
     for b in range(4):
-        single = _logits(model, ids[b:b + 1], task_ids[b:b + 1])
-        torch.testing.assert_close(single, mixed[b:b + 1], rtol=1e-5, atol=1e-6)
+        single = _logits(model, ids[b : b + 1], task_ids[b : b + 1])
+        torch.testing.assert_close(single, mixed[b : b + 1], rtol=1e-5, atol=1e-6)
     assert not torch.allclose(mixed[0], _logits(model, ids[:1], torch.tensor([0]))[0])
 
 
@@ -130,8 +160,7 @@ def test_merged_for_task_equals_unmerged_and_restores_base(gate):
             assert all(m.merged_task == t for _, m in layers)
             # while merged the model holds the base architecture's modules, nothing more
             assert moelora_layers(model) == []
-            assert all(type(model.get_submodule(n)) is type(m)
-                       for n, m in _base().named_modules())
+            assert all(type(model.get_submodule(n)) is type(m) for n, m in _base().named_modules())
             out = _logits(model, ids, task_ids)
         assert [n for n, _ in moelora_layers(model)] == [n for n, _ in layers]
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
@@ -157,24 +186,46 @@ def test_generation_computes_the_gate_once_and_matches_full_forward():
     mask = torch.ones_like(ids)
     task_ids = torch.tensor([1, 2])
     with torch.no_grad(), task_context(model, task_ids):
-        greedy = model.generate(input_ids=ids, attention_mask=mask, do_sample=False,
-                                max_new_tokens=6, pad_token_id=0, eos_token_id=None,
-                                output_logits=True, return_dict_in_generate=True)
+        greedy = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=False,
+            max_new_tokens=6,
+            pad_token_id=0,
+            eos_token_id=None,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
     assert calls[0] == 1
     # KV-cache decoding equals a full forward over the generated sequence
     full = _logits(model, greedy.sequences[:, :-1], task_ids)
-    torch.testing.assert_close(torch.stack(greedy.logits, dim=1), full[:, ids.shape[1] - 1:],
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        torch.stack(greedy.logits, dim=1), full[:, ids.shape[1] - 1 :], rtol=1e-4, atol=1e-5
+    )
     with torch.no_grad(), merged_for_task(model, 1), task_context(model, task_ids[:1]):
-        merged = model.generate(input_ids=ids[:1], attention_mask=mask[:1], do_sample=False,
-                                max_new_tokens=6, pad_token_id=0, eos_token_id=None)
+        merged = model.generate(
+            input_ids=ids[:1],
+            attention_mask=mask[:1],
+            do_sample=False,
+            max_new_tokens=6,
+            pad_token_id=0,
+            eos_token_id=None,
+        )
     assert torch.equal(merged, greedy.sequences[:1])
     calls[0] = 0
     torch.manual_seed(0)
     with torch.no_grad(), task_context(model, task_ids):
-        sampled = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, top_p=0.7,
-                                 temperature=0.95, num_return_sequences=3, max_new_tokens=4,
-                                 pad_token_id=0, eos_token_id=None)
+        sampled = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            do_sample=True,
+            top_p=0.7,
+            temperature=0.95,
+            num_return_sequences=3,
+            max_new_tokens=4,
+            pad_token_id=0,
+            eos_token_id=None,
+        )
     assert calls[0] == 1 and sampled.shape == (6, 9)
 
 
@@ -200,7 +251,7 @@ def _grads(model, *, checkpointing: bool):
     ids = _inputs(3, 7)
     with task_context(model, torch.tensor([0, 2, 1])):
         loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()                                   # inside the context
+        loss.backward()  # inside the context
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
@@ -249,24 +300,31 @@ def test_expert_weights_introspection():
 
 
 def test_seq_first_flag_reaches_every_layer():
-    model = build(_base(), tasks=TASKS, target_modules=["q_proj"], num_experts=4, rank=8,
-                  batch_axis=1)
+    model = build(
+        _base(), tasks=TASKS, target_modules=["q_proj"], num_experts=4, rank=8, batch_axis=1
+    )
     assert all(m.batch_axis == 1 for _, m in moelora_layers(model))
     assert all(isinstance(m, MoELoRALinear) for _, m in moelora_layers(model))
 
 
 def test_adapter_save_load_round_trip(tmp_path):
     model = _model()
-    meta = {"method": "moelora_dense", "hparams": {"num_experts": 4, "rank": 8}, "tasks": TASKS,
-            "task_id_scheme": "dense", "target_modules": TARGETS,
-            "base_model": {"name_or_path": "tiny"}}
+    meta = {
+        "method": "moelora_dense",
+        "hparams": {"num_experts": 4, "rank": 8},
+        "tasks": TASKS,
+        "task_id_scheme": "dense",
+        "target_modules": TARGETS,
+        "base_model": {"name_or_path": "tiny"},
+    }
     save_adapter(model, tmp_path / "adapter", meta=meta)
     fresh = _model(randomize_b=False)
     ids, task_ids = _inputs(), torch.tensor([0, 1, 2])
     assert not torch.allclose(_logits(fresh, ids, task_ids), _logits(model, ids, task_ids))
     load_adapter(fresh, tmp_path / "adapter", expected_tasks=TASKS)
-    torch.testing.assert_close(_logits(fresh, ids, task_ids), _logits(model, ids, task_ids),
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        _logits(fresh, ids, task_ids), _logits(model, ids, task_ids), rtol=0, atol=0
+    )
     with pytest.raises(AdapterMismatchError, match="use the same data.tasks"):
         load_adapter(_model(), tmp_path / "adapter", expected_tasks=["t1", "t0", "t2"])
     other_base = build(_base(hidden=64), tasks=TASKS, target_modules=TARGETS, num_experts=4, rank=8)

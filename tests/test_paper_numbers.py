@@ -13,17 +13,40 @@ import pytest
 
 from analysis import paper_numbers as pn
 
-COLUMNS = ("CMeIE", "CHIP-CDN", "CHIP-CDEE", "CHIP-MDCFNPC", "CHIP-CTC", "KUAKE-QIC",
-           "IMCS-V2-MRG", "MedDG", "avg")
-TABLE2_ROWS = {"ChatGPT": "chatgpt", "Huatuo": "huatuo", "P-Tuning": "ptuning",
-               "LoRA (Full)": "lora_full", "LoRA (Single)": "lora_single",
-               "LoRA (Full+TP)": "lora_full_tp", "Task-Arithmetic": "task_arithmetic",
-               "LoRAHub": "lorahub", "MoLoRA": "molora", "MOELoRA (D)": "moelora_dense",
-               "MOELoRA (S)": "moelora_sparse"}
-TABLE3_ROWS = {"w/o MOE (= LoRA (Full))": "lora_full", "w/o gate": "moelora_no_gate",
-               "w multiple gate": "moelora_multi_gate", "w BT": "moelora_bt",
-               "w RBT": "moelora_rbt", "LoRA (Full)-QKV": "lora_full_qkv",
-               "MOELoRA (D)-QKV": "moelora_dense_qkv", "MOELoRA (D)": "moelora_dense"}
+COLUMNS = (
+    "CMeIE",
+    "CHIP-CDN",
+    "CHIP-CDEE",
+    "CHIP-MDCFNPC",
+    "CHIP-CTC",
+    "KUAKE-QIC",
+    "IMCS-V2-MRG",
+    "MedDG",
+    "avg",
+)
+TABLE2_ROWS = {
+    "ChatGPT": "chatgpt",
+    "Huatuo": "huatuo",
+    "P-Tuning": "ptuning",
+    "LoRA (Full)": "lora_full",
+    "LoRA (Single)": "lora_single",
+    "LoRA (Full+TP)": "lora_full_tp",
+    "Task-Arithmetic": "task_arithmetic",
+    "LoRAHub": "lorahub",
+    "MoLoRA": "molora",
+    "MOELoRA (D)": "moelora_dense",
+    "MOELoRA (S)": "moelora_sparse",
+}
+TABLE3_ROWS = {
+    "w/o MOE (= LoRA (Full))": "lora_full",
+    "w/o gate": "moelora_no_gate",
+    "w multiple gate": "moelora_multi_gate",
+    "w BT": "moelora_bt",
+    "w RBT": "moelora_rbt",
+    "LoRA (Full)-QKV": "lora_full_qkv",
+    "MOELoRA (D)-QKV": "moelora_dense_qkv",
+    "MOELoRA (D)": "moelora_dense",
+}
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +82,13 @@ def values_and_stars(cells: list[str]) -> tuple[dict[str, float], set[str]]:
     return values, stars
 
 
-@pytest.mark.parametrize("heading, mapping, table, significant", [
-    ("Table 2", TABLE2_ROWS, pn.TABLE2, pn.TABLE2_SIGNIFICANT),
-    ("Table 3", TABLE3_ROWS, pn.TABLE3, pn.TABLE3_SIGNIFICANT),
-])
+@pytest.mark.parametrize(
+    "heading, mapping, table, significant",
+    [
+        ("Table 2", TABLE2_ROWS, pn.TABLE2, pn.TABLE2_SIGNIFICANT),
+        ("Table 3", TABLE3_ROWS, pn.TABLE3, pn.TABLE3_SIGNIFICANT),
+    ],
+)
 def test_every_table_value_and_star(spec, heading, mapping, table, significant):
     rows = table_rows(section(spec, heading))
     assert set(rows) == set(mapping), f"{heading}: rows in the spec vs the test's mapping"
@@ -78,27 +104,37 @@ def test_every_table_value_and_star(spec, heading, mapping, table, significant):
 
 def test_table1_counts(spec):
     rows = table_rows(section(spec, "Table 1"))
-    parsed = {task: tuple(int(c.replace(",", "")) for c in cells[1:]) for task, cells in rows.items()}
+    parsed = {
+        task: tuple(int(c.replace(",", "")) for c in cells[1:]) for task, cells in rows.items()
+    }
     assert parsed == pn.TABLE1
 
 
 def test_figure_and_text_values(spec):
     text = section(spec, "Figures 4–6")
     header = spec.split("## Table 1")[0]
-    assert tuple(int(s) for s in re.search(r"seeds\s+(\d+), (\d+), (\d+)", header).groups()) \
+    assert (
+        tuple(int(s) for s in re.search(r"seeds\s+(\d+), (\d+), (\d+)", header).groups())
         == pn.SEEDS
+    )
     n4 = float(re.search(r"about ([\d.]+) at N = 4\s+\(approximate", text).group(1))
     assert pn.FIG4[(16, 4)] == n4 and (16, 4) in pn.FIG4_APPROXIMATE
     assert pn.FIG4[(16, 8)] == pn.TABLE2["moelora_dense"]["avg"]
-    assert float(re.search(r"no more than ([\d.]+) %", text).group(1)) \
-        == pn.FIG5_MAX_RATIO_PERCENT
-    assert all(v <= pn.FIG5_MAX_RATIO_PERCENT for k, v in pn.FIG5_RATIO_PERCENT_CHATGLM6B.items()
-               if k in ("lora_full", "moelora_dense"))
-    low, high, best = map(int, re.search(r"K searched from (\d+) to (\d+); K = (\d+) is best",
-                                         text).groups())
+    assert float(re.search(r"no more than ([\d.]+) %", text).group(1)) == pn.FIG5_MAX_RATIO_PERCENT
+    assert all(
+        v <= pn.FIG5_MAX_RATIO_PERCENT
+        for k, v in pn.FIG5_RATIO_PERCENT_CHATGLM6B.items()
+        if k in ("lora_full", "moelora_dense")
+    )
+    low, high, best = map(
+        int, re.search(r"K searched from (\d+) to (\d+); K = (\d+) is best", text).groups()
+    )
     assert (pn.SPARSE_K_SEARCHED, pn.SPARSE_BEST_K) == (tuple(range(low, high + 1)), best)
-    similar = re.search(r"(\S+) and (\S+) have largely\s+similar weights except on experts "
-                        r"(\d+) and (\d+)", text).groups()
+    similar = re.search(
+        r"(\S+) and (\S+) have largely\s+similar weights except on experts "
+        r"(\d+) and (\d+)",
+        text,
+    ).groups()
     assert pn.FIG6_SIMILAR_TASKS == similar[:2]
     assert pn.FIG6_DIFFERING_EXPERTS == tuple(int(e) for e in similar[2:])
 
@@ -106,4 +142,6 @@ def test_figure_and_text_values(spec):
 def test_no_row_left_untranscribed():
     for table in (pn.TABLE2, pn.TABLE3):
         for key, row in table.items():
-            assert tuple(row) == pn.TASK_COLUMNS and all(isinstance(v, float) for v in row.values()), key
+            assert tuple(row) == pn.TASK_COLUMNS and all(
+                isinstance(v, float) for v in row.values()
+            ), key

@@ -26,8 +26,9 @@ def _gold(run_dir):
     return records[::2] + records[1::2]
 
 
-@pytest.mark.parametrize("method", [*METHODS, "molora", "moelora_multi_gate", "lora_full_tp",
-                                    "ptuning"])
+@pytest.mark.parametrize(
+    "method", [*METHODS, "molora", "moelora_multi_gate", "lora_full_tp", "ptuning"]
+)
 def test_rebuilt_run_reproduces_its_own_answers(smoke_runs, more_smoke_runs, method):
     """Same model, same decoding settings (the run's greedy ones), same batches as the job; the
     run's task prompt (LoRA (Full+TP)) is applied, the saved records keep their own input."""
@@ -39,15 +40,18 @@ def test_rebuilt_run_reproduces_its_own_answers(smoke_runs, more_smoke_runs, met
     out = predict(run, saved, strategy=strategy)
     assert [p["target"] for p in out.predictions] == [r["target"] for r in saved]
     assert out.decoding["mode"] == "greedy" and out.decoding["max_new_tokens"] == 32
-    assert out.decoding["batch_size"] == 8                       # trainer=smoke's eval batch
+    assert out.decoding["batch_size"] == 8  # trainer=smoke's eval batch
 
 
 def _sharpen(run_dir, tmp_path):
     """A copy of the run whose adapters change the answers a lot (random lora_B, per file)."""
     copy = tmp_path / run_dir.name
     shutil.copytree(run_dir, copy)
-    files = [p for p in sorted(copy.rglob("adapter_model.safetensors"))
-             if p.parent.name == "adapter" or p.parent.parent.name == "adapters"]
+    files = [
+        p
+        for p in sorted(copy.rglob("adapter_model.safetensors"))
+        if p.parent.name == "adapter" or p.parent.parent.name == "adapters"
+    ]
     assert files
     for i, path in enumerate(files):
         state = load_file(str(path))
@@ -63,13 +67,15 @@ def _sharpen(run_dir, tmp_path):
 def test_strategies_give_the_same_greedy_answers(smoke_runs, method, tmp_path):
     run = load_run(_sharpen(smoke_runs[method], tmp_path))
     records = _gold(smoke_runs[method])
-    answers = {s: [p["target"] for p in predict(run, records, strategy=s).predictions]
-               for s in ("mixed", "grouped_merged", "grouped_unmerged")}
+    answers = {
+        s: [p["target"] for p in predict(run, records, strategy=s).predictions]
+        for s in ("mixed", "grouped_merged", "grouped_unmerged")
+    }
     assert answers["mixed"] == answers["grouped_merged"] == answers["grouped_unmerged"]
     with torch.no_grad(), _adapters_off(run.model):
         base = [p["target"] for p in predict(run, records, strategy="mixed").predictions]
     assert sum(a != b for a, b in zip(answers["mixed"], base)) >= len(records) // 2
-    if run.batch_kwargs is not None:           # per-task adapters: the rows' names matter
+    if run.batch_kwargs is not None:  # per-task adapters: the rows' names matter
         hook, run.batch_kwargs = run.batch_kwargs, None
         first_only = [p["target"] for p in predict(run, records, strategy="mixed").predictions]
         run.batch_kwargs = hook
@@ -104,8 +110,22 @@ def test_cli_writes_predictions_in_input_order_and_scores(smoke_runs, tmp_path, 
     records = _gold(run_dir)
     src = tmp_path / "in.jsonl"
     src.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    assert main([str(run_dir), "--input", str(src), "--out", str(tmp_path / "p.jsonl"),
-                 "--batch-size", "3", "--scores", str(tmp_path / "s.json")]) == 0
+    assert (
+        main(
+            [
+                str(run_dir),
+                "--input",
+                str(src),
+                "--out",
+                str(tmp_path / "p.jsonl"),
+                "--batch-size",
+                "3",
+                "--scores",
+                str(tmp_path / "s.json"),
+            ]
+        )
+        == 0
+    )
     out = read_jsonl(tmp_path / "p.jsonl")
     assert [r["sample_id"] for r in out] == [r["sample_id"] for r in records]
     assert [r["input"] for r in out] == [r["input"] for r in records]
@@ -113,11 +133,12 @@ def test_cli_writes_predictions_in_input_order_and_scores(smoke_runs, tmp_path, 
     assert summary == read_json(tmp_path / "s.json")
     assert summary["decoding"]["batch_size"] == 3 and summary["strategy"] == "mixed"
     assert set(summary["scores"]) == {r["task_dataset"] for r in records} | {"avg"}
-    results = read_json(run_dir / "results.json")      # the run scored the same answers
+    results = read_json(run_dir / "results.json")  # the run scored the same answers
     assert summary["scores"]["avg"] == pytest.approx(results["scores"]["avg"])
     # no gold: answered, not scored
-    src.write_text("".join(json.dumps({**r, "target": ""}, ensure_ascii=False) + "\n"
-                           for r in records[:3]))
+    src.write_text(
+        "".join(json.dumps({**r, "target": ""}, ensure_ascii=False) + "\n" for r in records[:3])
+    )
     assert main([str(run_dir), "--input", str(src), "--out", str(tmp_path / "q.jsonl")]) == 0
     assert json.loads(capsys.readouterr().out)["scores"] is None
 
@@ -133,8 +154,10 @@ def test_bad_inputs_are_refused_with_the_reason(smoke_runs, tmp_path, capsys):
         predict(run, [{**records[0], "task_dataset": "CMeEE"}])
     src = tmp_path / "in.jsonl"
     src.write_text(json.dumps({**records[0], "task_dataset": "CMeEE"}) + "\n")
-    assert main([str(smoke_runs["molora"]), "--input", str(src), "--out",
-                 str(tmp_path / "p.jsonl")]) == 2
+    assert (
+        main([str(smoke_runs["molora"]), "--input", str(src), "--out", str(tmp_path / "p.jsonl")])
+        == 2
+    )
     assert f"{src}:1: unknown task_dataset 'CMeEE'" in capsys.readouterr().err
     failed = tmp_path / "failed"
     shutil.copytree(smoke_runs["lora_full"], failed)

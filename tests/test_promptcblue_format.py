@@ -33,7 +33,9 @@ def test_toy_test_split_without_gold_is_refused(shared_dir):
 
 def test_promptcblue_toy_config_points_at_the_shared_folder(shared_dir, repo_root):
     """data=promptcblue_toy reads the shared toy files (dev as test)."""
-    cfg = compose(["data=promptcblue_toy", f"paths.root_dir={repo_root}", "model=hf", "model.path=/x"])
+    cfg = compose(
+        ["data=promptcblue_toy", f"paths.root_dir={repo_root}", "model=hf", "model.path=/x"]
+    )
     from moelora.harness.runner import load_splits
 
     splits = load_splits(cfg, TaskMap(cfg.data.tasks))
@@ -62,10 +64,14 @@ def test_prepare_builds_the_paper_split(shared_dir, tmp_path, capsys):
     assert len(ids) == len(set(ids))  # validation carved out of train, disjoint
     for task in PAPER_TASKS:
         tr, va, te = meta["counts"][task]
-        assert te == 5 and va == 2 and tr == 3  # 5 per task: half the pool at most goes to validation
+        assert (
+            te == 5 and va == 2 and tr == 3
+        )  # 5 per task: half the pool at most goes to validation
     assert set(TABLE1) == set(PAPER_TASKS)
     assert "2828" in format_counts(meta["counts"])
     # deterministic for a seed
     again = prepare(src, tmp_path / "again", seed=42)
     assert again["counts"] == meta["counts"]
-    assert (tmp_path / "again" / "dev.jsonl").read_text() == (tmp_path / "out" / "dev.jsonl").read_text()
+    assert (tmp_path / "again" / "dev.jsonl").read_text() == (
+        tmp_path / "out" / "dev.jsonl"
+    ).read_text()

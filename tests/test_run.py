@@ -36,7 +36,12 @@ def test_run_writes_results_predictions_and_config(finished):
     _, run_dir = finished
     r = read_json(run_dir / "results.json")
     assert r["status"] == "success"
-    assert (r["method"], r["seed"], r["experiment"], r["benchmark"]) == ("lora_full", 42, "default", "medsynth")
+    assert (r["method"], r["seed"], r["experiment"], r["benchmark"]) == (
+        "lora_full",
+        42,
+        "default",
+        "medsynth",
+    )
     tasks = r["tasks"]
     assert set(r["scores"]) == set(tasks) | {"avg"}
     assert all(0.0 <= v <= 1.0 for v in r["scores"].values())
@@ -49,7 +54,7 @@ def test_run_writes_results_predictions_and_config(finished):
     assert {"input", "target", "answer_choices", "task_dataset", "sample_id"} <= set(preds[0])
     assert (run_dir / "config.yaml").is_file()
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
-    stats = r["token_stats"]                 # #12: unknown tokens and truncation per task
+    stats = r["token_stats"]  # #12: unknown tokens and truncation per task
     assert set(stats) == {"train", "dev", "test"} and set(stats["train"]["tasks"]) == set(tasks)
     cell = stats["train"]["tasks"][tasks[0]]
     assert cell["samples"] > 0 and cell["prompt_tokens"] > 0
@@ -60,7 +65,10 @@ def test_same_seed_twice_gives_identical_predictions(tiny_world, tmp_path, finis
     _, a = finished
     _, b = _run(tiny_world, tmp_path / "b")
     assert (a / "predictions.jsonl").read_text() == (b / "predictions.jsonl").read_text()
-    assert read_json(a / "results.json")["train"]["losses"] == read_json(b / "results.json")["train"]["losses"]
+    assert (
+        read_json(a / "results.json")["train"]["losses"]
+        == read_json(b / "results.json")["train"]["losses"]
+    )
 
 
 def test_finished_run_is_skipped_unless_overwrite(tiny_world, tmp_path, capsys):
@@ -76,8 +84,9 @@ def test_finished_run_is_skipped_unless_overwrite(tiny_world, tmp_path, capsys):
 
 
 def test_failed_job_records_status_and_error(tiny_world, tmp_path):
-    code, run_dir = _run(tiny_world, tmp_path, "data.max_source_length=2",
-                         "data.max_truncated_fraction=0.5")
+    code, run_dir = _run(
+        tiny_world, tmp_path, "data.max_source_length=2", "data.max_truncated_fraction=0.5"
+    )
     assert code == 1
     r = read_json(run_dir / "results.json")
     assert r["status"] == "failed"
@@ -103,11 +112,24 @@ def bad_data(tiny_world, tmp_path):
     "mutate, message",
     [
         (lambda lines: lines[:2] + ["{not json"] + lines[3:], r"train.jsonl:3: malformed JSON"),
-        (lambda lines: [json.dumps({k: v for k, v in json.loads(lines[0]).items() if k != "target"},
-                                   ensure_ascii=False)] + lines[1:],
-         r"train.jsonl:1: sample is missing field\(s\) \['target'\]"),
-        (lambda lines: [lines[0].replace('"task_dataset": "', '"task_dataset": "XX-')] + lines[1:],
-         r"train.jsonl:1: unknown task_dataset 'XX-"),
+        (
+            lambda lines: (
+                [
+                    json.dumps(
+                        {k: v for k, v in json.loads(lines[0]).items() if k != "target"},
+                        ensure_ascii=False,
+                    )
+                ]
+                + lines[1:]
+            ),
+            r"train.jsonl:1: sample is missing field\(s\) \['target'\]",
+        ),
+        (
+            lambda lines: (
+                [lines[0].replace('"task_dataset": "', '"task_dataset": "XX-')] + lines[1:]
+            ),
+            r"train.jsonl:1: unknown task_dataset 'XX-",
+        ),
         (lambda lines: [], r"train.jsonl: the split is empty"),
     ],
     ids=["malformed-line", "missing-field", "unknown-task", "empty-split"],
@@ -136,8 +158,14 @@ def test_model_dir_without_tokenizer_is_rejected_early(tiny_world, tmp_path):
 
 def _run_py(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, str(REPO_ROOT / "run.py"), *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / "run.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_typo_and_unknown_option_are_errors(tiny_world, tmp_path):
@@ -159,19 +187,33 @@ def test_multirun_through_run_py_continues_past_a_failure(tiny_world, tmp_path):
     assert "trainer=smoke" in str(runs[0].parent.parent.name)
     assert all(read_json(p)["status"] == "success" for p in runs)
     assert "[sweep] 2 job(s)" in out.stdout
-    base = [o for o in tiny_overrides(tiny_world, tmp_path)
-            if not o.startswith(("data.max_source_length", "data.max_truncated_fraction"))]
-    failing = _run_py(["-m", "method=lora_full", "seed=44", "data.max_source_length=2,96",
-                       *base, "data.max_truncated_fraction=0.5",
-                       "trainer.max_steps=1"], tmp_path)
+    base = [
+        o
+        for o in tiny_overrides(tiny_world, tmp_path)
+        if not o.startswith(("data.max_source_length", "data.max_truncated_fraction"))
+    ]
+    failing = _run_py(
+        [
+            "-m",
+            "method=lora_full",
+            "seed=44",
+            "data.max_source_length=2,96",
+            *base,
+            "data.max_truncated_fraction=0.5",
+            "trainer.max_steps=1",
+        ],
+        tmp_path,
+    )
     assert failing.returncode == 0
-    statuses = sorted(read_json(p)["status"] for p in (tmp_path / "outputs").rglob("seed=44/results.json"))
+    statuses = sorted(
+        read_json(p)["status"] for p in (tmp_path / "outputs").rglob("seed=44/results.json")
+    )
     assert statuses == ["failed", "success"]
     # the summary lists this sweep's two jobs, not the earlier sweep's in the same folder
-    summary = failing.stdout[failing.stdout.index("[sweep]"):]
+    summary = failing.stdout[failing.stdout.index("[sweep]") :]
     assert "[sweep] 2 job(s)" in summary and "seed=42" not in summary
     assert "[sweep] 1 job(s) failed" in summary
-    assert not (tmp_path / "outputs" / "default" / ".sweeps").exists()    # markers removed
+    assert not (tmp_path / "outputs" / "default" / ".sweeps").exists()  # markers removed
 
 
 @pytest.mark.slow
@@ -181,10 +223,19 @@ def test_sweep_runs_in_parallel_with_the_submitit_local_launcher(tiny_world, tmp
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweeps = []
     for seeds in ("42,43", "44"):
-        out = _run_py(["-m", "hydra/launcher=submitit_local", "method=lora_full", f"seed={seeds}",
-                       *tiny_overrides(tiny_world, tmp_path), "trainer.max_steps=1"], tmp_path)
+        out = _run_py(
+            [
+                "-m",
+                "hydra/launcher=submitit_local",
+                "method=lora_full",
+                f"seed={seeds}",
+                *tiny_overrides(tiny_world, tmp_path),
+                "trainer.max_steps=1",
+            ],
+            tmp_path,
+        )
         assert out.returncode == 0, out.stderr[-3000:]
-        sweeps.append(out.stdout[out.stdout.index("[sweep]"):])
+        sweeps.append(out.stdout[out.stdout.index("[sweep]") :])
     runs = sorted((tmp_path / "outputs" / "default" / "lora_full").rglob("results.json"))
     assert [read_json(p)["status"] for p in runs] == ["success"] * 3
     assert "[sweep] 2 job(s)" in sweeps[0] and "[sweep] 1 job(s)" in sweeps[1]
@@ -200,14 +251,19 @@ def test_every_trained_method_runs_through_run_py(tiny_world, tmp_path):
     ICL, P-Tuning and the LoRA (Single) → Task-Arithmetic → LoRAHub chain go through run.py in
     their own tests (tests/test_baselines_icl.py, test_baselines_ptuning.py, the slow chain)."""
     own_tests = {"icl", "ptuning", "lora_single", "task_arithmetic", "lorahub"}
-    methods = sorted(p.stem for p in (REPO_ROOT / "conf" / "method").glob("*.yaml")
-                     if p.stem not in own_tests)
+    methods = sorted(
+        p.stem for p in (REPO_ROOT / "conf" / "method").glob("*.yaml") if p.stem not in own_tests
+    )
     assert {"lora_full", "moelora_dense", "moelora_rbt", "molora"} <= set(methods)
-    out = _run_py(["-m", f"method={','.join(methods)}", "seed=42",
-                   *tiny_overrides(tiny_world, tmp_path)], tmp_path)
+    out = _run_py(
+        ["-m", f"method={','.join(methods)}", "seed=42", *tiny_overrides(tiny_world, tmp_path)],
+        tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
-    results = {read_json(p)["method"]: read_json(p)
-               for p in (tmp_path / "outputs" / "default").rglob("results.json")}
+    results = {
+        read_json(p)["method"]: read_json(p)
+        for p in (tmp_path / "outputs" / "default").rglob("results.json")
+    }
     assert sorted(results) == methods
     for method, res in results.items():
         assert res["status"] == "success", (method, res.get("error"))
@@ -216,11 +272,19 @@ def test_every_trained_method_runs_through_run_py(tiny_world, tmp_path):
 
 def test_identical_job_of_another_experiment_is_reused(tiny_world, tmp_path, capsys):
     """Fig. 4/6 cells are Table 2 cells: a second experiment adopts the finished job."""
-    out = tmp_path / "outputs"      # paths.output_dir under tiny_overrides(tmp_path)
+    out = tmp_path / "outputs"  # paths.output_dir under tiny_overrides(tmp_path)
 
     def job(experiment: str, name: str, *extra: str) -> Path:
-        cfg = compose(tiny_overrides(tiny_world, tmp_path, "method=lora_full", "trainer.max_steps=1",
-                                     f"experiment_name={experiment}", *extra))
+        cfg = compose(
+            tiny_overrides(
+                tiny_world,
+                tmp_path,
+                "method=lora_full",
+                "trainer.max_steps=1",
+                f"experiment_name={experiment}",
+                *extra,
+            )
+        )
         run_dir = out / experiment / name
         run_dir.mkdir(parents=True)
         assert run(cfg, run_dir) == 0
@@ -235,21 +299,30 @@ def test_identical_job_of_another_experiment_is_reused(tiny_world, tmp_path, cap
     assert b["scores"] == a["scores"] and b["timing"] == a["timing"]
     assert (dst / "predictions.jsonl").read_text() == (src / "predictions.jsonl").read_text()
     assert (dst / "adapter" / "adapter_model.safetensors").is_file()
-    changed = job("fig6", "b", "trainer.max_steps=2")          # another job: trains
+    changed = job("fig6", "b", "trainer.max_steps=2")  # another job: trains
     assert "reused_from" not in read_json(changed / "results.json")
     forced = job("fig4", "a", "reuse=false")
     f = read_json(forced / "results.json")
     assert "reused_from" not in f and f["train"]["losses"] == a["train"]["losses"]
 
 
-def test_job_that_differs_only_in_inference_evaluates_the_trained_weights(tiny_world, tmp_path,
-                                                                          capsys):
+def test_job_that_differs_only_in_inference_evaluates_the_trained_weights(
+    tiny_world, tmp_path, capsys
+):
     """Fig. 5 runs each method merged and unmerged: the second job trains nothing."""
     out = tmp_path / "outputs"
 
     def job(experiment: str, *extra: str) -> Path:
-        cfg = compose(tiny_overrides(tiny_world, tmp_path, "method=moelora_dense",
-                                     "trainer.max_steps=2", f"experiment_name={experiment}", *extra))
+        cfg = compose(
+            tiny_overrides(
+                tiny_world,
+                tmp_path,
+                "method=moelora_dense",
+                "trainer.max_steps=2",
+                f"experiment_name={experiment}",
+                *extra,
+            )
+        )
         run_dir = out / experiment / "job"
         run_dir.mkdir(parents=True)
         assert run(cfg, run_dir) == 0
@@ -261,7 +334,9 @@ def test_job_that_differs_only_in_inference_evaluates_the_trained_weights(tiny_w
     assert "only inference differs" in capsys.readouterr().out
     a, b = read_json(src / "results.json"), read_json(dst / "results.json")
     assert b["trained_by"] == str(src) and "reused_from" not in b
-    assert b["timing"]["infer_mode"] == "merged_per_task" and a["timing"]["infer_mode"] == "unmerged"
+    assert (
+        b["timing"]["infer_mode"] == "merged_per_task" and a["timing"]["infer_mode"] == "unmerged"
+    )
     assert b["train"]["resumed_from"] == 2 and b["train"]["losses"] == a["train"]["losses"]
     assert b["timing"]["train_step_seconds"] is None
     from safetensors.torch import load_file
@@ -280,8 +355,15 @@ def test_resumed_job_adds_the_time_of_the_killed_attempt(tiny_world, tmp_path):
     progress.write_text('{"step": 0, "path": "gone"}')
     now = time.time()
     os.utime(progress, (now - 40, now - 40))
-    (run_dir / "results.json").write_text(json.dumps({"status": "running", "started_at": now - 100,
-                                                      "timing": {"previous_attempts_seconds": 7.0}}))
+    (run_dir / "results.json").write_text(
+        json.dumps(
+            {
+                "status": "running",
+                "started_at": now - 100,
+                "timing": {"previous_attempts_seconds": 7.0},
+            }
+        )
+    )
     cfg = compose(tiny_overrides(tiny_world, tmp_path, "method=lora_full", "trainer.max_steps=1"))
     assert run(cfg, run_dir) == 0
     timing = read_json(run_dir / "results.json")["timing"]
@@ -304,9 +386,16 @@ def test_a_job_already_running_elsewhere_is_left_alone(tiny_world, tmp_path, cap
 def test_a_killed_job_leaves_no_stale_lock(tmp_path):
     """The lock is the operating system's: a process killed while holding it releases it."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from moelora.utils.io import job_lock\n"
-         f"with job_lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)"],
-        cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from moelora.utils.io import job_lock\n"
+            f"with job_lock({str(tmp_path)!r}):\n    print('held', flush=True); time.sleep(60)",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         with pytest.raises(JobBusyError, match=f"pid {holder.pid}"):
@@ -315,7 +404,7 @@ def test_a_killed_job_leaves_no_stale_lock(tmp_path):
     finally:
         holder.kill()
         holder.wait()
-    with job_lock(tmp_path):        # free again once the holder is gone
+    with job_lock(tmp_path):  # free again once the holder is gone
         assert (tmp_path / ".job.lock").read_text() == str(os.getpid())
 
 
@@ -328,32 +417,46 @@ def test_sweep_summary_tells_failed_running_and_stopped_jobs_apart(tmp_path, cap
     from moelora.harness.hydra_callbacks import SweepSummary
 
     def job_config(num: int, run_dir: Path):
-        return OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}, "job": {"num": num},
-                                           "runtime": {"output_dir": str(run_dir)}}})
+        return OmegaConf.create(
+            {
+                "hydra": {
+                    "sweep": {"dir": str(tmp_path)},
+                    "job": {"num": num},
+                    "runtime": {"output_dir": str(run_dir)},
+                }
+            }
+        )
 
-    for name, status in [("a", "success"), ("b", "failed"), ("c", "running"), ("d", "running"),
-                         ("earlier", "success")]:
+    for name, status in [
+        ("a", "success"),
+        ("b", "failed"),
+        ("c", "running"),
+        ("d", "running"),
+        ("earlier", "success"),
+    ]:
         (tmp_path / name).mkdir()
-        write_json(tmp_path / name / "results.json", {"status": status, "method": "lora_full",
-                                                      "seed": 42, "scores": {"avg": 0.5}})
-    (tmp_path / "d" / ".job.lock").write_text("12345")      # left by a killed job: lock free
+        write_json(
+            tmp_path / name / "results.json",
+            {"status": status, "method": "lora_full", "seed": 42, "scores": {"avg": 0.5}},
+        )
+    (tmp_path / "d" / ".job.lock").write_text("12345")  # left by a killed job: lock free
     summary = SweepSummary()
     sweep = job_config(0, tmp_path)
     summary.on_multirun_start(sweep)
-    for num, name in enumerate(["a", "b", "c", "d", "e"]):   # e: a job that wrote nothing
+    for num, name in enumerate(["a", "b", "c", "d", "e"]):  # e: a job that wrote nothing
         summary.on_job_start(job_config(num, tmp_path / name))
     with job_lock(tmp_path / "c"):
         summary.on_multirun_end(sweep)
     out = capsys.readouterr().out
     rows = [line.split() for line in out.splitlines() if line.startswith("  ")]
     assert [r[0] for r in rows] == ["success", "failed", "running", "stopped", "no-result"]
-    assert [r[-1] for r in rows] == ["a", "b", "c", "d", "e"]            # not "earlier"
+    assert [r[-1] for r in rows] == ["a", "b", "c", "d", "e"]  # not "earlier"
     assert "[sweep] 5 job(s)" in out
     assert "[sweep] 1 job(s) are running in another process" in out
     assert "[sweep] 1 job(s) stopped before finishing (killed or crashed); rerun" in out
     assert "[sweep] 1 job(s) wrote no results.json; see their run.log" in out
     assert "[sweep] 1 job(s) failed; see their results.json 'error'" in out
-    assert (tmp_path / "d" / ".job.lock").read_text() == "12345"     # the check wrote nothing
+    assert (tmp_path / "d" / ".job.lock").read_text() == "12345"  # the check wrote nothing
     assert not (tmp_path / ".sweeps").exists()
 
 
@@ -369,8 +472,11 @@ def test_local_submitit_launcher_keeps_its_files_without_a_literal_job_id_folder
 
     register_launchers()
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", return_hydra_config=True,
-                            overrides=["hydra/launcher=submitit_local", "model=hf", "model.path=/x"])
+        cfg = hydra_compose(
+            config_name="config",
+            return_hydra_config=True,
+            overrides=["hydra/launcher=submitit_local", "model=hf", "model.path=/x"],
+        )
     launcher = OmegaConf.to_container(cfg.hydra.launcher, resolve=False)
     assert launcher["submitit_folder"] == "${hydra.sweep.dir}/.submitit"
     assert launcher["_target_"].endswith("LocalLauncher")
@@ -407,23 +513,39 @@ def test_killed_run_py_resumes_to_bit_identical_adapters(tiny_world, tmp_path, f
     run_dir = tmp_path / "killed"
     overrides = tiny_overrides(tiny_world, tmp_path, "method=lora_full", "logger=csv")
     env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", "KILL_AT_STEP": "4"}
-    killed = subprocess.run([sys.executable, "-c", KILLER, str(REPO_ROOT / "run.py"), *overrides,
-                             f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=600)
+    killed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            KILLER,
+            str(REPO_ROOT / "run.py"),
+            *overrides,
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert killed.returncode == -9, killed.stderr[-2000:]
     assert read_json(run_dir / "results.json")["status"] == "running"
     assert json.loads((run_dir / "checkpoints" / "last.json").read_text())["step"] == 2
-    stray = run_dir / ".results.json.k1ll3d.tmp"      # what a kill inside write_json leaves
+    stray = run_dir / ".results.json.k1ll3d.tmp"  # what a kill inside write_json leaves
     stray.write_text('{"status": "succ')
-    assert run(compose(overrides), run_dir) == 0      # the rerun: resume=auto
+    assert run(compose(overrides), run_dir) == 0  # the rerun: resume=auto
     r = read_json(run_dir / "results.json")
     assert r["status"] == "success" and r["train"]["resumed_from"] == 2
     assert r["train"]["losses"] == read_json(reference / "results.json")["train"]["losses"]
     name = "adapter/adapter_model.safetensors"
     assert (run_dir / name).read_bytes() == (reference / name).read_bytes()
-    assert (run_dir / "predictions.jsonl").read_text() == (reference / "predictions.jsonl").read_text()
+    assert (run_dir / "predictions.jsonl").read_text() == (
+        reference / "predictions.jsonl"
+    ).read_text()
     with (run_dir / "metrics.csv").open(newline="") as f:
         rows = list(csv.reader(f))[1:]
     keys = [(step, key) for step, key, _ in rows]
-    assert len(keys) == len(set(keys)) and ("3", "train/loss") in keys and ("4", "train/loss") in keys
+    assert (
+        len(keys) == len(set(keys)) and ("3", "train/loss") in keys and ("4", "train/loss") in keys
+    )
     assert not stray.exists()

@@ -22,8 +22,14 @@ def _ctx(tiny_world, tmp_path, *extra):
     splits = load_splits(cfg, task_map)
     from moelora.harness.loggers import NoneLogger
 
-    return RunContext(cfg=cfg, run_dir=tmp_path, task_map=task_map, splits=splits,
-                      accelerator=Accelerator(cpu=True), logger=NoneLogger())
+    return RunContext(
+        cfg=cfg,
+        run_dir=tmp_path,
+        task_map=task_map,
+        splits=splits,
+        accelerator=Accelerator(cpu=True),
+        logger=NoneLogger(),
+    )
 
 
 def _train(ctx, ckpt_dir, *, max_steps=4, on_step=None, seed=0):
@@ -33,9 +39,17 @@ def _train(ctx, ckpt_dir, *, max_steps=4, on_step=None, seed=0):
     enc = ctx.encoder(tok)
     settings = ctx.train_settings(max_steps=max_steps)
     settings.save_every = 2
-    out = train(model, enc, ctx.splits["train"], settings=settings,
-                sampler=ctx.sampler(enc, ctx.splits["train"]), accelerator=ctx.accelerator,
-                ckpt_dir=ckpt_dir, adapter_meta=ctx.adapter_meta(), on_step=on_step)
+    out = train(
+        model,
+        enc,
+        ctx.splits["train"],
+        settings=settings,
+        sampler=ctx.sampler(enc, ctx.splits["train"]),
+        accelerator=ctx.accelerator,
+        ckpt_dir=ckpt_dir,
+        adapter_meta=ctx.adapter_meta(),
+        on_step=on_step,
+    )
     return model, out
 
 
@@ -140,11 +154,14 @@ def test_example_mean_loss_weighs_every_example_the_same(tiny_world, tmp_path):
     model, tok = ctx.load_base()
     enc = ctx.encoder(tok)
     records = ctx.splits["train"]
-    examples = sorted((enc.train_example(r) for r in records[:12]),
-                      key=lambda e: sum(x != IGNORE_INDEX for x in e["labels"]))
+    examples = sorted(
+        (enc.train_example(r) for r in records[:12]),
+        key=lambda e: sum(x != IGNORE_INDEX for x in e["labels"]),
+    )
     short, long = examples[0], examples[-1]
     assert sum(x != IGNORE_INDEX for x in short["labels"]) < sum(
-        x != IGNORE_INDEX for x in long["labels"])
+        x != IGNORE_INDEX for x in long["labels"]
+    )
     alone = []
     with torch.no_grad():
         for ex in (short, long):
@@ -153,14 +170,16 @@ def test_example_mean_loss_weighs_every_example_the_same(tiny_world, tmp_path):
             labels = batch.pop("labels")
             out = model(**batch, labels=labels)
             alone.append(float(out.loss))
-            assert float(example_mean_loss(out.logits, labels)) == pytest.approx(alone[-1], rel=1e-5)
+            assert float(example_mean_loss(out.logits, labels)) == pytest.approx(
+                alone[-1], rel=1e-5
+            )
         batch = enc.collate_train([short, long])
         batch.pop("task_ids")
         labels = batch.pop("labels")
         out = model(**batch, labels=labels)
         both = float(example_mean_loss(out.logits, labels))
     assert both == pytest.approx(sum(alone) / 2, rel=1e-4)
-    assert float(out.loss) != pytest.approx(both, rel=1e-3)   # the token mean differs
+    assert float(out.loss) != pytest.approx(both, rel=1e-3)  # the token mean differs
 
 
 def test_loss_weighting_is_checked(tiny_world, tmp_path):
@@ -172,6 +191,13 @@ def test_loss_weighting_is_checked(tiny_world, tmp_path):
     enc = ctx.encoder(tok)
     settings = replace(ctx.train_settings(max_steps=1), loss_weighting="tokens")
     with pytest.raises(ValueError, match="loss_weighting='tokens'.*token, example"):
-        train(model, enc, ctx.splits["train"], settings=settings,
-              sampler=ctx.sampler(enc, ctx.splits["train"]), accelerator=ctx.accelerator,
-              ckpt_dir=None, adapter_meta=ctx.adapter_meta())
+        train(
+            model,
+            enc,
+            ctx.splits["train"],
+            settings=settings,
+            sampler=ctx.sampler(enc, ctx.splits["train"]),
+            accelerator=ctx.accelerator,
+            ckpt_dir=None,
+            adapter_meta=ctx.adapter_meta(),
+        )

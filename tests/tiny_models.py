@@ -21,13 +21,29 @@ import torch
 from torch import nn
 
 ARCHITECTURES = ("llama", "qwen2", "mistral", "gpt2", "glm4")
-BLOCK = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=1024)
+BLOCK = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=1024,
+)
 BPE_SPECIALS = {
     "gpt2": ["<|endoftext|>"],
     "qwen2": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-    "glm4": ["<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>",
-             "<|user|>", "<|assistant|>", "<|observation|>"],
+    "glm4": [
+        "<|endoftext|>",
+        "[MASK]",
+        "[gMASK]",
+        "[sMASK]",
+        "<sop>",
+        "<eop>",
+        "<|system|>",
+        "<|user|>",
+        "<|assistant|>",
+        "<|observation|>",
+    ],
 }
 
 
@@ -38,18 +54,26 @@ def _bpe_tokenizer(texts: list[str], arch: str) -> Any:
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=700, special_tokens=BPE_SPECIALS[arch],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=700,
+        special_tokens=BPE_SPECIALS[arch],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(texts, trainer=trainer)
     eos = "<|endoftext|>"
-    specials = {"gpt2": dict(bos_token=eos, eos_token=eos, unk_token=eos),
-                "qwen2": dict(eos_token=eos, pad_token=eos,
-                              additional_special_tokens=BPE_SPECIALS["qwen2"][1:]),
-                "glm4": dict(eos_token=eos, pad_token=eos,
-                             additional_special_tokens=BPE_SPECIALS["glm4"][1:])}[arch]
-    return PreTrainedTokenizerFast(tokenizer_object=tok, clean_up_tokenization_spaces=False,
-                                   model_max_length=1024, **specials)
+    specials = {
+        "gpt2": dict(bos_token=eos, eos_token=eos, unk_token=eos),
+        "qwen2": dict(
+            eos_token=eos, pad_token=eos, additional_special_tokens=BPE_SPECIALS["qwen2"][1:]
+        ),
+        "glm4": dict(
+            eos_token=eos, pad_token=eos, additional_special_tokens=BPE_SPECIALS["glm4"][1:]
+        ),
+    }[arch]
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, clean_up_tokenization_spaces=False, model_max_length=1024, **specials
+    )
 
 
 def build_tokenizer(arch: str, data_dir: Path) -> Any:
@@ -60,9 +84,14 @@ def build_tokenizer(arch: str, data_dir: Path) -> Any:
 
     texts = data_texts(data_dir)
     if arch in ("llama", "mistral"):
-        return PreTrainedTokenizerFast(tokenizer_object=train_tokenizer(texts, texts), bos_token=BOS,
-                                       eos_token=EOS, unk_token=UNK,
-                                       clean_up_tokenization_spaces=False, model_max_length=1024)
+        return PreTrainedTokenizerFast(
+            tokenizer_object=train_tokenizer(texts, texts),
+            bos_token=BOS,
+            eos_token=EOS,
+            unk_token=UNK,
+            clean_up_tokenization_spaces=False,
+            model_max_length=1024,
+        )
     return _bpe_tokenizer(texts, arch)
 
 
@@ -70,8 +99,12 @@ def build_model(arch: str, tokenizer: Any, *, seed: int = 0) -> nn.Module:
     """A random tiny ``arch`` causal LM whose vocabulary and special ids fit ``tokenizer``."""
     import transformers as tf
 
-    ids = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    ids = dict(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     config = {
         "llama": lambda: tf.LlamaConfig(**BLOCK, **ids),
         "mistral": lambda: tf.MistralConfig(**BLOCK, **ids),

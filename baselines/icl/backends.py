@@ -58,8 +58,10 @@ class IclRequest:
         if layout == "multi_turn":
             turns: list[dict[str, str]] = []
             for question, answer in self.demos:
-                turns += [{"role": "user", "content": question},
-                          {"role": "assistant", "content": answer}]
+                turns += [
+                    {"role": "user", "content": question},
+                    {"role": "assistant", "content": answer},
+                ]
             return [*turns, {"role": "user", "content": self.query}]
         raise ValueError(f"icl.message_layout={layout!r}; use 'single' or 'multi_turn'")
 
@@ -78,8 +80,16 @@ class LocalHFBackend:
 
     name = "local_hf"
 
-    def __init__(self, model: Any, encoder: Any, *, device: Any, model_name: str,
-                 chat_template: bool = False, progress: bool = False) -> None:
+    def __init__(
+        self,
+        model: Any,
+        encoder: Any,
+        *,
+        device: Any,
+        model_name: str,
+        chat_template: bool = False,
+        progress: bool = False,
+    ) -> None:
         self.model = model
         self.encoder = encoder
         self.device = device
@@ -89,24 +99,34 @@ class LocalHFBackend:
         self.stats: dict[str, Any] = {}
         self.generation: GenerationResult | None = None
         if chat_template and not getattr(encoder.tokenizer, "chat_template", None):
-            raise ValueError(f"icl.local.chat_template=true but the tokenizer of {model_name} "
-                             "has no chat template; set it to false")
+            raise ValueError(
+                f"icl.local.chat_template=true but the tokenizer of {model_name} "
+                "has no chat template; set it to false"
+            )
 
     def wrap(self, prompt: str) -> str:
         if not self.chat_template:
             return prompt
         return self.encoder.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
 
     def template_overhead(self, counter: Any) -> int:
         return counter.count(self.wrap("")) if self.chat_template else 0
 
-    def generate_many(self, requests: Sequence[IclRequest], *, decoding: DecodingSettings,
-                      seed: int) -> list[str]:
+    def generate_many(
+        self, requests: Sequence[IclRequest], *, decoding: DecodingSettings, seed: int
+    ) -> list[str]:
         records = [{**r.record, "input": self.wrap(r.prompt), "target": ""} for r in requests]
-        self.generation = generate_predictions(self.model, self.encoder, records,
-                                               decoding=decoding, seed=seed, device=self.device,
-                                               progress=self.progress)
+        self.generation = generate_predictions(
+            self.model,
+            self.encoder,
+            records,
+            decoding=decoding,
+            seed=seed,
+            device=self.device,
+            progress=self.progress,
+        )
         self.stats = {"requests": len(records)}
         return [p["target"] for p in self.generation.predictions]
 
@@ -196,8 +216,10 @@ class OpenAICompatibleBackend:
         self.cache = ResponseCache(self.cache_path)
         self._api_key = os.environ.get(self.api_key_env) if self.api_key_env else None
         if self.api_key_env and not self._api_key:
-            log.warning("environment variable %s is not set; sending requests without an API key",
-                        self.api_key_env)
+            log.warning(
+                "environment variable %s is not set; sending requests without an API key",
+                self.api_key_env,
+            )
         self._stats_lock = threading.Lock()
         self.stats = {"requests_sent": 0, "retries": 0, "cache_hits": 0, "answered": 0}
 
@@ -214,15 +236,26 @@ class OpenAICompatibleBackend:
             return {"temperature": 0.0, "max_tokens": decoding.max_new_tokens}
         if decoding.mode != "sample":
             raise ValueError(f"decoding={decoding.mode!r}; use 'sample' or 'greedy'")
-        return {"temperature": decoding.temperature, "top_p": decoding.top_p,
-                "max_tokens": decoding.max_new_tokens}
+        return {
+            "temperature": decoding.temperature,
+            "top_p": decoding.top_p,
+            "max_tokens": decoding.max_new_tokens,
+        }
 
     def cache_key(self, messages: list[dict[str, str]], params: dict[str, Any], seed: int) -> str:
-        return sha256({"backend": self.name, "model": self.model, "prompt_sha256": sha256(messages),
-                       "decoding": params, "seed": seed})
+        return sha256(
+            {
+                "backend": self.name,
+                "model": self.model,
+                "prompt_sha256": sha256(messages),
+                "decoding": params,
+                "seed": seed,
+            }
+        )
 
-    def generate_many(self, requests: Sequence[IclRequest], *, decoding: DecodingSettings,
-                      seed: int) -> list[str]:
+    def generate_many(
+        self, requests: Sequence[IclRequest], *, decoding: DecodingSettings, seed: int
+    ) -> list[str]:
         """Answer every request, from the cache where possible; the rest go out at most
         ``max_concurrency`` at a time. On a failure the requests not yet started are
         cancelled, the answers already received stay cached, and the error is raised."""
@@ -235,31 +268,46 @@ class OpenAICompatibleBackend:
         self._bump("cache_hits", len(keyed) - sum(1 for k, _ in keyed if k in pending))
         if pending:
             with ThreadPoolExecutor(max_workers=self.max_concurrency) as pool:
-                futures = [pool.submit(self._answer, k, m, params, seed) for k, m in pending.items()]
+                futures = [
+                    pool.submit(self._answer, k, m, params, seed) for k, m in pending.items()
+                ]
                 done, not_done = wait(futures, return_when=FIRST_EXCEPTION)
                 for f in not_done:
                     f.cancel()
-                errors = [f.exception() for f in futures if f.done() and not f.cancelled()
-                          and f.exception() is not None]
+                errors = [
+                    f.exception()
+                    for f in futures
+                    if f.done() and not f.cancelled() and f.exception() is not None
+                ]
             if errors:
                 answered = sum(1 for k in pending if self.cache.get(k) is not None)
                 raise EndpointError(
                     f"{len(errors)} request(s) to {self.base_url} failed ({answered} of "
                     f"{len(pending)} new answers were cached; a rerun resumes from the cache): "
-                    f"{errors[0]}") from errors[0]
+                    f"{errors[0]}"
+                ) from errors[0]
         return [self.cache.get(k) or "" for k, _ in keyed]
 
     def _bump(self, key: str, n: int = 1) -> None:
         with self._stats_lock:
             self.stats[key] += n
 
-    def _answer(self, key: str, messages: list[dict[str, str]], params: dict[str, Any],
-                seed: int) -> None:
+    def _answer(
+        self, key: str, messages: list[dict[str, str]], params: dict[str, Any], seed: int
+    ) -> None:
         body = {"model": self.model, "messages": messages, "seed": seed, **params}
         text = self._post_with_retries(body)
-        self.cache.put(key, text, {"backend": self.name, "model": self.model,
-                                   "prompt_sha256": sha256(messages), "decoding": params,
-                                   "seed": seed})
+        self.cache.put(
+            key,
+            text,
+            {
+                "backend": self.name,
+                "model": self.model,
+                "prompt_sha256": sha256(messages),
+                "decoding": params,
+                "seed": seed,
+            },
+        )
         self._bump("answered")
 
     def _post_with_retries(self, body: dict[str, Any]) -> str:
@@ -282,15 +330,21 @@ class OpenAICompatibleBackend:
                     raise EndpointError(f"{url}: HTTP {e.code}: {detail}") from None
                 reason = f"HTTP {e.code}"
                 retry_after = _retry_after(e.headers.get("Retry-After") if e.headers else None)
-            except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as e:
+            except (
+                urllib.error.URLError,
+                http.client.HTTPException,
+                ConnectionError,
+                TimeoutError,
+            ) as e:
                 reason = f"{type(e).__name__}: {e}"
             if attempt == self.max_retries:
                 raise EndpointError(f"{url}: giving up after {attempt + 1} attempts ({reason})")
-            delay = min(self.retry_max_delay, self.retry_base_delay * 2 ** attempt)
+            delay = min(self.retry_max_delay, self.retry_base_delay * 2**attempt)
             if retry_after is not None:
                 delay = min(self.retry_max_delay, max(delay, retry_after))
-            log.warning("%s: %s; retry %d/%d in %.2fs", url, reason, attempt + 1,
-                        self.max_retries, delay)
+            log.warning(
+                "%s: %s; retry %d/%d in %.2fs", url, reason, attempt + 1, self.max_retries, delay
+            )
             self._bump("retries")
             time.sleep(delay)
         raise AssertionError("unreachable")

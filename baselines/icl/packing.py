@@ -83,8 +83,9 @@ class TokenizerCounter:
     def _ids(self, text: str) -> list[int]:
         # counting only: a text longer than the model's context is expected here, so the
         # tokenizer's "sequence length is longer than the maximum" warning is turned off
-        return self.tokenizer(text, add_special_tokens=self.add_special_tokens,
-                              verbose=False)["input_ids"]
+        return self.tokenizer(text, add_special_tokens=self.add_special_tokens, verbose=False)[
+            "input_ids"
+        ]
 
     def count(self, text: str) -> int:
         return len(self._ids(text))
@@ -153,7 +154,9 @@ class PackingRules:
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_demos <= self.max_demos:
-            raise ValueError(f"icl demo bounds {self.min_demos}..{self.max_demos}: need 0 <= min <= max")
+            raise ValueError(
+                f"icl demo bounds {self.min_demos}..{self.max_demos}: need 0 <= min <= max"
+            )
         if self.max_candidates < 1:
             raise ValueError("icl.max_candidates must be at least 1")
         if self.budget < 1:
@@ -163,7 +166,9 @@ class PackingRules:
             )
 
 
-def prompt_cost(demos: Sequence[str], query: str, counter: TokenCounter, rules: PackingRules) -> int:
+def prompt_cost(
+    demos: Sequence[str], query: str, counter: TokenCounter, rules: PackingRules
+) -> int:
     return counter.count(join_prompt(demos, query)) + rules.per_demo_overhead * len(demos)
 
 
@@ -209,12 +214,16 @@ def pack(
     if len(chosen) >= need:
         return Packing([pool[i] for i in chosen], examined=examined)
     shortest = sorted(order, key=lambda i: (counter.count(demo_text(pool[i])), order.index(i)))
-    return Packing(_truncate_to_fit([pool[i] for i in shortest[:need]], query, counter, rules),
-                   examined=len(order), fallback=True)
+    return Packing(
+        _truncate_to_fit([pool[i] for i in shortest[:need]], query, counter, rules),
+        examined=len(order),
+        fallback=True,
+    )
 
 
-def _truncate_to_fit(demos: list[dict[str, Any]], query: str, counter: TokenCounter,
-                     rules: PackingRules) -> list[dict[str, Any]]:
+def _truncate_to_fit(
+    demos: list[dict[str, Any]], query: str, counter: TokenCounter, rules: PackingRules
+) -> list[dict[str, Any]]:
     """Cut every demonstration's input to a common head length (in tokens) — the largest
     that fits, found by bisection. If even empty inputs overflow, drop the longest demos."""
 
@@ -246,8 +255,9 @@ def reference_query(queries: Sequence[str], counter: TokenCounter, rules: Packin
     return counter.head(longest, rules.budget // 2)
 
 
-def fit_shared(demos: Sequence[dict[str, Any]], query: str, counter: TokenCounter,
-               rules: PackingRules) -> tuple[list[dict[str, Any]], bool]:
+def fit_shared(
+    demos: Sequence[dict[str, Any]], query: str, counter: TokenCounter, rules: PackingRules
+) -> tuple[list[dict[str, Any]], bool]:
     """A task's shared demonstrations for one of its queries (``fixed_per_task``).
 
     Trailing demonstrations are dropped until the prompt fits; if fewer than ``min_demos``

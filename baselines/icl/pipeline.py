@@ -69,8 +69,13 @@ def build_requests(
         for r, (q, _) in zip(test, queries):
             by_task.setdefault(r["task_dataset"], []).append(q)
         for t, qs in sorted(by_task.items()):
-            shared[t] = pack(pools.get(t, []), reference_query(qs, counter, rules),
-                             counter=counter, rules=rules, rng=random.Random(f"{seed}:{t}"))
+            shared[t] = pack(
+                pools.get(t, []),
+                reference_query(qs, counter, rules),
+                counter=counter,
+                rules=rules,
+                rng=random.Random(f"{seed}:{t}"),
+            )
 
     requests, rows = [], []
     for r, (query, query_cut) in zip(test, queries):
@@ -80,18 +85,35 @@ def build_requests(
             demos, cut = fit_shared(packing.demos, query, counter, rules)
             fallback = packing.fallback or cut
         else:
-            packing = pack(pools.get(t, []), query, counter=counter, rules=rules,
-                           rng=random.Random(f"{seed}:{t}:{r['sample_id']}"))
+            packing = pack(
+                pools.get(t, []),
+                query,
+                counter=counter,
+                rules=rules,
+                rng=random.Random(f"{seed}:{t}:{r['sample_id']}"),
+            )
             demos, fallback = packing.demos, packing.fallback
         texts = [demo_text(d) for d in demos]
         prompt = join_prompt(texts, query)
-        requests.append(IclRequest(
-            record=r, prompt=prompt, query=query,
-            demos=[(with_answer_cue(d["input"]), d["target"]) for d in demos]))
-        rows.append({"sample_id": r["sample_id"], "task_dataset": t,
-                     "demo_ids": [d.get("sample_id") for d in demos], "n_demos": len(demos),
-                     "prompt_tokens": counter.count(prompt), "fallback": fallback,
-                     "query_truncated": query_cut})
+        requests.append(
+            IclRequest(
+                record=r,
+                prompt=prompt,
+                query=query,
+                demos=[(with_answer_cue(d["input"]), d["target"]) for d in demos],
+            )
+        )
+        rows.append(
+            {
+                "sample_id": r["sample_id"],
+                "task_dataset": t,
+                "demo_ids": [d.get("sample_id") for d in demos],
+                "n_demos": len(demos),
+                "prompt_tokens": counter.count(prompt),
+                "fallback": fallback,
+                "query_truncated": query_cut,
+            }
+        )
     return requests, rows
 
 
@@ -99,14 +121,18 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     by_task: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_task.setdefault(row["task_dataset"], []).append(row)
-    return {t: {"n": len(rs),
-                "demos_mean": sum(r["n_demos"] for r in rs) / len(rs),
-                "demos_min": min(r["n_demos"] for r in rs),
-                "demos_max": max(r["n_demos"] for r in rs),
-                "prompt_tokens_max": max(r["prompt_tokens"] for r in rs),
-                "fallback": sum(r["fallback"] for r in rs),
-                "query_truncated": sum(r["query_truncated"] for r in rs)}
-            for t, rs in sorted(by_task.items())}
+    return {
+        t: {
+            "n": len(rs),
+            "demos_mean": sum(r["n_demos"] for r in rs) / len(rs),
+            "demos_min": min(r["n_demos"] for r in rs),
+            "demos_max": max(r["n_demos"] for r in rs),
+            "prompt_tokens_max": max(r["prompt_tokens"] for r in rs),
+            "fallback": sum(r["fallback"] for r in rs),
+            "query_truncated": sum(r["query_truncated"] for r in rs),
+        }
+        for t, rs in sorted(by_task.items())
+    }
 
 
 def pipeline(ctx: RunContext) -> PipelineOutput:
@@ -115,22 +141,31 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
     decoding = ctx.decoding()
     if icfg.get("max_new_tokens"):
         decoding = dataclasses.replace(decoding, max_new_tokens=int(icfg.max_new_tokens))
-    bounds = dict(min_demos=int(icfg.min_demos), max_demos=int(icfg.max_demos),
-                  max_candidates=int(icfg.max_candidates))
+    bounds = dict(
+        min_demos=int(icfg.min_demos),
+        max_demos=int(icfg.max_demos),
+        max_candidates=int(icfg.max_candidates),
+    )
     model = None
     backend: LocalHFBackend | OpenAICompatibleBackend
     if icfg.backend == "local_hf":
         model, tokenizer = ctx.load_base()
         max_context = icfg.max_context_tokens or _model_context(model)
         counter: TokenCounter = TokenizerCounter(
-            tokenizer, add_special_tokens=bool(ctx.cfg.model.add_special_tokens))
-        prompt_room = effective_budget(int(max_context), float(icfg.local.margin)) \
-            - decoding.max_new_tokens
+            tokenizer, add_special_tokens=bool(ctx.cfg.model.add_special_tokens)
+        )
+        prompt_room = (
+            effective_budget(int(max_context), float(icfg.local.margin)) - decoding.max_new_tokens
+        )
         encoder = dataclasses.replace(ctx.encoder(tokenizer), max_source_length=prompt_room)
-        backend = LocalHFBackend(model, encoder, device=ctx.accelerator.device,
-                                 model_name=str(ctx.cfg.model.path),
-                                 chat_template=bool(icfg.local.chat_template),
-                                 progress=bool(ctx.cfg.progress))
+        backend = LocalHFBackend(
+            model,
+            encoder,
+            device=ctx.accelerator.device,
+            model_name=str(ctx.cfg.model.path),
+            chat_template=bool(icfg.local.chat_template),
+            progress=bool(ctx.cfg.progress),
+        )
         rules = PackingRules(budget=prompt_room - backend.template_overhead(counter), **bounds)
     elif icfg.backend == "openai_compatible":
         o = icfg.openai
@@ -138,21 +173,38 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
         counter = ProxyCounter()
         cache = Path(o.cache_path) if o.cache_path else ctx.run_dir / "icl_cache.jsonl"
         backend = OpenAICompatibleBackend(
-            base_url=o.base_url, model=o.model, api_key_env=o.api_key_env, cache_path=cache,
-            message_layout=icfg.message_layout, max_concurrency=int(o.max_concurrency),
-            max_retries=int(o.max_retries), retry_base_delay=float(o.retry_base_delay),
-            retry_max_delay=float(o.retry_max_delay), timeout=float(o.timeout))
+            base_url=o.base_url,
+            model=o.model,
+            api_key_env=o.api_key_env,
+            cache_path=cache,
+            message_layout=icfg.message_layout,
+            max_concurrency=int(o.max_concurrency),
+            max_retries=int(o.max_retries),
+            retry_base_delay=float(o.retry_base_delay),
+            retry_max_delay=float(o.retry_max_delay),
+            timeout=float(o.timeout),
+        )
         multi = icfg.message_layout == "multi_turn"
         rules = PackingRules(
-            budget=effective_budget(int(max_context), float(o.margin)) - decoding.max_new_tokens
-            - CHAT_TOKENS_PER_MESSAGE - 3,
-            per_demo_overhead=2 * CHAT_TOKENS_PER_MESSAGE if multi else 0, **bounds)
+            budget=effective_budget(int(max_context), float(o.margin))
+            - decoding.max_new_tokens
+            - CHAT_TOKENS_PER_MESSAGE
+            - 3,
+            per_demo_overhead=2 * CHAT_TOKENS_PER_MESSAGE if multi else 0,
+            **bounds,
+        )
     else:
         raise ValueError(f"icl.backend={icfg.backend!r}; use 'local_hf' or 'openai_compatible'")
 
     test = ctx.splits["test"]
-    requests, rows = build_requests(test, ctx.splits["train"], counter=counter, rules=rules,
-                                    demo_mode=icfg.demo_mode, seed=int(ctx.cfg.seed))
+    requests, rows = build_requests(
+        test,
+        ctx.splits["train"],
+        counter=counter,
+        rules=rules,
+        demo_mode=icfg.demo_mode,
+        seed=int(ctx.cfg.seed),
+    )
     write_jsonl(ctx.run_dir / PROMPTS_NAME, rows)
     ctx.logger.log({"icl/demos_mean": sum(r["n_demos"] for r in rows) / max(1, len(rows))}, 0)
     t0 = time.perf_counter()
@@ -160,20 +212,29 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
     seconds = time.perf_counter() - t0
     predictions = [{**r, "target": text} for r, text in zip(test, texts)]
     generation = getattr(backend, "generation", None) or GenerationResult(
-        predictions, seconds, seconds / max(1, len(predictions)))
-    extra = {"icl": {
-        "backend": backend.name, "model": backend.model_name, "demo_mode": icfg.demo_mode,
-        "message_layout": icfg.message_layout, "max_context_tokens": int(max_context),
-        "prompt_budget": rules.budget, "max_new_tokens": decoding.max_new_tokens,
-        "token_counter": type(counter).__name__, "per_task": _summary(rows),
-        "stats": dict(backend.stats),
-    }}
+        predictions, seconds, seconds / max(1, len(predictions))
+    )
+    extra = {
+        "icl": {
+            "backend": backend.name,
+            "model": backend.model_name,
+            "demo_mode": icfg.demo_mode,
+            "message_layout": icfg.message_layout,
+            "max_context_tokens": int(max_context),
+            "prompt_budget": rules.budget,
+            "max_new_tokens": decoding.max_new_tokens,
+            "token_counter": type(counter).__name__,
+            "per_task": _summary(rows),
+            "stats": dict(backend.stats),
+        }
+    }
     return PipelineOutput(predictions=predictions, model=model, generation=generation, extra=extra)
 
 
 def _model_context(model: Any) -> int:
     n = getattr(model.config, "max_position_embeddings", None)
     if not n:
-        raise ValueError("the model config has no max_position_embeddings; set "
-                         "method.icl.max_context_tokens")
+        raise ValueError(
+            "the model config has no max_position_embeddings; set method.icl.max_context_tokens"
+        )
     return int(n)

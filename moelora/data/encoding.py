@@ -112,8 +112,10 @@ def load_split(
         )
     duplicates = {sid: at for sid, at in lines.items() if len(at) > 1}
     if duplicates:
-        shown = "; ".join(f"{sid!r} on lines {', '.join(map(str, at))}"
-                          for sid, at in list(duplicates.items())[:5])
+        shown = "; ".join(
+            f"{sid!r} on lines {', '.join(map(str, at))}"
+            for sid, at in list(duplicates.items())[:5]
+        )
         more = f" (and {len(duplicates) - 5} more)" if len(duplicates) > 5 else ""
         raise DataFormatError(
             f"{path}: {len(duplicates)} duplicate sample_id value(s): {shown}{more}; every "
@@ -160,8 +162,11 @@ def apply_task_prompt(
     out = {}
     for name, records in splits.items():
         out[name] = [
-            {**r, "input": task_prompt_prefix(r["task_dataset"], mode, demos.get(r["task_dataset"]))
-             + r["input"]}
+            {
+                **r,
+                "input": task_prompt_prefix(r["task_dataset"], mode, demos.get(r["task_dataset"]))
+                + r["input"],
+            }
             for r in records
         ]
     return out
@@ -209,11 +214,16 @@ class Encoder:
         if len(ids) <= self.max_source_length:
             return ids
         if not self.add_special_tokens:
-            return ids[: self.max_source_length] if self.truncation_side == "right" else ids[-self.max_source_length:]
+            return (
+                ids[: self.max_source_length]
+                if self.truncation_side == "right"
+                else ids[-self.max_source_length :]
+            )
         side, tok.truncation_side = tok.truncation_side, self.truncation_side
         try:
-            return tok(text, add_special_tokens=True, truncation=True,
-                       max_length=self.max_source_length)["input_ids"]
+            return tok(
+                text, add_special_tokens=True, truncation=True, max_length=self.max_source_length
+            )["input_ids"]
         finally:
             tok.truncation_side = side
 
@@ -252,8 +262,8 @@ class Encoder:
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
         for i, p in enumerate(prompts):
-            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            mask[i, width - len(p):] = 1
+            ids[i, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[i, width - len(p) :] = 1
         return {
             "input_ids": ids,
             "attention_mask": mask,
@@ -262,8 +272,13 @@ class Encoder:
             ),
         }
 
-    def token_stats(self, records: Sequence[dict[str, Any]], *, split: str,
-                    source: str | os.PathLike | None = None) -> dict[str, Any]:
+    def token_stats(
+        self,
+        records: Sequence[dict[str, Any]],
+        *,
+        split: str,
+        source: str | os.PathLike | None = None,
+    ) -> dict[str, Any]:
         """What the tokenizer makes of a split, per task, in one pass over prompts and answers.
 
         Per task: ``prompt_unk_share`` / ``answer_unk_share`` (the share of tokens that are the
@@ -291,9 +306,21 @@ class Encoder:
                         f"{what} text"
                     )
             lengths.append(len(p))
-            t = per_task.setdefault(rec["task_dataset"], dict.fromkeys(
-                ("samples", "prompt_tokens", "answer_tokens", "prompt_unk", "answer_unk",
-                 "prompt_truncated", "answer_truncated"), 0))
+            t = per_task.setdefault(
+                rec["task_dataset"],
+                dict.fromkeys(
+                    (
+                        "samples",
+                        "prompt_tokens",
+                        "answer_tokens",
+                        "prompt_unk",
+                        "answer_unk",
+                        "prompt_truncated",
+                        "answer_truncated",
+                    ),
+                    0,
+                ),
+            )
             t["samples"] += 1
             t["prompt_tokens"] += len(p)
             t["answer_tokens"] += len(a)
@@ -301,37 +328,54 @@ class Encoder:
             t["answer_unk"] += sum(i == unk for i in a) if unk is not None else 0
             t["prompt_truncated"] += len(p) > self.max_source_length
             t["answer_truncated"] += len(a) > self.max_target_length - 1
-        tasks = {task: {
-            "samples": t["samples"], "prompt_tokens": t["prompt_tokens"],
-            "answer_tokens": t["answer_tokens"],
-            "prompt_unk_share": _share(t["prompt_unk"], t["prompt_tokens"]),
-            "answer_unk_share": _share(t["answer_unk"], t["answer_tokens"]),
-            "prompt_truncated_share": _share(t["prompt_truncated"], t["samples"]),
-            "answer_truncated_share": _share(t["answer_truncated"], t["samples"]),
-        } for task, t in per_task.items()}
+        tasks = {
+            task: {
+                "samples": t["samples"],
+                "prompt_tokens": t["prompt_tokens"],
+                "answer_tokens": t["answer_tokens"],
+                "prompt_unk_share": _share(t["prompt_unk"], t["prompt_tokens"]),
+                "answer_unk_share": _share(t["answer_unk"], t["answer_tokens"]),
+                "prompt_truncated_share": _share(t["prompt_truncated"], t["samples"]),
+                "answer_truncated_share": _share(t["answer_truncated"], t["samples"]),
+            }
+            for task, t in per_task.items()
+        }
         lengths.sort()
-        return {"n": len(lengths), "truncated": sum(n > self.max_source_length for n in lengths),
-                "longest": lengths[-1], "p95": lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))],
-                "tasks": tasks}
+        return {
+            "n": len(lengths),
+            "truncated": sum(n > self.max_source_length for n in lengths),
+            "longest": lengths[-1],
+            "p95": lengths[min(len(lengths) - 1, int(0.95 * len(lengths)))],
+            "tasks": tasks,
+        }
 
     def _encode_chunks(self, records: Sequence[dict[str, Any]], size: int = 512):
         """(record, prompt ids, answer ids), tokenised a batch at a time."""
         for i in range(0, len(records), size):
-            chunk = records[i: i + size]
-            prompts = self.tokenizer([r["input"] for r in chunk],
-                                     add_special_tokens=self.add_special_tokens)["input_ids"]
-            answers = self.tokenizer([r["target"] for r in chunk],
-                                     add_special_tokens=False)["input_ids"]
+            chunk = records[i : i + size]
+            prompts = self.tokenizer(
+                [r["input"] for r in chunk], add_special_tokens=self.add_special_tokens
+            )["input_ids"]
+            answers = self.tokenizer([r["target"] for r in chunk], add_special_tokens=False)[
+                "input_ids"
+            ]
             yield from zip(chunk, prompts, answers, strict=True)
 
     def check_prompt_budget(
-        self, records: Sequence[dict[str, Any]], *, split: str, max_truncated_fraction: float,
-        stats: dict[str, Any] | None = None, source: str | os.PathLike | None = None,
+        self,
+        records: Sequence[dict[str, Any]],
+        *,
+        split: str,
+        max_truncated_fraction: float,
+        stats: dict[str, Any] | None = None,
+        source: str | os.PathLike | None = None,
     ) -> dict[str, Any]:
         """Fail early when ``max_source_length`` cuts too many prompts (before any training).
 
         ``stats``: this split's :meth:`token_stats`, when already computed; returns them."""
-        stats = stats if stats is not None else self.token_stats(records, split=split, source=source)
+        stats = (
+            stats if stats is not None else self.token_stats(records, split=split, source=source)
+        )
         truncated, n = stats["truncated"], stats["n"]
         if truncated / n > max_truncated_fraction:
             raise ValueError(
@@ -343,31 +387,40 @@ class Encoder:
         return stats
 
 
-TOKEN_WARN_SHARE = 0.01     # warn when more than 1 % of a task's tokens are unknown or cut
+TOKEN_WARN_SHARE = 0.01  # warn when more than 1 % of a task's tokens are unknown or cut
 
 
 def _share(count: int, total: int) -> float:
     return round(count / total, 6) if total else 0.0
 
 
-def token_warnings(stats: dict[str, Any], split: str, *, max_source_length: int,
-                   max_target_length: int, threshold: float = TOKEN_WARN_SHARE) -> list[str]:
+def token_warnings(
+    stats: dict[str, Any],
+    split: str,
+    *,
+    max_source_length: int,
+    max_target_length: int,
+    threshold: float = TOKEN_WARN_SHARE,
+) -> list[str]:
     """One line per problem of a split, listing each task whose share is above ``threshold``
     (default 1 %): unknown tokens in prompts or answers, prompts or answers that are cut."""
     problems = {
         "prompt_unk_share": "prompt tokens that are the unknown token (the tokenizer does not "
-                            "cover this text; check model.path)",
+        "cover this text; check model.path)",
         "answer_unk_share": "answer tokens that are the unknown token (the tokenizer does not "
-                            "cover this text; check model.path)",
+        "cover this text; check model.path)",
         "prompt_truncated_share": f"prompts longer than data.max_source_length={max_source_length}"
-                                  " tokens, which are cut",
+        " tokens, which are cut",
         "answer_truncated_share": f"answers longer than data.max_target_length={max_target_length}"
-                                  " tokens (EOS included), which are cut",
+        " tokens (EOS included), which are cut",
     }
     out = []
     for key, what in problems.items():
-        tasks = [f"{task} {100 * t[key]:.1f}%" for task, t in stats["tasks"].items()
-                 if t[key] > threshold]
+        tasks = [
+            f"{task} {100 * t[key]:.1f}%"
+            for task, t in stats["tasks"].items()
+            if t[key] > threshold
+        ]
         if tasks:
             out.append(f"{split}: share of {what}: {', '.join(tasks)}")
     return out

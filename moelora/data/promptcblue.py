@@ -35,7 +35,9 @@ def _find(src: Path, stem: str) -> Path:
     for name in (f"{stem}.json", f"{stem}.jsonl"):
         if (src / name).is_file():
             return src / name
-    raise FileNotFoundError(f"{src}: no {stem}.json or {stem}.jsonl; point --src at the PromptCBLUE folder")
+    raise FileNotFoundError(
+        f"{src}: no {stem}.json or {stem}.jsonl; point --src at the PromptCBLUE folder"
+    )
 
 
 def dedupe(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
@@ -49,7 +51,9 @@ def dedupe(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     return kept, len(records) - len(kept)
 
 
-def prepare(src: Path, out: Path, *, seed: int = 42, tasks: tuple[str, ...] = PAPER_TASKS) -> dict[str, Any]:
+def prepare(
+    src: Path, out: Path, *, seed: int = 42, tasks: tuple[str, ...] = PAPER_TASKS
+) -> dict[str, Any]:
     """Write out/{train,dev,test}.jsonl and out/meta.json; returns the counts."""
     train_all = [r for r in read_jsonl(_find(src, "train")) if r.get("task_dataset") in tasks]
     test_all = [r for r in read_jsonl(_find(src, "dev")) if r.get("task_dataset") in tasks]
@@ -75,15 +79,23 @@ def prepare(src: Path, out: Path, *, seed: int = 42, tasks: tuple[str, ...] = PA
     write_jsonl(out / "train.jsonl", train)
     write_jsonl(out / "dev.jsonl", dev)
     write_jsonl(out / "test.jsonl", test_all)
-    meta = {"source": str(src), "seed": seed, "tasks": list(tasks), "counts": counts,
-            "duplicates_removed": {"train": dup_train, "test": dup_test},
-            "train_removed_overlapping_test": len(leaked), "table1": TABLE1}
+    meta = {
+        "source": str(src),
+        "seed": seed,
+        "tasks": list(tasks),
+        "counts": counts,
+        "duplicates_removed": {"train": dup_train, "test": dup_test},
+        "train_removed_overlapping_test": len(leaked),
+        "table1": TABLE1,
+    }
     write_json(out / "meta.json", meta)
     return meta
 
 
 def format_counts(counts: dict[str, list[int]]) -> str:
-    lines = [f"{'task':<14}{'train':>8}{'(paper)':>9}{'valid':>8}{'(paper)':>9}{'test':>8}{'(paper)':>9}"]
+    lines = [
+        f"{'task':<14}{'train':>8}{'(paper)':>9}{'valid':>8}{'(paper)':>9}{'test':>8}{'(paper)':>9}"
+    ]
     for task, (tr, va, te) in counts.items():
         ptr, pva, pte = TABLE1.get(task, (0, 0, 0))
         lines.append(f"{task:<14}{tr:>8}{ptr:>9}{va:>8}{pva:>9}{te:>8}{pte:>9}")
@@ -92,7 +104,9 @@ def format_counts(counts: dict[str, list[int]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--src", type=Path, required=True, help="folder with train.json and dev.json")
+    parser.add_argument(
+        "--src", type=Path, required=True, help="folder with train.json and dev.json"
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)

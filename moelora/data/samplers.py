@@ -58,4 +58,4 @@ class RandomMixSampler(StepSampler):
             pending.extend(order)
             while len(pending) >= self.batch_size:
                 yield pending[: self.batch_size]
-                pending = pending[self.batch_size:]
+                pending = pending[self.batch_size :]

@@ -24,7 +24,7 @@ from moelora.utils.io import read_json, write_json
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
-FORMAT_VERSION = 2          # 2: base_fingerprint covers sampled weights (1: names and shapes)
+FORMAT_VERSION = 2  # 2: base_fingerprint covers sampled weights (1: names and shapes)
 SAMPLES_PER_TENSOR = 16
 
 
@@ -35,9 +35,7 @@ class AdapterMismatchError(ValueError):
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The trainable parameters of ``model``, by name, detached and contiguous."""
     return {
-        name: p.detach().contiguous()
-        for name, p in model.named_parameters()
-        if p.requires_grad
+        name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad
     }
 
 
@@ -125,7 +123,11 @@ def load_adapter(
     directory = Path(directory)
     config = read_adapter_config(directory)
     saved_tasks = config.get("tasks")
-    if expected_tasks is not None and saved_tasks is not None and list(saved_tasks) != list(expected_tasks):
+    if (
+        expected_tasks is not None
+        and saved_tasks is not None
+        and list(saved_tasks) != list(expected_tasks)
+    ):
         raise AdapterMismatchError(
             f"{directory}: adapter was trained for tasks {saved_tasks} (in this id order), "
             f"but this run uses {list(expected_tasks)}; use the same data.tasks list"
@@ -133,13 +135,18 @@ def load_adapter(
     recorded = config.get("base_fingerprint")
     if check_base and recorded is not None:
         saved_dtype = config.get("base_dtype")
-        current = (base_fingerprint(model, dtype=saved_dtype)
-                   if int(config.get("format_version", 1)) >= 2 else base_fingerprint(model, weights=False))
+        current = (
+            base_fingerprint(model, dtype=saved_dtype)
+            if int(config.get("format_version", 1)) >= 2
+            else base_fingerprint(model, weights=False)
+        )
         if current != recorded:
             dtype_note = ""
             if saved_dtype and base_dtype(model) not in (saved_dtype, "float32"):
-                dtype_note = (f" It was fingerprinted in {saved_dtype} and this model is "
-                              f"{base_dtype(model)}: load the base in {saved_dtype} (or float32).")
+                dtype_note = (
+                    f" It was fingerprinted in {saved_dtype} and this model is "
+                    f"{base_dtype(model)}: load the base in {saved_dtype} (or float32)."
+                )
             raise AdapterMismatchError(
                 f"{directory}: adapter was trained on base {config.get('base_model', {})} "
                 f"(fingerprint {recorded}: names, shapes and sampled weights), which does not "

@@ -66,10 +66,16 @@ def save_checkpoint(
     save_file(opt_tensors, str(tmp / "optimizer.safetensors")) if opt_tensors else None
     rng_tensors, rng_meta = rng_state()
     save_file(rng_tensors, str(tmp / "rng.safetensors"))
-    write_json(tmp / "state.json", {
-        "step": step, "optimizer": opt_meta, "scheduler": scheduler.state_dict(),
-        "rng": rng_meta, "extra": extra or {},
-    })
+    write_json(
+        tmp / "state.json",
+        {
+            "step": step,
+            "optimizer": opt_meta,
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_meta,
+            "extra": extra or {},
+        },
+    )
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)

@@ -75,10 +75,17 @@ def check_launch(num_processes: int, env: Mapping[str, str] | None = None) -> No
             f"{CPU_LAUNCH.format(n=requested)}; on GPUs, check that every process sees one"
         )
     if requested > 1 and num_processes != requested:
-        raise LaunchError(f"WORLD_SIZE={requested}, but accelerate runs {num_processes} processes; "
-                          "launch with torchrun or accelerate launch, not both")
+        raise LaunchError(
+            f"WORLD_SIZE={requested}, but accelerate runs {num_processes} processes; "
+            "launch with torchrun or accelerate launch, not both"
+        )
     accelerate_cpu = str(env.get("ACCELERATE_USE_CPU", "")).lower() in ("1", "true", "yes")
-    if num_processes == 1 and accelerate_cpu and env.get("MASTER_ADDR") and not env.get("WORLD_SIZE"):
+    if (
+        num_processes == 1
+        and accelerate_cpu
+        and env.get("MASTER_ADDR")
+        and not env.get("WORLD_SIZE")
+    ):
         raise LaunchError(
             "accelerate launch was asked for several processes on CPU, but its CPU launcher "
             "(--cpu, or a MULTI_CPU config without --mpirun_hostfile) started this one process "
@@ -123,8 +130,9 @@ def make_accelerator(cfg: Any) -> Any:
     """The job's ``accelerate.Accelerator``, after :func:`check_launch` and DeepSpeed set-up."""
     from accelerate import Accelerator
 
-    accelerator = Accelerator(mixed_precision=precision(cfg.trainer.precision),
-                              cpu=cfg.device == "cpu")
+    accelerator = Accelerator(
+        mixed_precision=precision(cfg.trainer.precision), cpu=cfg.device == "cpu"
+    )
     check_launch(accelerator.num_processes)
     configure_deepspeed(accelerator, cfg.trainer)
     return accelerator
@@ -137,9 +145,11 @@ def effective_batch_size(num_processes: int, trainer_cfg: Any) -> int:
 
 def describe(accelerator: Any, trainer_cfg: Any) -> dict[str, Any]:
     """What ``results.json`` records about the launch."""
-    return {"world_size": accelerator.num_processes,
-            "distributed_type": accelerator.distributed_type.value,
-            "effective_batch_size": effective_batch_size(accelerator.num_processes, trainer_cfg)}
+    return {
+        "world_size": accelerator.num_processes,
+        "distributed_type": accelerator.distributed_type.value,
+        "effective_batch_size": effective_batch_size(accelerator.num_processes, trainer_cfg),
+    }
 
 
 @contextlib.contextmanager
@@ -170,8 +180,9 @@ def job(cfg: Any, run_dir: Path) -> Iterator[Any]:
         if accelerator.num_processes > 1:
             busy = broadcast(busy, from_process=0)
         if int(busy.item()):
-            raise JobBusyError(message or f"{run_dir}: rank 0 found this job running in another "
-                                          "process")
+            raise JobBusyError(
+                message or f"{run_dir}: rank 0 found this job running in another process"
+            )
         yield accelerator
 
 

@@ -29,13 +29,13 @@ from moelora.method.gate import task_context
 
 @dataclass
 class DecodingSettings:
-    mode: str = "sample"          # sample | greedy
+    mode: str = "sample"  # sample | greedy
     temperature: float = 0.95
     top_p: float = 0.7
-    top_k: int = 50               # the transformers default the authors ran with
+    top_k: int = 50  # the transformers default the authors ran with
     max_new_tokens: int = 196
     batch_size: int = 16
-    min_new_tokens: int | None = None   # = max_new_tokens: a fixed answer length (benchmarks)
+    min_new_tokens: int | None = None  # = max_new_tokens: a fixed answer length (benchmarks)
 
     def generate_kwargs(self) -> dict[str, Any]:
         length = {"max_new_tokens": self.max_new_tokens}
@@ -45,8 +45,13 @@ class DecodingSettings:
             return {"do_sample": False, **length}
         if self.mode != "sample":
             raise ValueError(f"decoding={self.mode!r}; use 'sample' or 'greedy'")
-        return {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p,
-                "top_k": self.top_k, **length}
+        return {
+            "do_sample": True,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "top_k": self.top_k,
+            **length,
+        }
 
 
 @dataclass
@@ -59,7 +64,7 @@ class GenerationResult:
 
 def _batches(items: Sequence[int], size: int) -> Iterator[list[int]]:
     for i in range(0, len(items), size):
-        yield list(items[i: i + size])
+        yield list(items[i : i + size])
 
 
 @contextmanager
@@ -130,7 +135,7 @@ def generate_predictions(
                 extra = batch_kwargs(task_ids) if batch_kwargs else {}
                 with torch.no_grad(), task_context(model, task_ids):
                     out = model.generate(**batch, **gen_kwargs, **extra)
-                new_tokens = out[:, batch["input_ids"].shape[1]:]
+                new_tokens = out[:, batch["input_ids"].shape[1] :]
                 for i, seq in zip(idx, new_tokens.tolist()):
                     texts[i] = tok.decode(seq, skip_special_tokens=True).strip()
                 bar.update(1)

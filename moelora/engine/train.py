@@ -50,7 +50,9 @@ class TrainSettings:
     progress: bool = True
     length_groups: int = 1
     loss_weighting: str = "token"
-    dropout_masks: str = "torch"    # moelora.method.dropout.MASKS; conf/trainer/default.yaml says bits16
+    dropout_masks: str = (
+        "torch"  # moelora.method.dropout.MASKS; conf/trainer/default.yaml says bits16
+    )
 
 
 LOSS_WEIGHTINGS = ("token", "example")
@@ -61,7 +63,7 @@ class TrainResult:
     steps: int
     losses: list[tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
-    step_seconds: float | None = None   # None: no step ran here (resumed at the end)
+    step_seconds: float | None = None  # None: no step ran here (resumed at the end)
     peak_memory_bytes: int | None = None
     resumed_from: int | None = None
 
@@ -77,17 +79,26 @@ def example_mean_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 
     ``logits`` may carry extra leading positions (a prompt-learning prefix); the last
     ``labels.size(1)`` are aligned with ``labels``. Position t predicts token t + 1."""
-    logits = logits[:, -labels.size(1):].float()
+    logits = logits[:, -labels.size(1) :].float()
     target = labels[:, 1:]
     per_token = torch.nn.functional.cross_entropy(
-        logits[:, :-1].reshape(-1, logits.size(-1)), target.reshape(-1),
-        ignore_index=IGNORE_INDEX, reduction="none").view_as(target)
+        logits[:, :-1].reshape(-1, logits.size(-1)),
+        target.reshape(-1),
+        ignore_index=IGNORE_INDEX,
+        reduction="none",
+    ).view_as(target)
     counts = (target != IGNORE_INDEX).sum(dim=1).clamp(min=1)
     return (per_token.sum(dim=1) / counts).mean()
 
 
-def _micro_batches(indices: Sequence[int], rank: int, world: int, accum: int,
-                   lengths: Sequence[int] | None = None, length_groups: int = 1) -> list[list[int]]:
+def _micro_batches(
+    indices: Sequence[int],
+    rank: int,
+    world: int,
+    accum: int,
+    lengths: Sequence[int] | None = None,
+    length_groups: int = 1,
+) -> list[list[int]]:
     """This device's share of a step's examples, split into micro-batches.
 
     Without ``lengths`` (or with ``length_groups=1``) the share is cut into ``accum`` pieces in
@@ -101,7 +112,7 @@ def _micro_batches(indices: Sequence[int], rank: int, world: int, accum: int,
         local.sort(key=lambda j: (lengths[j], j))
         pieces = max(accum, length_groups)
     size = math.ceil(len(local) / pieces)
-    return [local[i: i + size] for i in range(0, len(local), size)] if local else []
+    return [local[i : i + size] for i in range(0, len(local), size)] if local else []
 
 
 def train(
@@ -132,17 +143,23 @@ def train(
             snapshot the adapter for checkpoint selection); ``model`` is unwrapped.
     """
     if settings.loss_weighting not in LOSS_WEIGHTINGS:
-        raise ValueError(f"trainer.loss_weighting={settings.loss_weighting!r}: use one of "
-                         f"{', '.join(LOSS_WEIGHTINGS)}")
+        raise ValueError(
+            f"trainer.loss_weighting={settings.loss_weighting!r}: use one of "
+            f"{', '.join(LOSS_WEIGHTINGS)}"
+        )
     check_masks(settings.dropout_masks)
-    use_in(model)                   # peft's nn.Dropout draws through moelora.method.dropout too
+    use_in(model)  # peft's nn.Dropout draws through moelora.method.dropout too
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise ValueError("the model has no trainable parameters; did the method's build() freeze all?")
+        raise ValueError(
+            "the model has no trainable parameters; did the method's build() freeze all?"
+        )
     optimizer = torch.optim.AdamW(
         params, lr=settings.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=settings.weight_decay
     )
-    scheduler = get_linear_schedule_with_warmup(optimizer, settings.warmup_steps, settings.max_steps)
+    scheduler = get_linear_schedule_with_warmup(
+        optimizer, settings.warmup_steps, settings.max_steps
+    )
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     examples = [encoder.train_example(r) for r in records]
@@ -152,8 +169,13 @@ def train(
     result = TrainResult(steps=settings.max_steps)
     start = 0
     if ckpt_dir is not None and (ckpt := last_checkpoint(ckpt_dir)) is not None:
-        state = load_checkpoint(ckpt, model=unwrapped, optimizer=optimizer, scheduler=scheduler,
-                                expected_tasks=adapter_meta.get("tasks"))
+        state = load_checkpoint(
+            ckpt,
+            model=unwrapped,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            expected_tasks=adapter_meta.get("tasks"),
+        )
         start = state["step"]
         result.losses = [tuple(x) for x in state["extra"].get("losses", [])]
         result.resumed_from = start
@@ -168,13 +190,24 @@ def train(
     if accelerator.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    bar = tqdm(range(start, settings.max_steps), initial=start, total=settings.max_steps,
-               desc="train", disable=not (settings.progress and accelerator.is_main_process))
+    bar = tqdm(
+        range(start, settings.max_steps),
+        initial=start,
+        total=settings.max_steps,
+        desc="train",
+        disable=not (settings.progress and accelerator.is_main_process),
+    )
     for step in bar:
         indices = next(stream)
         step_tokens = max(1, sum(tokens[j] for j in indices))  # the whole step, every device
-        micro = _micro_batches(indices, accelerator.process_index, accelerator.num_processes,
-                               settings.grad_accum, lengths, settings.length_groups)
+        micro = _micro_batches(
+            indices,
+            accelerator.process_index,
+            accelerator.num_processes,
+            settings.grad_accum,
+            lengths,
+            settings.length_groups,
+        )
         step_loss = torch.zeros((), device=accelerator.device)
         for i, idx in enumerate(micro):
             batch = encoder.collate_train([examples[j] for j in idx])
@@ -182,10 +215,15 @@ def train(
             task_ids = batch.pop("task_ids")
             sync = i == len(micro) - 1
             # DDP averages the devices' gradients, hence × num_processes
-            share = len(idx) / len(indices) if by_example else sum(tokens[j] for j in idx) / step_tokens
+            share = (
+                len(idx) / len(indices) if by_example else sum(tokens[j] for j in idx) / step_tokens
+            )
             weight = accelerator.num_processes * share
-            with (accelerator.no_sync(model) if not sync else _null(),
-                  task_context(unwrapped, task_ids), mask_sampling(settings.dropout_masks)):
+            with (
+                accelerator.no_sync(model) if not sync else _null(),
+                task_context(unwrapped, task_ids),
+                mask_sampling(settings.dropout_masks),
+            ):
                 with accelerator.autocast():
                     if by_example:
                         labels = batch.pop("labels")
@@ -213,12 +251,22 @@ def train(
             bar.set_postfix(loss=f"{value:.4f}")
             if log is not None:
                 log({"train/loss": value, "train/lr": scheduler.get_last_lr()[0]}, done)
-        if ckpt_dir is not None and accelerator.is_main_process and settings.save_every and (
-            done % settings.save_every == 0 or done == settings.max_steps
+        if (
+            ckpt_dir is not None
+            and accelerator.is_main_process
+            and settings.save_every
+            and (done % settings.save_every == 0 or done == settings.max_steps)
         ):
-            save_checkpoint(ckpt_dir, step=done, model=unwrapped, optimizer=optimizer,
-                            scheduler=scheduler, adapter_meta=adapter_meta,
-                            extra={"losses": result.losses}, keep_last=settings.keep_checkpoints)
+            save_checkpoint(
+                ckpt_dir,
+                step=done,
+                model=unwrapped,
+                optimizer=optimizer,
+                scheduler=scheduler,
+                adapter_meta=adapter_meta,
+                extra={"losses": result.losses},
+                keep_last=settings.keep_checkpoints,
+            )
     accelerator.wait_for_everyone()
     result.seconds = time.perf_counter() - t0
     ran = settings.max_steps - start

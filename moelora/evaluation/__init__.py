@@ -25,7 +25,16 @@ from moelora.evaluation.registry import (
 )
 
 __all__ = [
-    "ALL_TASKS", "COMPAT_TASK_METRIC", "MODES", "PAPER_TASKS", "TASK_METRIC", "ScoreReport",
-    "ScoringError", "main_metric", "parse_answer", "score_files", "score_records",
+    "ALL_TASKS",
+    "COMPAT_TASK_METRIC",
+    "MODES",
+    "PAPER_TASKS",
+    "TASK_METRIC",
+    "ScoreReport",
+    "ScoringError",
+    "main_metric",
+    "parse_answer",
+    "score_files",
+    "score_records",
     "score_structured",
 ]

@@ -20,17 +20,29 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m moelora.evaluation",
         description="Score PromptCBLUE predictions (JSON Lines; `target` = generated text) "
-                    "against gold JSON Lines, matched by sample_id.")
+        "against gold JSON Lines, matched by sample_id.",
+    )
     p.add_argument("--gold", required=True, help="gold PromptCBLUE JSON Lines file")
     p.add_argument("--pred", required=True, help="prediction JSON Lines file")
-    p.add_argument("--mode", choices=MODES, default="official",
-                   help="official (PromptCBLUE scorer, default) or moelora_compat (authors')")
-    p.add_argument("--tasks", nargs="+", metavar="TASK",
-                   help=f"tasks to score (space or comma separated; default: all in the gold). "
-                        f"Known: {', '.join(ALL_TASKS)}")
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default="official",
+        help="official (PromptCBLUE scorer, default) or moelora_compat (authors')",
+    )
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        metavar="TASK",
+        help=f"tasks to score (space or comma separated; default: all in the gold). "
+        f"Known: {', '.join(ALL_TASKS)}",
+    )
     p.add_argument("--out", help="also write the JSON object to this file")
-    p.add_argument("--detail", action="store_true",
-                   help="add precision, recall and the Rouge variants per task")
+    p.add_argument(
+        "--detail",
+        action="store_true",
+        help="add precision, recall and the Rouge variants per task",
+    )
     return p
 
 

@@ -80,8 +80,9 @@ def _check_mode(mode: str) -> None:
 def _check_task_name(task: Any, where: str) -> str:
     if task not in ALL_TASKS:
         hint = " (v0.1 data spells it 'CMeIE')" if task == "CMeIE-V2" else ""
-        raise ScoringError(f"{where}: unknown task {task!r}{hint}; known PromptCBLUE v0.1 "
-                           f"tasks: {list(ALL_TASKS)}")
+        raise ScoringError(
+            f"{where}: unknown task {task!r}{hint}; known PromptCBLUE v0.1 tasks: {list(ALL_TASKS)}"
+        )
     return task
 
 
@@ -109,27 +110,35 @@ def _index(records: Sequence[Any], src: _Source, side: str) -> dict[Any, int]:
             raise ScoringError(f"{src.at(i)}: expected a JSON object, got {type(rec).__name__}")
         missing = [k for k in ("sample_id", "task_dataset", "target") if k not in rec]
         if missing:
-            raise ScoringError(f"{src.at(i)}: {side} sample is missing field(s) {missing}; each "
-                               "line needs sample_id, task_dataset, target (and answer_choices)")
+            raise ScoringError(
+                f"{src.at(i)}: {side} sample is missing field(s) {missing}; each "
+                "line needs sample_id, task_dataset, target (and answer_choices)"
+            )
         sid = rec["sample_id"]
         if not isinstance(sid, str | int):
             raise ScoringError(f"{src.at(i)}: sample_id must be a string, got {sid!r}")
         if sid in index:
-            raise ScoringError(f"{src.at(i)}: duplicate sample_id {sid!r} (first at "
-                               f"{src.at(index[sid])}); each sample must appear once")
+            raise ScoringError(
+                f"{src.at(i)}: duplicate sample_id {sid!r} (first at "
+                f"{src.at(index[sid])}); each sample must appear once"
+            )
         _check_task_name(rec["task_dataset"], src.at(i))
         if not isinstance(rec["target"], str):
-            raise ScoringError(f"{src.at(i)}: target of sample_id {sid!r} must be a string, got "
-                               f"{type(rec['target']).__name__}; write the generated text (\"\" "
-                               "if the model produced nothing)")
+            raise ScoringError(
+                f"{src.at(i)}: target of sample_id {sid!r} must be a string, got "
+                f'{type(rec["target"]).__name__}; write the generated text ("" '
+                "if the model produced nothing)"
+            )
         index[sid] = i
     return index
 
 
 def _parse(rec: Mapping[str, Any], where: str) -> Any:
     if "answer_choices" not in rec:
-        raise ScoringError(f"{where}: no answer_choices field (sample_id {rec['sample_id']!r}); "
-                           "copy each sample's answer_choices (null if none) onto its line")
+        raise ScoringError(
+            f"{where}: no answer_choices field (sample_id {rec['sample_id']!r}); "
+            "copy each sample's answer_choices (null if none) onto its line"
+        )
     try:
         return parse_answer(rec["task_dataset"], rec["target"], rec["answer_choices"])
     except ScoringError as e:
@@ -151,16 +160,24 @@ def _score_aligned(mode: str, aligned: dict[str, tuple[list, list, list]]) -> Sc
     bad = [t for t in scores if scores[t] is None]
     if bad:
         scores["avg"] = None
-        undefined["avg"] = f"undefined: {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} undefined"
+        undefined["avg"] = (
+            f"undefined: {', '.join(bad)} {'is' if len(bad) == 1 else 'are'} undefined"
+        )
     else:
         vals = [scores[t] for t in aligned]
         scores["avg"] = sum(vals) / len(vals)
-    return ScoreReport(mode=mode, scores=scores, detail=detail, undefined=undefined,
-                       n_samples=n_samples)
+    return ScoreReport(
+        mode=mode, scores=scores, detail=detail, undefined=undefined, n_samples=n_samples
+    )
 
 
-def score_records(gold: list[dict], pred: list[dict], *, mode: str = "official",
-                  tasks: Sequence[str] | None = None) -> ScoreReport:
+def score_records(
+    gold: list[dict],
+    pred: list[dict],
+    *,
+    mode: str = "official",
+    tasks: Sequence[str] | None = None,
+) -> ScoreReport:
     """Parse and score predictions against gold, both PromptCBLUE records.
 
     Args:
@@ -180,8 +197,13 @@ def score_records(gold: list[dict], pred: list[dict], *, mode: str = "official",
     return _score_records(gold, pred, mode, tasks, _Source("gold"), _Source("pred"))
 
 
-def score_files(gold_path: str | os.PathLike, pred_path: str | os.PathLike, *,
-                mode: str = "official", tasks: Sequence[str] | None = None) -> ScoreReport:
+def score_files(
+    gold_path: str | os.PathLike,
+    pred_path: str | os.PathLike,
+    *,
+    mode: str = "official",
+    tasks: Sequence[str] | None = None,
+) -> ScoreReport:
     """``score_records`` on two PromptCBLUE JSON Lines files; messages name ``file:line``.
 
     Raises:
@@ -190,16 +212,22 @@ def score_files(gold_path: str | os.PathLike, pred_path: str | os.PathLike, *,
     sides = []
     for path in (gold_path, pred_path):
         try:
-            numbered = read_jsonl_lines(path)   # blank lines skipped, line numbers kept
-        except (DataFormatError, FileNotFoundError) as e:   # a non-UTF-8 line is named too
+            numbered = read_jsonl_lines(path)  # blank lines skipped, line numbers kept
+        except (DataFormatError, FileNotFoundError) as e:  # a non-UTF-8 line is named too
             raise ScoringError(str(e)) from None
         sides.append(([r for _, r in numbered], _Source(str(path), [n for n, _ in numbered])))
     (gold, gsrc), (pred, psrc) = sides
     return _score_records(gold, pred, mode, tasks, gsrc, psrc)
 
 
-def _score_records(gold: list[dict], pred: list[dict], mode: str, tasks: Sequence[str] | None,
-                   gsrc: _Source, psrc: _Source) -> ScoreReport:
+def _score_records(
+    gold: list[dict],
+    pred: list[dict],
+    mode: str,
+    tasks: Sequence[str] | None,
+    gsrc: _Source,
+    psrc: _Source,
+) -> ScoreReport:
     _check_mode(mode)
     if not isinstance(gold, list | tuple) or not isinstance(pred, list | tuple):
         raise ScoringError("gold and pred must be lists of records (dicts)")
@@ -211,18 +239,25 @@ def _score_records(gold: list[dict], pred: list[dict], mode: str, tasks: Sequenc
     selected = _select_tasks(present, tasks)
     for sid, i in pidx.items():
         if sid not in gidx:
-            raise ScoringError(f"{psrc.at(i)}: extra sample_id {sid!r} is not in the gold; "
-                               "predict exactly the gold samples")
+            raise ScoringError(
+                f"{psrc.at(i)}: extra sample_id {sid!r} is not in the gold; "
+                "predict exactly the gold samples"
+            )
         gt, pt = gold[gidx[sid]]["task_dataset"], pred[i]["task_dataset"]
         if gt != pt:
-            raise ScoringError(f"{psrc.at(i)}: sample_id {sid!r} has task_dataset {pt!r} but "
-                               f"{gt!r} in the gold ({gsrc.at(gidx[sid])})")
+            raise ScoringError(
+                f"{psrc.at(i)}: sample_id {sid!r} has task_dataset {pt!r} but "
+                f"{gt!r} in the gold ({gsrc.at(gidx[sid])})"
+            )
     wanted = set(selected)
-    missing = [r["sample_id"] for r in gold
-               if r["task_dataset"] in wanted and r["sample_id"] not in pidx]
+    missing = [
+        r["sample_id"] for r in gold if r["task_dataset"] in wanted and r["sample_id"] not in pidx
+    ]
     if missing:
-        raise ScoringError(f"{psrc.name}: {len(missing)} gold sample(s) have no prediction, e.g. "
-                           f"{missing[:5]}; predict every gold sample of the scored tasks")
+        raise ScoringError(
+            f"{psrc.name}: {len(missing)} gold sample(s) have no prediction, e.g. "
+            f"{missing[:5]}; predict every gold sample of the scored tasks"
+        )
     aligned: dict[str, tuple[list, list, list]] = {t: ([], [], []) for t in selected}
     for gi, g in enumerate(gold):
         task = g["task_dataset"]
@@ -245,13 +280,22 @@ def _check_answer(task: str, answer: Any, where: str) -> None:
         "mrg": isinstance(answer, dict) and all(isinstance(v, str) for v in answer.values()),
     }[kind]
     if not ok:
-        want = {"ie": "a list of objects", "cls": "a string", "meddg": "a string",
-                "mrg": "an object of section strings"}[kind]
+        want = {
+            "ie": "a list of objects",
+            "cls": "a string",
+            "meddg": "a string",
+            "mrg": "an object of section strings",
+        }[kind]
         raise ScoringError(f"{where}: answer must be {want}, got {answer!r:.80}")
 
 
-def score_structured(gold: Mapping[str, list[dict]], pred: Mapping[str, list[dict]], *,
-                     mode: str = "official", tasks: Sequence[str] | None = None) -> ScoreReport:
+def score_structured(
+    gold: Mapping[str, list[dict]],
+    pred: Mapping[str, list[dict]],
+    *,
+    mode: str = "official",
+    tasks: Sequence[str] | None = None,
+) -> ScoreReport:
     """Score structured files (``{task: [{"sample_id", "answer"}, ...]}``), position by
     position with equal ``sample_id``s, as the official ``evaluate.py`` does."""
     _check_mode(mode)
@@ -275,8 +319,10 @@ def score_structured(gold: Mapping[str, list[dict]], pred: Mapping[str, list[dic
                 if not isinstance(s, Mapping) or "sample_id" not in s or "answer" not in s:
                     raise ScoringError(f"{name}: {task}[{k}] needs sample_id and answer")
             if g["sample_id"] != p["sample_id"]:
-                raise ScoringError(f"pred: {task}[{k}] is sample_id {p['sample_id']!r}, the gold "
-                                   f"{g['sample_id']!r}; list samples in gold order")
+                raise ScoringError(
+                    f"pred: {task}[{k}] is sample_id {p['sample_id']!r}, the gold "
+                    f"{g['sample_id']!r}; list samples in gold order"
+                )
             _check_answer(task, g["answer"], f"gold: {task}[{k}]")
             _check_answer(task, p["answer"], f"pred: {task}[{k}]")
             ids.append(g["sample_id"])

@@ -41,9 +41,11 @@ def score_task(task: str, gold: list[Any], pred: list[Any], ids: list[str]) -> T
         prf = compat_micro_prf(counts)
         if prf is None:
             why = "no predicted items" if counts.fp == 0 else "no predicted item is correct"
-            return _undefined(metric, ("precision", "recall"),
-                              f"undefined (TP=0): {why}; the authors' scorer raises "
-                              "ZeroDivisionError here")
+            return _undefined(
+                metric,
+                ("precision", "recall"),
+                f"undefined (TP=0): {why}; the authors' scorer raises ZeroDivisionError here",
+            )
         p, r, f = prf
         return TaskResult(f, {"precision": p, "recall": r, metric: f})
     if kind == "cls":
@@ -59,8 +61,12 @@ def score_task(task: str, gold: list[Any], pred: list[Any], ids: list[str]) -> T
     if kind == "meddg":
         for sid, g, p in zip(ids, gold, pred):
             if not g:
-                return _undefined(metric, keys, f"undefined (empty MedDG reference on sample_id "
-                                  f"{sid!r}): rouge 1.0.1 raises on an empty reference")
+                return _undefined(
+                    metric,
+                    keys,
+                    f"undefined (empty MedDG reference on sample_id "
+                    f"{sid!r}): rouge 1.0.1 raises on an empty reference",
+                )
             sc = _rouge_or_reason(jieba_words(p if p else "-"), jieba_words(g), sid)
             if isinstance(sc, str):
                 return _undefined(metric, keys, sc)

@@ -34,8 +34,13 @@ def majority_targets(train: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     return {task: c.most_common(1)[0][0] for task, c in counts.items()}
 
 
-def floor_scores(train: Sequence[Mapping[str, Any]], test: Sequence[Mapping[str, Any]], *,
-                 tasks: Sequence[str], mode: str = "official") -> dict[str, Any]:
+def floor_scores(
+    train: Sequence[Mapping[str, Any]],
+    test: Sequence[Mapping[str, Any]],
+    *,
+    tasks: Sequence[str],
+    mode: str = "official",
+) -> dict[str, Any]:
     """Score the trivial predictors on ``test`` and take the best per task.
 
     Args:

@@ -73,7 +73,9 @@ def compat_micro_prf(counts: Counts) -> tuple[float, float, float] | None:
     return precision, recall, 2 * precision * recall / (precision + recall)
 
 
-def classification_prf(y_true: list[str], y_pred: list[str], average: str) -> tuple[float, float, float]:
+def classification_prf(
+    y_true: list[str], y_pred: list[str], average: str
+) -> tuple[float, float, float]:
     """Official: ``classification_report(..., output_dict=True, zero_division=0)`` without
     ``labels=``, so the classes are the sorted union of gold and predicted strings.
 
@@ -87,8 +89,9 @@ def classification_prf(y_true: list[str], y_pred: list[str], average: str) -> tu
     return float(avg["precision"]), float(avg["recall"]), float(avg["f1-score"])
 
 
-def compat_classification_prf(y_true: list[str], y_pred: list[str],
-                              average: str) -> tuple[float, float, float]:
+def compat_classification_prf(
+    y_true: list[str], y_pred: list[str], average: str
+) -> tuple[float, float, float]:
     """Authors': ``precision_recall_fscore_support(average=...)`` with the default
     ``zero_division`` (warns, then 0). ``average="micro"`` is accuracy for single-label data."""
     import numpy as np
@@ -98,5 +101,6 @@ def compat_classification_prf(y_true: list[str], y_pred: list[str],
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         p, r, f, _ = precision_recall_fscore_support(
-            y_pred=np.array(y_pred), y_true=np.array(y_true), average=average)
+            y_pred=np.array(y_pred), y_true=np.array(y_true), average=average
+        )
     return float(p), float(r), float(f)

@@ -19,10 +19,16 @@ from moelora.evaluation.rouge import official_rouge
 
 def _rouge_result(hyps: list[str], refs: list[str]) -> TaskResult:
     s = official_rouge(hyps, refs)
-    return TaskResult(s["rouge-l"]["f"], {
-        "rouge_1": s["rouge-1"]["f"], "rouge_2": s["rouge-2"]["f"], "rouge_l": s["rouge-l"]["f"],
-        "rouge_l_precision": s["rouge-l"]["p"], "rouge_l_recall": s["rouge-l"]["r"],
-    })
+    return TaskResult(
+        s["rouge-l"]["f"],
+        {
+            "rouge_1": s["rouge-1"]["f"],
+            "rouge_2": s["rouge-2"]["f"],
+            "rouge_l": s["rouge-l"]["f"],
+            "rouge_l_precision": s["rouge-l"]["p"],
+            "rouge_l_recall": s["rouge-l"]["r"],
+        },
+    )
 
 
 def score_task(task: str, gold: list[Any], pred: list[Any], ids: list[str]) -> TaskResult:
@@ -38,7 +44,8 @@ def score_task(task: str, gold: list[Any], pred: list[Any], ids: list[str]) -> T
             raise ScoringError(
                 f"{task}: {len(empty)} gold label(s) are empty (e.g. sample_id {empty[0]!r}); the "
                 "official scorer asserts a non-empty gold label. Is the gold a split without "
-                "targets (such as the toy test.json)?")
+                "targets (such as the toy test.json)?"
+            )
         y_pred = [p if p != "" else EMPTY_FALLBACK[task] for p in pred]
         average = "macro" if metric == "macro_f1" else "weighted"
         p, r, f = classification_prf(list(gold), y_pred, average)
@@ -52,7 +59,10 @@ def score_task(task: str, gold: list[Any], pred: list[Any], ids: list[str]) -> T
             hyps.append(p.get(key, "").strip())
             refs.append(g[key].strip())
     if not refs:
-        return TaskResult(None, {"rouge_1": None, "rouge_2": None, "rouge_l": None},
-                          "undefined (no gold sections): no (sample, section) pair to score; "
-                          "the official scorer divides by zero")
+        return TaskResult(
+            None,
+            {"rouge_1": None, "rouge_2": None, "rouge_l": None},
+            "undefined (no gold sections): no (sample, section) pair to score; "
+            "the official scorer divides by zero",
+        )
     return _rouge_result(hyps, refs)

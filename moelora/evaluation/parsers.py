@@ -36,9 +36,11 @@ _ASSERTS_CHOICES = ("CMeIE", "CMeEE-V2", "IMCS-V2-NER")
 
 def _check_choices(task: str, choices: Any) -> list[str]:
     if not (isinstance(choices, list) and all(isinstance(c, str) for c in choices)):
-        raise ScoringError(f"{task}: answer_choices must be a list of strings (got "
-                           f"{type(choices).__name__}); keep each sample's original "
-                           "answer_choices on its prediction line")
+        raise ScoringError(
+            f"{task}: answer_choices must be a list of strings (got "
+            f"{type(choices).__name__}); keep each sample's original "
+            "answer_choices on its prediction line"
+        )
     return choices
 
 
@@ -74,11 +76,13 @@ def parse_cmeie(text: str) -> list[dict[str, str]]:
             if len(parts) < 2:
                 continue
             head, tail = parts[:2]
-            triples.append({
-                "predicate": predicate,
-                "subject": head.replace("头实体为", "").strip(),
-                "object": tail.replace("尾实体为", "").strip(),
-            })
+            triples.append(
+                {
+                    "predicate": predicate,
+                    "subject": head.replace("头实体为", "").strip(),
+                    "object": tail.replace("尾实体为", "").strip(),
+                }
+            )
     return triples
 
 
@@ -101,7 +105,9 @@ def parse_cdee(text: str) -> list[dict[str, Any]]:
     for line in text.split("\n")[1:]:
         event: dict[str, Any] = {}
         for chunk in line.split("；"):
-            for key in CDEE_KEYS:  # `chunk` is rewritten on a match and tested again (see module doc)
+            for (
+                key
+            ) in CDEE_KEYS:  # `chunk` is rewritten on a match and tested again (see module doc)
                 if chunk.startswith(f"{key}："):
                     chunk = chunk.replace(f"{key}：", "").strip()
                     event[key] = _split_items(chunk) if key in CDEE_LIST_KEYS else chunk
@@ -111,8 +117,9 @@ def parse_cdee(text: str) -> list[dict[str, Any]]:
     return events
 
 
-def parse_findings(text: str, choices: list[str] | None, fallback: str,
-                   task: str = "CHIP-MDCFNPC") -> list[dict[str, str]]:
+def parse_findings(
+    text: str, choices: list[str] | None, fallback: str, task: str = "CHIP-MDCFNPC"
+) -> list[dict[str, str]]:
     """CHIP-MDCFNPC / IMCS-V2-SR (§3.4): drop the first line; ``entity：label`` lines (exactly one
     ``：``); the label is not stripped and falls back when it is not one of the choices."""
     items = []
@@ -146,8 +153,9 @@ def parse_label(task: str, text: str) -> str:
     return answer
 
 
-def parse_answer(task: str, text: str, answer_choices: list[str] | None, *,
-                 parser: str = "v0.1") -> Any:
+def parse_answer(
+    task: str, text: str, answer_choices: list[str] | None, *, parser: str = "v0.1"
+) -> Any:
     """Parse one answer text (gold ``target`` or generated text) into its structured answer.
 
     Args:
@@ -168,11 +176,14 @@ def parse_answer(task: str, text: str, answer_choices: list[str] | None, *,
         raise ScoringError(f"unknown parser {parser!r}; use one of {list(PARSERS)}")
     if parser == "v0.2":
         if task == "CMeIE":
-            raise ScoringError("the v0.2 parser spells this task 'CMeIE-V2'; use parser='v0.1' "
-                               "for v0.1 data")
+            raise ScoringError(
+                "the v0.2 parser spells this task 'CMeIE-V2'; use parser='v0.1' for v0.1 data"
+            )
         task = "CMeIE" if task == "CMeIE-V2" else task
     if task not in ALL_TASKS:
-        raise ScoringError(f"unknown task {task!r}; known PromptCBLUE v0.1 tasks: {list(ALL_TASKS)}")
+        raise ScoringError(
+            f"unknown task {task!r}; known PromptCBLUE v0.1 tasks: {list(ALL_TASKS)}"
+        )
     if not isinstance(text, str):
         raise ScoringError(f"{task}: the answer text must be a string, got {type(text).__name__}")
     if task in _ASSERTS_CHOICES:

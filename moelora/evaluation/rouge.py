@@ -36,8 +36,9 @@ def official_rouge(hyps: list[str], refs: list[str]) -> dict[str, dict[str, floa
     the official ``calc_nlg_task_scores``; needs at least one pair."""
     from rouge_chinese import Rouge
 
-    return Rouge().get_scores([char_tokens(h) for h in hyps], [char_tokens(r) for r in refs],
-                              avg=True)
+    return Rouge().get_scores(
+        [char_tokens(h) for h in hyps], [char_tokens(r) for r in refs], avg=True
+    )
 
 
 @functools.lru_cache(maxsize=1)

@@ -54,16 +54,20 @@ class RunContext:
     splits: dict[str, list[dict[str, Any]]]
     accelerator: Any
     logger: Any
-    infer_mode: str | None = None   # what generate() actually ran: merged_per_task | unmerged
-    token_stats: dict[str, Any] = field(default_factory=dict)   # split → Encoder.token_stats
+    infer_mode: str | None = None  # what generate() actually ran: merged_per_task | unmerged
+    token_stats: dict[str, Any] = field(default_factory=dict)  # split → Encoder.token_stats
 
     # ---- model -------------------------------------------------------------------
     def load_base(self) -> tuple[nn.Module, Any]:
         m = self.cfg.model
         tokenizer = load_tokenizer(m.path, trust_remote_code=m.trust_remote_code)
-        model = load_base_model(m.path, dtype=m.dtype, trust_remote_code=m.trust_remote_code,
-                                gradient_checkpointing=m.gradient_checkpointing,
-                                attn_implementation=m.get("attn_implementation"))
+        model = load_base_model(
+            m.path,
+            dtype=m.dtype,
+            trust_remote_code=m.trust_remote_code,
+            gradient_checkpointing=m.gradient_checkpointing,
+            attn_implementation=m.get("attn_implementation"),
+        )
         return model.to(self.accelerator.device), tokenizer
 
     @property
@@ -75,8 +79,9 @@ class RunContext:
         if self.cfg.method.get("adapter") is None:
             return model
         build = instantiate(self.cfg.method.adapter)
-        adapted = build(model, tasks=list(tasks or self.task_map.tasks),
-                        target_modules=self.target_modules)
+        adapted = build(
+            model, tasks=list(tasks or self.task_map.tasks), target_modules=self.target_modules
+        )
         return adapted.to(self.accelerator.device)
 
     def adapter_meta(self, *, tasks: list[str] | None = None) -> dict[str, Any]:
@@ -89,15 +94,20 @@ class RunContext:
             "task_id_scheme": self.task_map.scheme,
             "target_modules": self.target_modules,
             # absolute, so the adapter finds its base from any working directory (export)
-            "base_model": {"name_or_path": os.path.abspath(str(self.cfg.model.path)),
-                           "name": self.cfg.model.name},
+            "base_model": {
+                "name_or_path": os.path.abspath(str(self.cfg.model.path)),
+                "name": self.cfg.model.name,
+            },
         }
 
-    def save_adapter(self, model: nn.Module, directory: Path, *, tasks: list[str] | None = None) -> Path:
+    def save_adapter(
+        self, model: nn.Module, directory: Path, *, tasks: list[str] | None = None
+    ) -> Path:
         """Save the adapter (rank 0 only: every rank holds the same weights)."""
         if self.accelerator.is_main_process:
-            save_adapter(self.accelerator.unwrap_model(model), directory,
-                         meta=self.adapter_meta(tasks=tasks))
+            save_adapter(
+                self.accelerator.unwrap_model(model), directory, meta=self.adapter_meta(tasks=tasks)
+            )
         return directory
 
     # ---- data ----------------------------------------------------------------------
@@ -106,16 +116,24 @@ class RunContext:
         truncation per task, ``results.json`` → ``token_stats``), warns above 1 % and refuses
         prompts that encode to nothing (moelora.data.encoding.Encoder.token_stats)."""
         d = self.cfg.data
-        encoder = Encoder(tokenizer=tokenizer, task_map=task_map or self.task_map,
-                          max_source_length=d.max_source_length,
-                          max_target_length=d.max_target_length, truncation_side=d.truncation_side,
-                          add_special_tokens=self.cfg.model.add_special_tokens)
+        encoder = Encoder(
+            tokenizer=tokenizer,
+            task_map=task_map or self.task_map,
+            max_source_length=d.max_source_length,
+            max_target_length=d.max_target_length,
+            truncation_side=d.truncation_side,
+            add_special_tokens=self.cfg.model.add_special_tokens,
+        )
         if not self.token_stats:
             for split, records in self.splits.items():
                 source = Path(d.root) / d.files[split] if split in d.files else None
                 stats = encoder.token_stats(records, split=split, source=source)
-                for line in token_warnings(stats, split, max_source_length=d.max_source_length,
-                                           max_target_length=d.max_target_length):
+                for line in token_warnings(
+                    stats,
+                    split,
+                    max_source_length=d.max_source_length,
+                    max_target_length=d.max_target_length,
+                ):
                     self.accelerator.print(f"[tokens] warning: {line}")
                 self.token_stats[split] = stats
         return encoder
@@ -123,64 +141,111 @@ class RunContext:
     def sampler(self, encoder: Encoder, records: list[dict[str, Any]]) -> StepSampler:
         batch = effective_batch_size(self.accelerator.num_processes, self.cfg.trainer)
         task_ids = [encoder.task_map.id(r["task_dataset"]) for r in records]
-        return instantiate(self.cfg.method.sampler, task_ids=task_ids, batch_size=batch,
-                           seed=self.cfg.seed)
+        return instantiate(
+            self.cfg.method.sampler, task_ids=task_ids, batch_size=batch, seed=self.cfg.seed
+        )
 
     # ---- train / generate ----------------------------------------------------------
     def train_settings(self, *, max_steps: int | None = None) -> TrainSettings:
         t = self.cfg.trainer
-        check_trains(self.cfg)                  # lr_protocol=dev lists every method it trains
+        check_trains(self.cfg)  # lr_protocol=dev lists every method it trains
         lr = t.lr if t.lr is not None else self.cfg.method.optim.lr * t.lr_scale
         return TrainSettings(
-            max_steps=max_steps or t.max_steps, per_device_batch_size=t.per_device_batch_size,
-            grad_accum=t.grad_accum, lr=lr, weight_decay=t.weight_decay,
-            max_grad_norm=t.max_grad_norm, warmup_steps=t.warmup_steps, save_every=t.save_every,
-            log_every=t.log_every, keep_checkpoints=t.keep_checkpoints, progress=self.cfg.progress,
-            length_groups=t.length_groups, loss_weighting=t.loss_weighting,
+            max_steps=max_steps or t.max_steps,
+            per_device_batch_size=t.per_device_batch_size,
+            grad_accum=t.grad_accum,
+            lr=lr,
+            weight_decay=t.weight_decay,
+            max_grad_norm=t.max_grad_norm,
+            warmup_steps=t.warmup_steps,
+            save_every=t.save_every,
+            log_every=t.log_every,
+            keep_checkpoints=t.keep_checkpoints,
+            progress=self.cfg.progress,
+            length_groups=t.length_groups,
+            loss_weighting=t.loss_weighting,
             # a run saved before the key existed drew its masks as the key's earlier value
             dropout_masks=t.get("dropout_masks", ADDED_KEYS["trainer.dropout_masks"]),
         )
 
-    def train(self, model: nn.Module, encoder: Encoder, records: list[dict[str, Any]], *,
-              ckpt_dir: Path | None = None, max_steps: int | None = None,
-              tasks: list[str] | None = None, log_prefix: str = "",
-              on_step: Any = None) -> TrainResult:
+    def train(
+        self,
+        model: nn.Module,
+        encoder: Encoder,
+        records: list[dict[str, Any]],
+        *,
+        ckpt_dir: Path | None = None,
+        max_steps: int | None = None,
+        tasks: list[str] | None = None,
+        log_prefix: str = "",
+        on_step: Any = None,
+    ) -> TrainResult:
         settings = self.train_settings(max_steps=max_steps)
-        whole = (records is self.splits.get("train")      # measured once by encoder()
-                 and encoder.max_source_length == self.cfg.data.max_source_length)
-        encoder.check_prompt_budget(records, split="train",
-                                    max_truncated_fraction=self.cfg.data.max_truncated_fraction,
-                                    stats=self.token_stats.get("train") if whole else None)
+        whole = (
+            records is self.splits.get("train")  # measured once by encoder()
+            and encoder.max_source_length == self.cfg.data.max_source_length
+        )
+        encoder.check_prompt_budget(
+            records,
+            split="train",
+            max_truncated_fraction=self.cfg.data.max_truncated_fraction,
+            stats=self.token_stats.get("train") if whole else None,
+        )
 
         def log(metrics: dict[str, float], step: int) -> None:
             self.logger.log({f"{log_prefix}{k}": v for k, v in metrics.items()}, step)
 
-        return train(model, encoder, records, settings=settings,
-                     sampler=self.sampler(encoder, records), accelerator=self.accelerator,
-                     ckpt_dir=ckpt_dir if ckpt_dir is not None else self.run_dir / "checkpoints",
-                     adapter_meta=self.adapter_meta(tasks=tasks), log=log, on_step=on_step)
+        return train(
+            model,
+            encoder,
+            records,
+            settings=settings,
+            sampler=self.sampler(encoder, records),
+            accelerator=self.accelerator,
+            ckpt_dir=ckpt_dir if ckpt_dir is not None else self.run_dir / "checkpoints",
+            adapter_meta=self.adapter_meta(tasks=tasks),
+            log=log,
+            on_step=on_step,
+        )
 
     def decoding(self) -> DecodingSettings:
         e = self.cfg.trainer.eval
-        return DecodingSettings(mode=self.cfg.decoding, temperature=e.temperature, top_p=e.top_p,
-                                top_k=e.top_k,
-                                max_new_tokens=e.max_new_tokens or self.cfg.data.max_target_length,
-                                batch_size=e.batch_size)
+        return DecodingSettings(
+            mode=self.cfg.decoding,
+            temperature=e.temperature,
+            top_p=e.top_p,
+            top_k=e.top_k,
+            max_new_tokens=e.max_new_tokens or self.cfg.data.max_target_length,
+            batch_size=e.batch_size,
+        )
 
-    def generate(self, model: nn.Module, encoder: Encoder, records: list[dict[str, Any]], *,
-                 merge: bool | None = None) -> GenerationResult:
+    def generate(
+        self,
+        model: nn.Module,
+        encoder: Encoder,
+        records: list[dict[str, Any]],
+        *,
+        merge: bool | None = None,
+    ) -> GenerationResult:
         infer = self.cfg.method.get("infer", "unmerged")
         if infer not in ("unmerged", "merged_per_task"):
             raise ValueError(f"method.infer={infer!r}; use 'unmerged' or 'merged_per_task'")
         merge = (infer == "merged_per_task") if merge is None else merge
         if merge and not supports_merge(self.accelerator.unwrap_model(model)):
-            print(f"[infer] {self.cfg.method.name} cannot be merged per task (its expert weights "
-                  "depend on the input); generating unmerged")
+            print(
+                f"[infer] {self.cfg.method.name} cannot be merged per task (its expert weights "
+                "depend on the input); generating unmerged"
+            )
             merge = False
         self.infer_mode = "merged_per_task" if merge else "unmerged"
         return generate_predictions(
-            self.accelerator.unwrap_model(model), encoder, records, decoding=self.decoding(),
-            seed=self.cfg.seed, merge=merge, device=self.accelerator.device,
+            self.accelerator.unwrap_model(model),
+            encoder,
+            records,
+            decoding=self.decoding(),
+            seed=self.cfg.seed,
+            merge=merge,
+            device=self.accelerator.device,
             progress=self.cfg.progress,
         )
 
@@ -193,5 +258,6 @@ def joint(ctx: RunContext) -> PipelineOutput:
     trained = ctx.train(model, encoder, ctx.splits["train"])
     ctx.save_adapter(model, ctx.run_dir / "adapter")
     generation = ctx.generate(model, encoder, ctx.splits["test"])
-    return PipelineOutput(predictions=generation.predictions, model=model, train=trained,
-                          generation=generation)
+    return PipelineOutput(
+        predictions=generation.predictions, model=model, train=trained, generation=generation
+    )

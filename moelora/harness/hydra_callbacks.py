@@ -43,19 +43,24 @@ def register_launchers() -> None:
     from hydra.core.config_store import ConfigStore
     from hydra.core.plugins import Plugins
 
-    Plugins.instance()   # Hydra's plugin scan registers the plugin's configs (once); ours replaces
-    ConfigStore.instance().store(group="hydra/launcher", name="submitit_local",
-                                 node=LocalQueueConf(submitit_folder=LOCAL_SUBMITIT_FOLDER),
-                                 provider="moelora")
+    Plugins.instance()  # Hydra's plugin scan registers the plugin's configs (once); ours replaces
+    ConfigStore.instance().store(
+        group="hydra/launcher",
+        name="submitit_local",
+        node=LocalQueueConf(submitit_folder=LOCAL_SUBMITIT_FOLDER),
+        provider="moelora",
+    )
 
 
 def _scrub(obj: Any, secrets: list[str]) -> Any:
     if isinstance(obj, dict):
-        return {k: (MASK if is_secret_key(str(k)) and v not in (None, "") else _scrub(v, secrets))
-                for k, v in obj.items()}
+        return {
+            k: (MASK if is_secret_key(str(k)) and v not in (None, "") else _scrub(v, secrets))
+            for k, v in obj.items()
+        }
     if isinstance(obj, list):
         return [_scrub(v, secrets) for v in obj]
-    if isinstance(obj, str):       # an override, or a k=v,k=v list of them (override_dirname)
+    if isinstance(obj, str):  # an override, or a k=v,k=v list of them (override_dirname)
         return redact_text(",".join(redact_override(part) for part in obj.split(",")), secrets)
     return obj
 
@@ -100,14 +105,16 @@ class SweepSummary(Callback):
         self.sweep_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.sweep_id = uuid.uuid4().hex   # pickled with the launcher into remote jobs
+        self.sweep_id = uuid.uuid4().hex  # pickled with the launcher into remote jobs
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if self.sweep_id is None or not is_main_rank():
             return
         job = config.hydra.job
-        write_json(self._markers(config) / f"{job.num}.json",
-                   {"num": job.num, "run_dir": str(config.hydra.runtime.output_dir)})
+        write_json(
+            self._markers(config) / f"{job.num}.json",
+            {"num": job.num, "run_dir": str(config.hydra.runtime.output_dir)},
+        )
 
     def _markers(self, config: DictConfig) -> Path:
         return Path(config.hydra.sweep.dir) / MARKERS / str(self.sweep_id)
@@ -128,11 +135,15 @@ class SweepSummary(Callback):
         count = Counter(r[0] for r in rows)
         failed = len(rows) - sum(count[s] for s in ("success", "running", "stopped", "no-result"))
         if count["running"]:
-            print(f"[sweep] {count['running']} job(s) are running in another process; a rerun "
-                  "once they finish skips them")
+            print(
+                f"[sweep] {count['running']} job(s) are running in another process; a rerun "
+                "once they finish skips them"
+            )
         if count["stopped"]:
-            print(f"[sweep] {count['stopped']} job(s) stopped before finishing (killed or "
-                  "crashed); rerun the same command to resume them")
+            print(
+                f"[sweep] {count['stopped']} job(s) stopped before finishing (killed or "
+                "crashed); rerun the same command to resume them"
+            )
         if count["no-result"]:
             print(f"[sweep] {count['no-result']} job(s) wrote no results.json; see their run.log")
         if failed:
@@ -144,7 +155,7 @@ class SweepSummary(Callback):
             return []
         jobs = sorted((read_json(p) for p in markers.glob("*.json")), key=lambda j: j["num"])
         shutil.rmtree(markers)
-        with contextlib.suppress(OSError):   # other sweeps may still be running
+        with contextlib.suppress(OSError):  # other sweeps may still be running
             markers.parent.rmdir()
         return jobs
 
@@ -160,5 +171,10 @@ class SweepSummary(Callback):
         status = r.get("status", "?")
         if status == "running" and not job_is_running(run_dir):
             status = "stopped"
-        return (status, r.get("method", "?"), r.get("seed", "?"),
-                (r.get("scores") or {}).get("avg"), run_dir)
+        return (
+            status,
+            r.get("method", "?"),
+            r.get("seed", "?"),
+            (r.get("scores") or {}).get("avg"),
+            run_dir,
+        )

@@ -35,8 +35,17 @@ from moelora.utils.names import identity_name
 IDENTITY_VERSION = 1
 # Top-level config keys that do not change what a job computes.
 # ``lr_protocol``: its effect on this job is written into ``trainer.lr_scale`` (moelora.harness.lr_protocol).
-IGNORED_KEYS = ("experiment_name", "threads", "overwrite", "resume", "progress", "reuse", "logger",
-                "paths", "lr_protocol")
+IGNORED_KEYS = (
+    "experiment_name",
+    "threads",
+    "overwrite",
+    "resume",
+    "progress",
+    "reuse",
+    "logger",
+    "paths",
+    "lr_protocol",
+)
 # Dotted keys that do not either: whether a missing input may be built (its content counts).
 NOT_COMPUTED = ("data.build", "model.build")
 # Keys that change only how a trained model is evaluated, not the trained weights.
@@ -46,9 +55,11 @@ INFERENCE_KEYS = ("decoding", "scorer", "method.infer", "trainer.eval")
 ADDED_KEYS = {"trainer.loss_weighting": "token", "trainer.dropout_masks": "torch"}
 # Inputs given as paths: compared as absolute paths (their content is fingerprinted as well).
 PATH_KEYS = ("model.path", "data.root")
-FIX = ("Nothing in it was changed. To recompute it there, add overwrite=true (its results are "
-       "kept as results.<time>.previous.json); to keep both, give this job another "
-       "paths.output_dir")
+FIX = (
+    "Nothing in it was changed. To recompute it there, add overwrite=true (its results are "
+    "kept as results.<time>.previous.json); to keep both, give this job another "
+    "paths.output_dir"
+)
 
 
 class IdentityMismatchError(RuntimeError):
@@ -64,7 +75,7 @@ def _normalise(value: Any, prefixes: list[tuple[str, str]]) -> Any:
         value = identity_name(value)
         for prefix, tag in prefixes:
             if value == prefix or value.startswith(prefix + "/"):
-                return tag + value[len(prefix):]
+                return tag + value[len(prefix) :]
     return value
 
 
@@ -107,23 +118,30 @@ def comparable_config(config: dict[str, Any], *, training_only: bool = False) ->
 
 def job_fingerprint(config: dict[str, Any], *, training_only: bool = False) -> str:
     """SHA-256 of :func:`comparable_config`: the config part of the identity."""
-    text = json.dumps(comparable_config(config, training_only=training_only), sort_keys=True,
-                      default=str)
+    text = json.dumps(
+        comparable_config(config, training_only=training_only), sort_keys=True, default=str
+    )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def job_identity(config: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     """``{"version", "job", "trained"}``: hashes of the config part plus the model and data
     fingerprints and the world size (``inputs`` from moelora.harness.inputs.describe_inputs)."""
-    parts = [str((inputs.get("model") or {}).get("fingerprint")),
-             str((inputs.get("data") or {}).get("fingerprint")), str(inputs.get("world_size"))]
+    parts = [
+        str((inputs.get("model") or {}).get("fingerprint")),
+        str((inputs.get("data") or {}).get("fingerprint")),
+        str(inputs.get("world_size")),
+    ]
 
     def digest(config_part: str) -> str:
         text = json.dumps([IDENTITY_VERSION, config_part, *parts])
         return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
-    return {"version": IDENTITY_VERSION, "job": digest(job_fingerprint(config)),
-            "trained": digest(job_fingerprint(config, training_only=True))}
+    return {
+        "version": IDENTITY_VERSION,
+        "job": digest(job_fingerprint(config)),
+        "trained": digest(job_fingerprint(config, training_only=True)),
+    }
 
 
 # ---- what differs ------------------------------------------------------------------------
@@ -144,8 +162,14 @@ def _short(value: Any) -> str:
 _NONE = object()
 
 
-def differences(recorded: dict[str, Any], config: dict[str, Any], inputs: dict[str, Any],
-                *, training_only: bool = False, limit: int = 8) -> list[str]:
+def differences(
+    recorded: dict[str, Any],
+    config: dict[str, Any],
+    inputs: dict[str, Any],
+    *,
+    training_only: bool = False,
+    limit: int = 8,
+) -> list[str]:
     """Human-readable differences between a recorded ``results.json`` and this job."""
     out = []
     if not isinstance(recorded.get("config"), dict):
@@ -162,17 +186,30 @@ def differences(recorded: dict[str, Any], config: dict[str, Any], inputs: dict[s
         return out[:limit]
     om, nm = old.get("model") or {}, inputs.get("model") or {}
     if om.get("fingerprint") != nm.get("fingerprint"):
-        changed = sorted(n for n in (om.get("files") or {}).keys() | (nm.get("files") or {}).keys()
-                         if (om.get("files") or {}).get(n) != (nm.get("files") or {}).get(n))
-        what = ("the folder is missing now" if nm.get("missing") else
-                f"files that differ: {', '.join(changed[:6])}" if changed else "its content")
+        changed = sorted(
+            n
+            for n in (om.get("files") or {}).keys() | (nm.get("files") or {}).keys()
+            if (om.get("files") or {}).get(n) != (nm.get("files") or {}).get(n)
+        )
+        what = (
+            "the folder is missing now"
+            if nm.get("missing")
+            else f"files that differ: {', '.join(changed[:6])}"
+            if changed
+            else "its content"
+        )
         out.append(f"model at {nm.get('path')}: {what}")
-    od, nd = (old.get("data") or {}).get("files") or {}, (inputs.get("data") or {}).get("files") or {}
+    od, nd = (
+        (old.get("data") or {}).get("files") or {},
+        (inputs.get("data") or {}).get("files") or {},
+    )
     for split in sorted(od.keys() | nd.keys()):
         x, y = od.get(split) or {}, nd.get(split) or {}
         if x.get("sha256") != y.get("sha256"):
-            out.append(f"data {split} ({y.get('file') or x.get('file')}): sha256 "
-                       f"{str(x.get('sha256'))[:12]}… → {str(y.get('sha256'))[:12]}…")
+            out.append(
+                f"data {split} ({y.get('file') or x.get('file')}): sha256 "
+                f"{str(x.get('sha256'))[:12]}… → {str(y.get('sha256'))[:12]}…"
+            )
     if old.get("world_size") != inputs.get("world_size"):
         out.append(f"world size (processes): {old.get('world_size')} → {inputs.get('world_size')}")
     return out[:limit]
@@ -183,12 +220,21 @@ def _has_checkpoints(run_dir: Path) -> bool:
     method's own checkpoint folders included) lies anywhere in ``run_dir``."""
     from moelora.engine.checkpoint import last_checkpoint
 
-    return any(p.parent.name == "checkpoints" and last_checkpoint(p.parent) is not None
-               for p in Path(run_dir).rglob("last.json"))
+    return any(
+        p.parent.name == "checkpoints" and last_checkpoint(p.parent) is not None
+        for p in Path(run_dir).rglob("last.json")
+    )
 
 
-def check_previous(previous: dict[str, Any] | None, run_dir: Path, *, config: dict[str, Any],
-                   inputs: dict[str, Any], identity: dict[str, Any], resume: bool = True) -> str:
+def check_previous(
+    previous: dict[str, Any] | None,
+    run_dir: Path,
+    *,
+    config: dict[str, Any],
+    inputs: dict[str, Any],
+    identity: dict[str, Any],
+    resume: bool = True,
+) -> str:
     """What a folder's earlier ``results.json`` means for this job (``overwrite=true`` does not
     ask: it moves the results away).
 
@@ -207,19 +253,25 @@ def check_previous(previous: dict[str, Any] | None, run_dir: Path, *, config: di
     status = previous.get("status")
     old = previous.get("identity") if isinstance(previous.get("identity"), dict) else None
     if old is not None and old.get("version") == IDENTITY_VERSION:
-        same_job, same_training = old.get("job") == identity["job"], old.get("trained") == identity["trained"]
-    else:       # recorded before identities: its config is all there is to compare
+        same_job, same_training = (
+            old.get("job") == identity["job"],
+            old.get("trained") == identity["trained"],
+        )
+    else:  # recorded before identities: its config is all there is to compare
         recorded = previous.get("config") or {}
         same_job = job_fingerprint(recorded) == job_fingerprint(config) and old is None
-        same_training = (job_fingerprint(recorded, training_only=True)
-                         == job_fingerprint(config, training_only=True))
+        same_training = job_fingerprint(recorded, training_only=True) == job_fingerprint(
+            config, training_only=True
+        )
     if status == "success":
         if same_job:
             return "done" if old is not None else "legacy-done"
         what = differences(previous, config, inputs)
         raise IdentityMismatchError(
             f"{run_dir} holds a finished run of another job; it differs in:\n"
-            + "".join(f"  - {d}\n" for d in what or ["its identity hash"]) + FIX)
+            + "".join(f"  - {d}\n" for d in what or ["its identity hash"])
+            + FIX
+        )
     if not resume or not _has_checkpoints(run_dir):
         return "new"
     if same_training:
@@ -228,5 +280,7 @@ def check_previous(previous: dict[str, Any] | None, run_dir: Path, *, config: di
     raise IdentityMismatchError(
         f"{run_dir} holds checkpoints of an unfinished run (status: {status}) that trained "
         f"other weights; resuming from them would mix two jobs. It differs in:\n"
-        + "".join(f"  - {d}\n" for d in what or ["its identity hash"]) + FIX
-        + "; resume=never starts over there")
+        + "".join(f"  - {d}\n" for d in what or ["its identity hash"])
+        + FIX
+        + "; resume=never starts over there"
+    )

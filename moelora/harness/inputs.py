@@ -127,9 +127,14 @@ def model_inputs(path: str | os.PathLike) -> dict[str, Any]:
     folder = Path(os.path.abspath(str(path)))
     if not folder.is_dir():
         return {"path": str(folder), "fingerprint": None, "missing": True, "files": {}}
-    files = {p.name: file_digest(p) for p in sorted(folder.iterdir())
-             if p.is_file() and not p.name.startswith(".") and p.suffix != ".md"
-             and p.name not in MODEL_RECORDS}
+    files = {
+        p.name: file_digest(p)
+        for p in sorted(folder.iterdir())
+        if p.is_file()
+        and not p.name.startswith(".")
+        and p.suffix != ".md"
+        and p.name not in MODEL_RECORDS
+    }
     return {"path": str(folder), "fingerprint": _combine(files), "files": files}
 
 
@@ -145,13 +150,18 @@ def data_inputs(root: str | os.PathLike, files: dict[str, str]) -> dict[str, Any
             for block in iter(lambda f=f: f.read(1 << 20), b""):
                 h.update(block)
         out[split] = {"file": str(name), "sha256": h.hexdigest(), "bytes": path.stat().st_size}
-    return {"root": str(folder), "fingerprint": _combine({s: v["sha256"] for s, v in out.items()}),
-            "files": out}
+    return {
+        "root": str(folder),
+        "fingerprint": _combine({s: v["sha256"] for s, v in out.items()}),
+        "files": out,
+    }
 
 
 def describe_inputs(cfg: DictConfig, *, world_size: int) -> dict[str, Any]:
     """What this job reads, as recorded in ``results.json`` → ``inputs``: the model, the data
     and the number of processes (their fingerprints are part of the job identity)."""
-    return {"model": model_inputs(cfg.model.path),
-            "data": data_inputs(cfg.data.root, dict(cfg.data.files)),
-            "world_size": int(world_size)}
+    return {
+        "model": model_inputs(cfg.model.path),
+        "data": data_inputs(cfg.data.root, dict(cfg.data.files)),
+        "world_size": int(world_size),
+    }

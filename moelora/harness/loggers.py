@@ -19,8 +19,15 @@ from typing import Any
 class NoneLogger:
     """Logs nothing. All loggers take the same keyword arguments."""
 
-    def __init__(self, run_dir: Path | None = None, *, group: str = "", name: str = "",
-                 job_type: str = "", run_config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path | None = None,
+        *,
+        group: str = "",
+        name: str = "",
+        job_type: str = "",
+        run_config: dict[str, Any] | None = None,
+    ) -> None:
         self.run_dir = run_dir
 
     def log(self, metrics: dict[str, float], step: int) -> None:
@@ -40,8 +47,15 @@ class CSVLogger(NoneLogger):
     writes a key, the rows of that key at this step and later (and an old ``summary`` row of
     it) are dropped first, so every (step, key) appears once."""
 
-    def __init__(self, run_dir: Path, *, group: str = "", name: str = "", job_type: str = "",
-                 run_config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        group: str = "",
+        name: str = "",
+        job_type: str = "",
+        run_config: dict[str, Any] | None = None,
+    ) -> None:
         self.path = Path(run_dir) / "metrics.csv"
         self._written: set[str] = set()
 
@@ -82,8 +96,13 @@ class CSVLogger(NoneLogger):
         self._write([(step, k, v) for k, v in sorted(metrics.items())])
 
     def summary(self, values: dict[str, Any]) -> None:
-        self._write([("summary", k, v) for k, v in sorted(values.items())
-                     if isinstance(v, int | float) or v is None])
+        self._write(
+            [
+                ("summary", k, v)
+                for k, v in sorted(values.items())
+                if isinstance(v, int | float) or v is None
+            ]
+        )
 
 
 def _wandb_mode(configured: str | None) -> str:
@@ -100,18 +119,37 @@ def _wandb_mode(configured: str | None) -> str:
 
 
 class WandbLogger(NoneLogger):
-    def __init__(self, run_dir: Path, *, project: str, entity: str | None, group: str, name: str,
-                 job_type: str, run_config: dict[str, Any], mode: str | None = "auto",
-                 tags: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        project: str,
+        entity: str | None,
+        group: str,
+        name: str,
+        job_type: str,
+        run_config: dict[str, Any],
+        mode: str | None = "auto",
+        tags: list[str] | None = None,
+    ) -> None:
         import wandb
 
         id_file = Path(run_dir) / "wandb_id.txt"
         run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
         id_file.write_text(run_id)
         self._run = wandb.init(
-            project=project, entity=entity, group=group, name=name, job_type=job_type,
-            config=run_config, dir=str(run_dir), id=run_id, resume="allow",
-            mode=_wandb_mode(mode), tags=tags or [], reinit="finish_previous",
+            project=project,
+            entity=entity,
+            group=group,
+            name=name,
+            job_type=job_type,
+            config=run_config,
+            dir=str(run_dir),
+            id=run_id,
+            resume="allow",
+            mode=_wandb_mode(mode),
+            tags=tags or [],
+            reinit="finish_previous",
         )
 
     def log(self, metrics: dict[str, float], step: int) -> None:

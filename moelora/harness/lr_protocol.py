@@ -32,8 +32,11 @@ def _table(cfg: DictConfig) -> tuple[str, dict[str, Any], dict[str, Any]]:
     if node is None:
         return "shared", {}, {}
     plain = OmegaConf.to_container(node, resolve=True)
-    return (str(plain.get("name", "shared")), dict(plain.get("lr_scale") or {}),
-            dict(plain.get("chosen_with") or {}))
+    return (
+        str(plain.get("name", "shared")),
+        dict(plain.get("lr_scale") or {}),
+        dict(plain.get("chosen_with") or {}),
+    )
 
 
 def apply(cfg: DictConfig) -> str | None:
@@ -49,21 +52,29 @@ def apply(cfg: DictConfig) -> str | None:
     method = str(OmegaConf.select(cfg, "method.name"))
     if method not in table:
         return None
-    differs = [f"{key}={OmegaConf.select(cfg, key)!r} (chosen with {value!r})"
-               for key, value in chosen_with.items() if OmegaConf.select(cfg, key) != value]
+    differs = [
+        f"{key}={OmegaConf.select(cfg, key)!r} (chosen with {value!r})"
+        for key, value in chosen_with.items()
+        if OmegaConf.select(cfg, key) != value
+    ]
     if differs:
         raise ConfigError(
             f"lr_protocol={name}: {PROTOCOL_DIR}/{name}.yaml was chosen under other settings than "
             f"this job's: {'; '.join(differs)}. Its lr does not carry over; choose one for these "
-            "settings on the dev split (analysis/lr_select.py), or use lr_protocol=shared")
-    scale = table[method]                   # as written (15, not 15.0): the identity of
-    cfg.trainer.lr_scale = scale            # `trainer.lr_scale=15` on the command line
+            "settings on the dev split (analysis/lr_select.py), or use lr_protocol=shared"
+        )
+    scale = table[method]  # as written (15, not 15.0): the identity of
+    cfg.trainer.lr_scale = scale  # `trainer.lr_scale=15` on the command line
     lr = OmegaConf.select(cfg, "trainer.lr")
     if lr is not None:
-        return (f"lr_protocol={name}: {method} is listed at lr_scale {scale:g}, but "
-                f"trainer.lr={lr} is set and wins")
-    return (f"lr_protocol={name}: {method} trains at trainer.lr_scale={scale:g} "
-            f"(lr {float(scale) * float(cfg.method.optim.lr):g}, chosen on the dev split)")
+        return (
+            f"lr_protocol={name}: {method} is listed at lr_scale {scale:g}, but "
+            f"trainer.lr={lr} is set and wins"
+        )
+    return (
+        f"lr_protocol={name}: {method} trains at trainer.lr_scale={scale:g} "
+        f"(lr {float(scale) * float(cfg.method.optim.lr):g}, chosen on the dev split)"
+    )
 
 
 def check_trains(cfg: DictConfig) -> None:
@@ -75,4 +86,5 @@ def check_trains(cfg: DictConfig) -> None:
             f"lr_protocol={name}: {PROTOCOL_DIR}/{name}.yaml lists no lr for method {method} "
             f"(it lists {', '.join(sorted(table))}), and it is not trained at the shared lr "
             "unasked. Run its dev sweep, add its line from analysis.lr_select "
-            f"(`{method}: <lr_scale>`), or run it with lr_protocol=shared")
+            f"(`{method}: <lr_scale>`), or run it with lr_protocol=shared"
+        )

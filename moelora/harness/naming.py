@@ -33,7 +33,7 @@ from moelora.utils.redaction import is_secret_key, split_override
 
 RESOLVER = "moelora.dirname"
 REDACTED = "REDACTED"
-MAX_NAME = 240          # characters of one folder name (file systems allow 255 bytes)
+MAX_NAME = 240  # characters of one folder name (file systems allow 255 bytes)
 
 
 def path_tag(value: str) -> str:

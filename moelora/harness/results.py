@@ -33,14 +33,25 @@ from moelora.utils.redaction import redact
 __all__ = ["RESULTS_NAME", "provenance", "read_results", "redact", "write_results"]
 
 RESULTS_NAME = "results.json"
-PACKAGES = ("torch", "transformers", "peft", "accelerate", "hydra-core", "rouge-chinese",
-            "scikit-learn", "tokenizers", "numpy")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "hydra-core",
+    "rouge-chinese",
+    "scikit-learn",
+    "tokenizers",
+    "numpy",
+)
 
 
 def git_info(root: Path) -> dict[str, Any]:
     def _git(*args: str) -> str | None:
         try:
-            out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10)
+            out = subprocess.run(
+                ["git", *args], cwd=root, capture_output=True, text=True, timeout=10
+            )
         except (OSError, subprocess.SubprocessError):
             return None
         return out.stdout.strip() if out.returncode == 0 else None
@@ -92,8 +103,12 @@ def parameter_summary(model: nn.Module) -> dict[str, Any]:
     paper's definition), ``peft_ratio`` = trainable / total."""
     counts = count_parameters(model)
     base = counts["total"] - counts["trainable"]
-    return {**counts, "base": base, "ratio": counts["trainable"] / max(1, base),
-            "peft_ratio": counts["trainable"] / max(1, counts["total"])}
+    return {
+        **counts,
+        "base": base,
+        "ratio": counts["trainable"] / max(1, base),
+        "peft_ratio": counts["trainable"] / max(1, counts["total"]),
+    }
 
 
 def chatglm6b_summary(method_cfg: DictConfig, task_map: TaskMap) -> dict[str, Any] | None:
@@ -103,15 +118,22 @@ def chatglm6b_summary(method_cfg: DictConfig, task_map: TaskMap) -> dict[str, An
     hp = OmegaConf.to_container(method_cfg.get("adapter") or {}, resolve=True)
     target = method_cfg.get("target_modules", "all")
     return chatglm6b_param_counts(
-        family, num_tasks=task_map.num_embeddings, rank=hp.get("rank", 16),
-        num_experts=hp.get("num_experts", 8), task_embed_dim=hp.get("task_embed_dim", 64),
+        family,
+        num_tasks=task_map.num_embeddings,
+        rank=hp.get("rank", 16),
+        num_experts=hp.get("num_experts", 8),
+        task_embed_dim=hp.get("task_embed_dim", 64),
         target=target if isinstance(target, str) else "all",
     )
 
 
-def describe_model(model: nn.Module, *, task_map: TaskMap, method_cfg: DictConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {"params": parameter_summary(model),
-                           "params_chatglm6b": chatglm6b_summary(method_cfg, task_map)}
+def describe_model(
+    model: nn.Module, *, task_map: TaskMap, method_cfg: DictConfig
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "params": parameter_summary(model),
+        "params_chatglm6b": chatglm6b_summary(method_cfg, task_map),
+    }
     if any(isinstance(m, MoELoRARouter) for m in model.modules()):
         omega = expert_weights(model)
         out["expert_weights"] = {"tasks": list(task_map.tasks), "matrix": omega.tolist()}

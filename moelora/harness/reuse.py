@@ -33,12 +33,29 @@ from moelora.harness.identity import IDENTITY_VERSION, IGNORED_KEYS, INFERENCE_K
 from moelora.harness.results import RESULTS_NAME, read_results, write_results
 from moelora.utils.io import LOCK_NAME, write_json
 
-__all__ = ["IGNORED_KEYS", "INFERENCE_KEYS", "adopt", "final_checkpoint", "find_reusable",
-           "find_reuse", "finished_runs", "job_fingerprint", "seed_checkpoint"]
+__all__ = [
+    "IGNORED_KEYS",
+    "INFERENCE_KEYS",
+    "adopt",
+    "final_checkpoint",
+    "find_reusable",
+    "find_reuse",
+    "finished_runs",
+    "job_fingerprint",
+    "seed_checkpoint",
+]
 
 # Files of a run folder that belong to that run only (logs, resumable state, Hydra's record).
-PRIVATE = {RESULTS_NAME, "config.yaml", "run.log", "wandb_id.txt", "checkpoints", "wandb", ".hydra",
-           LOCK_NAME}
+PRIVATE = {
+    RESULTS_NAME,
+    "config.yaml",
+    "run.log",
+    "wandb_id.txt",
+    "checkpoints",
+    "wandb",
+    ".hydra",
+    LOCK_NAME,
+}
 
 
 def _device_type(device: str | None) -> str:
@@ -53,8 +70,9 @@ def finished_runs(output_dir: Path):
             yield path.parent, res
 
 
-def find_reuse(identity: dict[str, Any], run_dir: Path, output_dir: Path,
-               device: str) -> tuple[Path | None, Path | None]:
+def find_reuse(
+    identity: dict[str, Any], run_dir: Path, output_dir: Path, device: str
+) -> tuple[Path | None, Path | None]:
     """One pass over the other finished runs on this device type under ``output_dir``.
 
     Args:
@@ -67,8 +85,11 @@ def find_reuse(identity: dict[str, Any], run_dir: Path, output_dir: Path,
     trained = None
     for source, res in finished_runs(output_dir):
         theirs = res.get("identity")
-        if source.resolve() == run_dir or not isinstance(theirs, dict) \
-                or theirs.get("version") != IDENTITY_VERSION:
+        if (
+            source.resolve() == run_dir
+            or not isinstance(theirs, dict)
+            or theirs.get("version") != IDENTITY_VERSION
+        ):
             continue
         if _device_type((res.get("provenance") or {}).get("device")) != _device_type(device):
             continue
@@ -79,8 +100,9 @@ def find_reuse(identity: dict[str, Any], run_dir: Path, output_dir: Path,
     return None, trained
 
 
-def find_reusable(identity: dict[str, Any], run_dir: Path, output_dir: Path,
-                  device: str) -> Path | None:
+def find_reusable(
+    identity: dict[str, Any], run_dir: Path, output_dir: Path, device: str
+) -> Path | None:
     """The first successful run under ``output_dir`` with this job's identity, or None."""
     return find_reuse(identity, run_dir, output_dir, device)[0]
 
@@ -135,8 +157,10 @@ def adopt(source: Path, run_dir: Path, updates: dict[str, Any]) -> dict[str, Any
         else:
             _link_or_copy(str(item), str(target))
     results = read_results(source) or {}
-    origin = results.get("reused_from") or {"run_dir": str(source),
-                                             "experiment": results.get("experiment")}
+    origin = results.get("reused_from") or {
+        "run_dir": str(source),
+        "experiment": results.get("experiment"),
+    }
     adopted = {**results, **updates, "reused_from": origin}
     write_results(run_dir, adopted)
     return adopted

@@ -62,7 +62,9 @@ def load_splits(cfg: DictConfig, task_map: TaskMap) -> dict[str, list[dict[str, 
     root = Path(d.root)
     splits = {}
     for split, fname in d.files.items():
-        splits[split] = load_split(root / fname, task_map, drop_unlisted_tasks=d.drop_unlisted_tasks)
+        splits[split] = load_split(
+            root / fname, task_map, drop_unlisted_tasks=d.drop_unlisted_tasks
+        )
     limit = cfg.trainer.eval.limit_per_task
     if limit:
         seen: dict[str, int] = {}
@@ -76,13 +78,24 @@ def load_splits(cfg: DictConfig, task_map: TaskMap) -> dict[str, list[dict[str, 
 
 
 def _make_logger(cfg: DictConfig, run_dir: Path, config: dict[str, Any]) -> Any:
-    return instantiate(cfg.logger, _recursive_=False, _convert_="all", run_dir=run_dir,
-                       group=cfg.experiment_name, name=f"{cfg.method.name}-s{cfg.seed}",
-                       job_type=cfg.method.name, run_config=config)
+    return instantiate(
+        cfg.logger,
+        _recursive_=False,
+        _convert_="all",
+        run_dir=run_dir,
+        group=cfg.experiment_name,
+        name=f"{cfg.method.name}-s{cfg.seed}",
+        job_type=cfg.method.name,
+        run_config=config,
+    )
 
 
-def _score(gold: list[dict[str, Any]], predictions: list[dict[str, Any]], tasks: list[str],
-           modes: list[str]) -> dict[str, Any]:
+def _score(
+    gold: list[dict[str, Any]],
+    predictions: list[dict[str, Any]],
+    tasks: list[str],
+    modes: list[str],
+) -> dict[str, Any]:
     from moelora.evaluation import score_records
 
     out: dict[str, Any] = {}
@@ -100,6 +113,7 @@ def _introspect(model: Any, task_map: TaskMap, cfg: DictConfig) -> dict[str, Any
 
 def _print_table(scores: dict[str, Any], title: str, floors: dict[str, Any] | None = None) -> None:
     """The job's scores, each beside its floor (moelora.evaluation.floors) when known."""
+
     def fmt(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.4f}"
 
@@ -107,8 +121,10 @@ def _print_table(scores: dict[str, Any], title: str, floors: dict[str, Any] | No
     floor, by = (floors or {}).get("floor") or {}, (floors or {}).get("floor_by") or {}
     print(f"\n{title}")
     if floor:
-        print(f"  {'task':<{width}}  {'score':<6}  floor (best of an empty answer, the majority "
-              "training target, a copy of the input)")
+        print(
+            f"  {'task':<{width}}  {'score':<6}  floor (best of an empty answer, the majority "
+            "training target, a copy of the input)"
+        )
     for k, v in scores.items():
         line = f"  {k:<{width}}  {fmt(v)}"
         if k in floor:
@@ -116,8 +132,14 @@ def _print_table(scores: dict[str, Any], title: str, floors: dict[str, Any] | No
         print(line)
 
 
-def _reuse(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any], identity: dict[str, Any],
-           accelerator: Any, extra: dict[str, Any]) -> tuple[bool, str | None]:
+def _reuse(
+    cfg: DictConfig,
+    run_dir: Path,
+    resolved: dict[str, Any],
+    identity: dict[str, Any],
+    accelerator: Any,
+    extra: dict[str, Any],
+) -> tuple[bool, str | None]:
     """Reuse finished work from ``paths.output_dir`` (moelora/harness/reuse.py). The main process links
     files; every process waits for it, then takes the same decision.
 
@@ -128,23 +150,38 @@ def _reuse(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any], identity: d
         return False, None
     from moelora.harness.reuse import adopt, find_reuse, seed_checkpoint
 
-    source, ckpt = find_reuse(identity, run_dir, Path(cfg.paths.output_dir), accelerator.device.type)
+    source, ckpt = find_reuse(
+        identity, run_dir, Path(cfg.paths.output_dir), accelerator.device.type
+    )
     if source is not None:
         if accelerator.is_main_process:
-            adopt(source, run_dir, {"experiment": cfg.experiment_name, "run_dir": str(run_dir),
-                                    "overrides": _overrides(), "config": resolved, **extra})
+            adopt(
+                source,
+                run_dir,
+                {
+                    "experiment": cfg.experiment_name,
+                    "run_dir": str(run_dir),
+                    "overrides": _overrides(),
+                    "config": resolved,
+                    **extra,
+                },
+            )
         accelerator.wait_for_everyone()
-        accelerator.print(f"[reuse] {run_dir} is the same job as {source}; its results were "
-                          f"adopted (reuse=false trains it again)")
+        accelerator.print(
+            f"[reuse] {run_dir} is the same job as {source}; its results were "
+            f"adopted (reuse=false trains it again)"
+        )
         return True, None
     ckpt = ckpt if cfg.resume == "auto" else None
     linked = ckpt is not None and accelerator.is_main_process and seed_checkpoint(ckpt, run_dir)
     accelerator.wait_for_everyone()
     if ckpt is None or (accelerator.is_main_process and not linked):
         return False, None
-    accelerator.print(f"[reuse] {run_dir}: only inference differs from {ckpt.parents[1]}; its "
-                      f"final checkpoint is linked and this job only evaluates "
-                      f"(reuse=false trains it again)")
+    accelerator.print(
+        f"[reuse] {run_dir}: only inference differs from {ckpt.parents[1]}; its "
+        f"final checkpoint is linked and this job only evaluates "
+        f"(reuse=false trains it again)"
+    )
     return False, str(ckpt.parents[1])
 
 
@@ -157,8 +194,8 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
     raises ``moelora.engine.distributed.LaunchError`` before anything is written."""
     run_dir = Path(run_dir)
     choices = _choices()
-    try:                                        # 1. the whole config, before anything changes
-        lr_note = lr_protocol.apply(cfg)        # this method's lr under lr_protocol=dev
+    try:  # 1. the whole config, before anything changes
+        lr_note = lr_protocol.apply(cfg)  # this method's lr under lr_protocol=dev
         check_config(cfg, choices or None)
         check_input_paths(cfg)
     except (ConfigError, FileNotFoundError) as e:
@@ -181,10 +218,18 @@ def _refuse(cfg: DictConfig, run_dir: Path, tag: str, error: Exception) -> int:
     print(f"[{tag}] {message}", file=sys.stderr)
     previous = read_results(run_dir)
     if distributed.is_main_rank() and (previous is None or previous.get("status") == "failed"):
-        write_results(run_dir, {"experiment": cfg.get("experiment_name"), "method": _select(cfg, "method.name"),
-                                "seed": _select(cfg, "seed"), "overrides": _overrides(),
-                                "run_dir": str(run_dir), "status": "failed",
-                                "error": f"{type(error).__name__}: {message}"})
+        write_results(
+            run_dir,
+            {
+                "experiment": cfg.get("experiment_name"),
+                "method": _select(cfg, "method.name"),
+                "seed": _select(cfg, "seed"),
+                "overrides": _overrides(),
+                "run_dir": str(run_dir),
+                "status": "failed",
+                "error": f"{type(error).__name__}: {message}",
+            },
+        )
     return 1
 
 
@@ -200,8 +245,11 @@ def _choices() -> dict[str, str]:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        return {str(k): str(v) for k, v in HydraConfig.get().runtime.choices.items()
-                if v is not None and not str(k).startswith("hydra")}
+        return {
+            str(k): str(v)
+            for k, v in HydraConfig.get().runtime.choices.items()
+            if v is not None and not str(k).startswith("hydra")
+        }
     except ValueError:
         return {}
 
@@ -212,9 +260,9 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
         import torch
 
         torch.set_num_threads(int(cfg.threads))
-    try:                                        # 2. inputs and identity
+    try:  # 2. inputs and identity
         problem = None
-        if main:                                # rank 0 builds; every rank fingerprints
+        if main:  # rank 0 builds; every rank fingerprints
             try:
                 prepare_inputs(cfg)
             except Exception as e:  # noqa: BLE001 - reported below, on every rank
@@ -228,56 +276,88 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
     resolved = redact(OmegaConf.to_container(cfg, resolve=True))
     identity = job_identity(resolved, inputs)
     previous = read_results(run_dir)
-    accelerator.wait_for_everyone()             # every rank has read the folder before rank 0 changes it
-    if cfg.overwrite:                           # 3. skip | start over | resume
+    accelerator.wait_for_everyone()  # every rank has read the folder before rank 0 changes it
+    if cfg.overwrite:  # 3. skip | start over | resume
         state = "new"
         if previous is not None and main:
             start_over(run_dir, keep_results=True)
     else:
         try:
-            state = check_previous(previous, run_dir, config=resolved, inputs=inputs,
-                                   identity=identity, resume=cfg.resume == "auto")
+            state = check_previous(
+                previous,
+                run_dir,
+                config=resolved,
+                inputs=inputs,
+                identity=identity,
+                resume=cfg.resume == "auto",
+            )
         except IdentityMismatchError as e:
             if main:
                 print(f"[mismatch] {e}", file=sys.stderr)
             return 1
     if state in ("done", "legacy-done"):
-        note = ("" if state == "done" else "; it was recorded before input fingerprints, so its "
-                "model and data are not verified")
-        accelerator.print(f"[skip] {run_dir} already has a successful results.json{note} "
-                          "(overwrite=true reruns it)")
+        note = (
+            ""
+            if state == "done"
+            else "; it was recorded before input fingerprints, so its "
+            "model and data are not verified"
+        )
+        accelerator.print(
+            f"[skip] {run_dir} already has a successful results.json{note} "
+            "(overwrite=true reruns it)"
+        )
         return 0
     earlier = 0.0 if cfg.overwrite else previous_attempts_seconds(previous, run_dir)
     if main:
         remove_stray_temp_files(run_dir)
         if cfg.resume == "never":
             start_over(run_dir, keep_results=False)
-    accelerator.wait_for_everyone()             # no rank reads a checkpoint rank 0 is removing
+    accelerator.wait_for_everyone()  # no rank reads a checkpoint rank 0 is removing
     if cfg.resume == "never":
         earlier = 0.0
 
     seed_everything(cfg.seed, deterministic=cfg.deterministic)
     if main:
         OmegaConf.save(OmegaConf.create(resolved), run_dir / "config.yaml")
-    recorded = {"identity": identity, "inputs": inputs,
-                **distributed.describe(accelerator, cfg.trainer), "choices": choices}
+    recorded = {
+        "identity": identity,
+        "inputs": inputs,
+        **distributed.describe(accelerator, cfg.trainer),
+        "choices": choices,
+    }
     adopted, trained_by = _reuse(cfg, run_dir, resolved, identity, accelerator, recorded)
     if adopted:
         return 0
     base = {
-        "experiment": cfg.experiment_name, "method": cfg.method.name, "seed": cfg.seed,
-        "overrides": _overrides(), "benchmark": cfg.data.benchmark, "tasks": list(cfg.data.tasks),
-        "decoding": cfg.decoding, "run_dir": str(run_dir),
-        "hparams": {k: v for k, v in (resolved["method"].get("adapter") or {}).items()
-                    if not k.startswith("_")},
-        "provenance": provenance(REPO_ROOT, str(accelerator.device)), "config": resolved,
+        "experiment": cfg.experiment_name,
+        "method": cfg.method.name,
+        "seed": cfg.seed,
+        "overrides": _overrides(),
+        "benchmark": cfg.data.benchmark,
+        "tasks": list(cfg.data.tasks),
+        "decoding": cfg.decoding,
+        "run_dir": str(run_dir),
+        "hparams": {
+            k: v
+            for k, v in (resolved["method"].get("adapter") or {}).items()
+            if not k.startswith("_")
+        },
+        "provenance": provenance(REPO_ROOT, str(accelerator.device)),
+        "config": resolved,
         **recorded,
     }
     if trained_by:
         base["trained_by"] = trained_by
     if main:
-        write_results(run_dir, {**base, "status": "running", "started_at": time.time(),
-                                "timing": {"previous_attempts_seconds": earlier}})
+        write_results(
+            run_dir,
+            {
+                **base,
+                "status": "running",
+                "started_at": time.time(),
+                "timing": {"previous_attempts_seconds": earlier},
+            },
+        )
     t0 = time.perf_counter()
     exit_code = 1
     logger = None
@@ -286,17 +366,27 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
         task_map = TaskMap(cfg.data.tasks, scheme=cfg.data.task_ids)
         gold = load_splits(cfg, task_map)
         splits = apply_task_prompt(gold, cfg.method.get("task_prompt"), seed=cfg.seed)
-        ctx = RunContext(cfg=cfg, run_dir=run_dir, task_map=task_map, splits=splits,
-                         accelerator=accelerator, logger=logger)
+        ctx = RunContext(
+            cfg=cfg,
+            run_dir=run_dir,
+            task_map=task_map,
+            splits=splits,
+            accelerator=accelerator,
+            logger=logger,
+        )
         out: PipelineOutput = resolve_pipeline(cfg.method.pipeline)(ctx)
-        results = _finish(cfg, ctx, out, gold["test"], gold.get("train", []), base,
-                          time.perf_counter() - t0)
+        results = _finish(
+            cfg, ctx, out, gold["test"], gold.get("train", []), base, time.perf_counter() - t0
+        )
         results["timing"]["previous_attempts_seconds"] = earlier
         if main:
             write_results(run_dir, results)
-            _print_table(results["scores"], f"{cfg.method.name} seed={cfg.seed} "
-                         f"[{cfg.data.benchmark}, scorer={cfg.scorer.modes[0]}]",
-                         results.get("floors"))
+            _print_table(
+                results["scores"],
+                f"{cfg.method.name} seed={cfg.seed} "
+                f"[{cfg.data.benchmark}, scorer={cfg.scorer.modes[0]}]",
+                results.get("floors"),
+            )
             print(f"results: {run_dir / 'results.json'}")
         logger.summary({f"test/{k}/score": v for k, v in results["scores"].items()})
         exit_code = 0
@@ -305,19 +395,34 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
         tb = redact_text(traceback.format_exc(), secrets)
         print(tb, file=sys.stderr)
         if main:
-            write_results(run_dir, {**base, "status": "failed",
-                                    "error": redact_text(f"{type(e).__name__}: {e}", secrets),
-                                    "traceback": tb,
-                                    "timing": {"total_seconds": time.perf_counter() - t0,
-                                               "previous_attempts_seconds": earlier}})
+            write_results(
+                run_dir,
+                {
+                    **base,
+                    "status": "failed",
+                    "error": redact_text(f"{type(e).__name__}: {e}", secrets),
+                    "traceback": tb,
+                    "timing": {
+                        "total_seconds": time.perf_counter() - t0,
+                        "previous_attempts_seconds": earlier,
+                    },
+                },
+            )
     finally:
         if logger is not None:
             logger.finish(exit_code)
     return exit_code
 
 
-def _finish(cfg: DictConfig, ctx: RunContext, out: PipelineOutput, gold: list[dict[str, Any]],
-            train: list[dict[str, Any]], base: dict[str, Any], seconds: float) -> dict[str, Any]:
+def _finish(
+    cfg: DictConfig,
+    ctx: RunContext,
+    out: PipelineOutput,
+    gold: list[dict[str, Any]],
+    train: list[dict[str, Any]],
+    base: dict[str, Any],
+    seconds: float,
+) -> dict[str, Any]:
     """Score the predictions on ``gold`` (the test split as evaluated) in every scorer mode,
     the floors of this split (``train`` gives the majority targets) in the primary mode, and
     assemble ``results.json``."""
@@ -325,15 +430,22 @@ def _finish(cfg: DictConfig, ctx: RunContext, out: PipelineOutput, gold: list[di
     predictions = [{**g, "target": texts.get(g["sample_id"], "")} for g in gold]
     missing = [g["sample_id"] for g in gold if g["sample_id"] not in texts]
     if missing:
-        raise RuntimeError(f"the pipeline produced no prediction for {len(missing)} test samples, "
-                           f"e.g. {missing[:3]}")
+        raise RuntimeError(
+            f"the pipeline produced no prediction for {len(missing)} test samples, "
+            f"e.g. {missing[:3]}"
+        )
     if ctx.accelerator.is_main_process:
         write_jsonl(ctx.run_dir / "predictions.jsonl", predictions)
     reports = _score(gold, predictions, list(ctx.task_map.tasks), list(cfg.scorer.modes))
     primary = reports[cfg.scorer.modes[0]]
     metrics = {f"test/{task}/{k}": v for task, d in primary.detail.items() for k, v in d.items()}
-    results = {**base, "status": "success", "scorer_mode": primary.mode,
-               "scores": primary.scores, "metrics": metrics}
+    results = {
+        **base,
+        "status": "success",
+        "scorer_mode": primary.mode,
+        "scores": primary.scores,
+        "metrics": metrics,
+    }
     for mode, report in reports.items():
         if mode != primary.mode:
             results[f"scores_{mode}"] = report.scores
@@ -348,17 +460,25 @@ def _finish(cfg: DictConfig, ctx: RunContext, out: PipelineOutput, gold: list[di
         results["token_stats"] = ctx.token_stats
     if out.model is not None:
         results.update(_introspect(out.model, ctx.task_map, cfg))
-    timing: dict[str, Any] = {"total_seconds": seconds, "infer_requested": cfg.method.get("infer"),
-                              "infer_mode": ctx.infer_mode}
+    timing: dict[str, Any] = {
+        "total_seconds": seconds,
+        "infer_requested": cfg.method.get("infer"),
+        "infer_mode": ctx.infer_mode,
+    }
     if out.train is not None:
         timing.update(train_seconds=out.train.seconds, train_step_seconds=out.train.step_seconds)
-        results["train"] = {"steps": out.train.steps, "losses": out.train.losses,
-                            "resumed_from": out.train.resumed_from,
-                            "peak_memory_bytes": out.train.peak_memory_bytes}
+        results["train"] = {
+            "steps": out.train.steps,
+            "losses": out.train.losses,
+            "resumed_from": out.train.resumed_from,
+            "peak_memory_bytes": out.train.peak_memory_bytes,
+        }
     if out.generation is not None:
-        timing.update(eval_seconds=out.generation.seconds,
-                      latency_per_example=out.generation.latency_per_example,
-                      merge_seconds=out.generation.merge_seconds)
+        timing.update(
+            eval_seconds=out.generation.seconds,
+            latency_per_example=out.generation.latency_per_example,
+            merge_seconds=out.generation.merge_seconds,
+        )
     results["timing"] = timing
     results.update(out.extra)
     return results
@@ -376,8 +496,9 @@ def _raw_overrides() -> list[str]:
 def _overrides() -> list[str]:
     """This job's command-line overrides (secrets masked), without method, seed, experiment."""
     skip = {"method", "seed", "experiment"}
-    return [redact_override(o) for o in _raw_overrides()
-            if o.split("=", 1)[0].lstrip("+~") not in skip]
+    return [
+        redact_override(o) for o in _raw_overrides() if o.split("=", 1)[0].lstrip("+~") not in skip
+    ]
 
 
 # ---- run folder ----------------------------------------
@@ -398,8 +519,13 @@ def previous_attempts_seconds(previous: dict[str, Any] | None, run_dir: Path) ->
     if previous.get("status") == "failed":
         return carried + float(timing.get("total_seconds") or 0.0)
     started = previous.get("started_at")
-    saved = [p.stat().st_mtime for p in run_dir.rglob("*") if p.is_file()
-             and p.name not in RECORDS and not {".hydra", "wandb"} & set(p.relative_to(run_dir).parts)]
+    saved = [
+        p.stat().st_mtime
+        for p in run_dir.rglob("*")
+        if p.is_file()
+        and p.name not in RECORDS
+        and not {".hydra", "wandb"} & set(p.relative_to(run_dir).parts)
+    ]
     if previous.get("status") != "running" or started is None or not saved:
         return carried
     return carried + max(0.0, max(saved) - float(started))

@@ -203,43 +203,65 @@ def unknown_keys(cfg: DictConfig, choices: dict[str, str] | None = None) -> list
     choices = dict(choices or {})
     choices.setdefault("method", str(tree.get("method", {}).get("name")))
     known = {f"{g}.{k}" for g in GROUPS for k in _group_keys(g, choices.get(g))} | _global_keys()
-    targets = {path: node["_target_"] for path, node in _nodes(tree)     # node → its target
-               if isinstance(node, dict) and isinstance(node.get("_target_"), str)}
+    targets = {
+        path: node["_target_"]
+        for path, node in _nodes(tree)  # node → its target
+        if isinstance(node, dict) and isinstance(node.get("_target_"), str)
+    }
     problems = []
     for path in _keys(tree):
         parent, _, leaf = path.rpartition(".")
-        if path in known or leaf in HYDRA_KEYS or any(
-                path.startswith(t + ".") and _target_params(targets[t]) is None for t in targets):
+        if (
+            path in known
+            or leaf in HYDRA_KEYS
+            or any(path.startswith(t + ".") and _target_params(targets[t]) is None for t in targets)
+        ):
             continue
         if parent in targets and (params := _target_params(targets[parent])) is not None:
             if leaf in params:
                 continue
-            valid = sorted(params - {"model", "tasks", "target_modules", "task_ids",
-                                     "batch_size", "seed", "run_dir"})
+            valid = sorted(
+                params
+                - {"model", "tasks", "target_modules", "task_ids", "batch_size", "seed", "run_dir"}
+            )
         else:
             if parent and parent not in known and parent not in targets:
-                continue                         # reported at its first unknown ancestor
+                continue  # reported at its first unknown ancestor
             prefix = parent + "." if parent else ""
-            valid = sorted(k[len(prefix):] for k in known
-                           if k.startswith(prefix) and "." not in k[len(prefix):])
+            valid = sorted(
+                k[len(prefix) :]
+                for k in known
+                if k.startswith(prefix) and "." not in k[len(prefix) :]
+            )
         hint = _suggest(path, leaf, valid, known, targets)
-        problems.append(f"{path}: no builder or pipeline reads this key (added with '+'?). "
-                        f"Valid keys of {parent or 'the top level'}: {', '.join(valid) or 'none'}"
-                        f"{hint}")
+        problems.append(
+            f"{path}: no builder or pipeline reads this key (added with '+'?). "
+            f"Valid keys of {parent or 'the top level'}: {', '.join(valid) or 'none'}"
+            f"{hint}"
+        )
     return problems
 
 
-def _suggest(path: str, leaf: str, valid: list[str], known: set[str],
-             targets: dict[str, str]) -> str:
+def _suggest(
+    path: str, leaf: str, valid: list[str], known: set[str], targets: dict[str, str]
+) -> str:
     group = path.split(".", 1)[0]
-    elsewhere = sorted({k for k in known if k.rsplit(".", 1)[-1] == leaf and k.startswith(group)}
-                       | {f"{t}.{leaf}" for t, target in targets.items() if t.startswith(group)
-                          and leaf in (_target_params(target) or ())})
+    elsewhere = sorted(
+        {k for k in known if k.rsplit(".", 1)[-1] == leaf and k.startswith(group)}
+        | {
+            f"{t}.{leaf}"
+            for t, target in targets.items()
+            if t.startswith(group) and leaf in (_target_params(target) or ())
+        }
+    )
     if elsewhere:
         return f". Did you mean {' or '.join(elsewhere)}?"
     close = difflib.get_close_matches(leaf, valid, n=1)
-    return f". Did you mean {path.rpartition('.')[0] + '.' if '.' in path else ''}{close[0]}?" \
-        if close else ""
+    return (
+        f". Did you mean {path.rpartition('.')[0] + '.' if '.' in path else ''}{close[0]}?"
+        if close
+        else ""
+    )
 
 
 def check_config(cfg: DictConfig, choices: dict[str, str] | None = None) -> None:
@@ -247,5 +269,6 @@ def check_config(cfg: DictConfig, choices: dict[str, str] | None = None) -> None
     problems = check_values(cfg) + unknown_keys(cfg, choices)
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
-        raise ConfigError(f"the config has {len(problems)} problem(s); nothing was run or "
-                          f"changed:\n{lines}")
+        raise ConfigError(
+            f"the config has {len(problems)} problem(s); nothing was run or changed:\n{lines}"
+        )

@@ -22,8 +22,9 @@ from moelora.method.export import BUILDER, export_task_adapters
 from moelora.utils.names import current_name
 
 
-def load_run_model(run_dir: str | Path, *, dtype: str = "float32",
-                   trust_remote_code: bool | None = None) -> tuple[nn.Module, dict]:
+def load_run_model(
+    run_dir: str | Path, *, dtype: str = "float32", trust_remote_code: bool | None = None
+) -> tuple[nn.Module, dict]:
     """Rebuild a trained MOELoRA run (moelora.inference.load.load_run) and check that it is one.
 
     Raises:
@@ -33,28 +34,41 @@ def load_run_model(run_dir: str | Path, *, dtype: str = "float32",
     from moelora.inference.load import load_run
 
     adapter_dir = Path(run_dir) / "adapter"
-    builder = read_adapter_config(adapter_dir).get("builder", BUILDER) \
-        if adapter_dir.is_dir() else "another pipeline (no adapter/ folder)"
+    builder = (
+        read_adapter_config(adapter_dir).get("builder", BUILDER)
+        if adapter_dir.is_dir()
+        else "another pipeline (no adapter/ folder)"
+    )
     if current_name(builder) != BUILDER:
-        raise ValueError(f"{run_dir}: adapter built by {builder!r}, not {BUILDER!r}; "
-                         "only MOELoRA runs can be exported per task")
+        raise ValueError(
+            f"{run_dir}: adapter built by {builder!r}, not {BUILDER!r}; "
+            "only MOELoRA runs can be exported per task"
+        )
     run = load_run(run_dir, dtype=dtype, trust_remote_code=trust_remote_code)
     return run.model, run.meta
 
 
 def main(argv: Sequence[str] | None = None) -> list[Path]:
-    parser = argparse.ArgumentParser(prog="python -m moelora.inference.export", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m moelora.inference.export", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("run_dir", help="a MOELoRA run directory (with adapter/)")
     parser.add_argument("--out", required=True, help="output folder; one subfolder per task")
     parser.add_argument("--dtype", default="float32", help="base dtype while exporting")
-    parser.add_argument("--trust-remote-code", action="store_true", default=None,
-                        help="for bases with their own modeling code (ChatGLM-6B is built in "
-                             "and never needs it); default: the run's model.trust_remote_code")
+    parser.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        default=None,
+        help="for bases with their own modeling code (ChatGLM-6B is built in "
+        "and never needs it); default: the run's model.trust_remote_code",
+    )
     args = parser.parse_args(argv)
-    model, meta = load_run_model(args.run_dir, dtype=args.dtype,
-                                 trust_remote_code=args.trust_remote_code)
-    paths = export_task_adapters(model, args.out, tasks=meta["tasks"],
-                                 base_name_or_path=meta["base_model"]["name_or_path"])
+    model, meta = load_run_model(
+        args.run_dir, dtype=args.dtype, trust_remote_code=args.trust_remote_code
+    )
+    paths = export_task_adapters(
+        model, args.out, tasks=meta["tasks"], base_name_or_path=meta["base_model"]["name_or_path"]
+    )
     for p in paths:
         print(p)
     return paths

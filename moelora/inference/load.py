@@ -86,7 +86,9 @@ class LoadedRun:
         if self._tokenizer is None:
             from moelora.models.loading import load_tokenizer
 
-            self._tokenizer = load_tokenizer(self.base_dir, trust_remote_code=self.trust_remote_code)
+            self._tokenizer = load_tokenizer(
+                self.base_dir, trust_remote_code=self.trust_remote_code
+            )
         return self._tokenizer
 
     @property
@@ -101,8 +103,14 @@ class LoadedRun:
     def context(self, accelerator: Any = None) -> RunContext:
         """A :class:`moelora.harness.context.RunContext` of this run's config (its encoder, decoding,
         sampler and training settings), without data or logger."""
-        return RunContext(cfg=self._config(), run_dir=self.run_dir, task_map=self.task_map,
-                          splits={}, accelerator=accelerator, logger=None)
+        return RunContext(
+            cfg=self._config(),
+            run_dir=self.run_dir,
+            task_map=self.task_map,
+            splits={},
+            accelerator=accelerator,
+            logger=None,
+        )
 
     def encoder(self) -> Encoder:
         return self.context().encoder(self.tokenizer)
@@ -110,8 +118,9 @@ class LoadedRun:
     def decoding(self, **overrides: Any) -> DecodingSettings:
         """The run's decoding settings (``decoding``, ``trainer.eval.*``), with ``overrides``
         (DecodingSettings fields; None values are ignored)."""
-        return replace(self.context().decoding(),
-                       **{k: v for k, v in overrides.items() if v is not None})
+        return replace(
+            self.context().decoding(), **{k: v for k, v in overrides.items() if v is not None}
+        )
 
     def splits(self) -> dict[str, list[dict[str, Any]]]:
         """The run's data splits, as the job read them (``trainer.eval.limit_per_task`` applied,
@@ -126,13 +135,16 @@ class LoadedRun:
         if not mode:
             return records
         train = self.splits()["train"] if mode == "one_shot" else []
-        return apply_task_prompt({"train": train, "x": records}, mode,
-                                 seed=int(self._config().seed))["x"]
+        return apply_task_prompt(
+            {"train": train, "x": records}, mode, seed=int(self._config().seed)
+        )["x"]
 
     def _config(self) -> DictConfig:
         if self.config is None:
-            raise RunLoadError(f"{self.run_dir}: no {CONFIG_NAME}; encoding, decoding and data "
-                               "settings come from the run's config (a folder written by run.py)")
+            raise RunLoadError(
+                f"{self.run_dir}: no {CONFIG_NAME}; encoding, decoding and data "
+                "settings come from the run's config (a folder written by run.py)"
+            )
         return self.config
 
 
@@ -153,9 +165,11 @@ def resolve_path(path: str | Path, *, run_dir: Path) -> Path:
     for candidate in (path, REPO_ROOT / path):
         if candidate.exists():
             return candidate
-    raise RunLoadError(f"{run_dir}: the recorded path {path} exists neither in the current folder "
-                       f"nor under {REPO_ROOT}; run from the folder the job ran in (or rebuild "
-                       "it: `make base` for the embedded base model)")
+    raise RunLoadError(
+        f"{run_dir}: the recorded path {path} exists neither in the current folder "
+        f"nor under {REPO_ROOT}; run from the folder the job ran in (or rebuild "
+        "it: `make base` for the embedded base model)"
+    )
 
 
 def _device(device: str | torch.device | None) -> torch.device:
@@ -164,26 +178,33 @@ def _device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
-def _builder_kwargs(builder: Callable[..., nn.Module], meta: dict[str, Any],
-                    adapter_dir: Path) -> dict[str, Any]:
+def _builder_kwargs(
+    builder: Callable[..., nn.Module], meta: dict[str, Any], adapter_dir: Path
+) -> dict[str, Any]:
     """The saved hyper-parameters, checked against the builder's signature."""
     params = inspect.signature(builder).parameters
     hparams = dict(meta.get("hparams") or {})
-    if meta.get("task_id_scheme") and "task_id_scheme" in params:   # older MOELoRA adapters
+    if meta.get("task_id_scheme") and "task_id_scheme" in params:  # older MOELoRA adapters
         hparams.setdefault("task_id_scheme", meta["task_id_scheme"])
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         allowed = set(params) - {"model", "tasks", "target_modules"}
         if extra := sorted(set(hparams) - allowed):
-            raise RunLoadError(f"{adapter_dir}: hyper-parameters {extra} are not arguments of "
-                               f"{meta.get('builder')} (it takes {sorted(allowed)}); was the "
-                               "adapter saved by another version of the method?")
+            raise RunLoadError(
+                f"{adapter_dir}: hyper-parameters {extra} are not arguments of "
+                f"{meta.get('builder')} (it takes {sorted(allowed)}); was the "
+                "adapter saved by another version of the method?"
+            )
     return hparams
 
 
-def build_from_adapter(adapter_dir: str | Path, *, config: DictConfig | None = None,
-                       dtype: str | None = None, trust_remote_code: bool | None = None,
-                       device: str | torch.device | None = "cpu"
-                       ) -> tuple[nn.Module, Path, dict[str, Any]]:
+def build_from_adapter(
+    adapter_dir: str | Path,
+    *,
+    config: DictConfig | None = None,
+    dtype: str | None = None,
+    trust_remote_code: bool | None = None,
+    device: str | torch.device | None = "cpu",
+) -> tuple[nn.Module, Path, dict[str, Any]]:
     """Base model + the adapter saved in ``adapter_dir``, weights loaded.
 
     Args:
@@ -202,8 +223,10 @@ def build_from_adapter(adapter_dir: str | Path, *, config: DictConfig | None = N
     meta = read_adapter_config(adapter_dir)
     name = meta.get("builder") or (config and OmegaConf.select(config, "method.adapter._target_"))
     if not name:
-        raise RunLoadError(f"{adapter_dir}: adapter_config.json names no builder and the run has "
-                           "no method.adapter._target_; cannot rebuild the adapter")
+        raise RunLoadError(
+            f"{adapter_dir}: adapter_config.json names no builder and the run has "
+            "no method.adapter._target_; cannot rebuild the adapter"
+        )
     builder = get_method(current_name(str(name)))
     base_path = (meta.get("base_model") or {}).get("name_or_path")
     if not base_path:
@@ -213,12 +236,19 @@ def build_from_adapter(adapter_dir: str | Path, *, config: DictConfig | None = N
     dtype = dtype or model_cfg.get("dtype") or "float32"
     if trust_remote_code is None:
         trust_remote_code = bool(model_cfg.get("trust_remote_code", False))
-    model = load_base_model(base_dir, dtype=dtype, trust_remote_code=trust_remote_code,
-                            attn_implementation=model_cfg.get("attn_implementation"))
-    targets = meta["target_modules"]          # a list of suffixes, or a keyword ("all-linear")
-    model = builder(model, tasks=list(meta["tasks"]),
-                    target_modules=targets if isinstance(targets, str) else list(targets),
-                    **_builder_kwargs(builder, meta, adapter_dir))
+    model = load_base_model(
+        base_dir,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+        attn_implementation=model_cfg.get("attn_implementation"),
+    )
+    targets = meta["target_modules"]  # a list of suffixes, or a keyword ("all-linear")
+    model = builder(
+        model,
+        tasks=list(meta["tasks"]),
+        target_modules=targets if isinstance(targets, str) else list(targets),
+        **_builder_kwargs(builder, meta, adapter_dir),
+    )
     load_adapter(model, adapter_dir, expected_tasks=list(meta["tasks"]))
     meta = {**meta, "trust_remote_code": trust_remote_code}
     return model.to(_device(device)).eval(), base_dir, meta
@@ -228,7 +258,7 @@ def _run_hook(config: DictConfig | None) -> Callable[..., LoadedRun] | None:
     """``load_run`` of the module of the run's pipeline, when that module provides one."""
     pipeline = OmegaConf.select(config, "method.pipeline") if config is not None else None
     if not pipeline or "." not in str(pipeline):
-        return None          # a shared pipeline of moelora.harness.context: the default loader
+        return None  # a shared pipeline of moelora.harness.context: the default loader
     module = importlib.import_module(str(pipeline).rsplit(".", 1)[0])
     hook = getattr(module, "load_run", None)
     return hook if callable(hook) else None
@@ -238,12 +268,19 @@ def _check_finished(run_dir: Path) -> None:
     results = read_results(run_dir)
     status = results.get("status") if results else None
     if status not in (None, "success"):
-        raise RunLoadError(f"{run_dir}: results.json says status {status!r}; only a finished "
-                           "run can be rebuilt (rerun it with `python run.py ...`)")
+        raise RunLoadError(
+            f"{run_dir}: results.json says status {status!r}; only a finished "
+            "run can be rebuilt (rerun it with `python run.py ...`)"
+        )
 
 
-def load_run(run_dir: str | Path, *, device: str | torch.device | None = "cpu",
-             dtype: str | None = None, trust_remote_code: bool | None = None) -> LoadedRun:
+def load_run(
+    run_dir: str | Path,
+    *,
+    device: str | torch.device | None = "cpu",
+    dtype: str | None = None,
+    trust_remote_code: bool | None = None,
+) -> LoadedRun:
     """Rebuild ``run_dir`` (written by run.py) into its adapted model.
 
     Args:
@@ -264,18 +301,37 @@ def load_run(run_dir: str | Path, *, device: str | torch.device | None = "cpu",
     _check_finished(run_dir)
     hook = _run_hook(config)
     if hook is not None:
-        return hook(run_dir, config=config, device=_device(device), dtype=dtype,
-                    trust_remote_code=trust_remote_code)
+        return hook(
+            run_dir,
+            config=config,
+            device=_device(device),
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+        )
     adapter_dir = run_dir / "adapter"
     if not adapter_dir.is_dir():
         method = OmegaConf.select(config, "method.name") if config is not None else None
-        raise RunLoadError(f"{run_dir}: no adapter/ folder; "
-                           + (f"method {method} saved no trained adapter (methods that train "
-                              "nothing, such as ICL, Task-Arithmetic and LoRAHub, cannot be "
-                              "rebuilt)" if method else "is this a run directory of run.py?"))
-    model, base_dir, meta = build_from_adapter(adapter_dir, config=config, dtype=dtype,
-                                               trust_remote_code=trust_remote_code, device=device)
+        raise RunLoadError(
+            f"{run_dir}: no adapter/ folder; "
+            + (
+                f"method {method} saved no trained adapter (methods that train "
+                "nothing, such as ICL, Task-Arithmetic and LoRAHub, cannot be "
+                "rebuilt)"
+                if method
+                else "is this a run directory of run.py?"
+            )
+        )
+    model, base_dir, meta = build_from_adapter(
+        adapter_dir, config=config, dtype=dtype, trust_remote_code=trust_remote_code, device=device
+    )
     task_map = TaskMap(meta["tasks"], scheme=meta.get("task_id_scheme") or "dense")
-    return LoadedRun(run_dir=run_dir, model=model, base_dir=base_dir, meta=meta, config=config,
-                     task_map=task_map, device=_device(device),
-                     trust_remote_code=meta["trust_remote_code"])
+    return LoadedRun(
+        run_dir=run_dir,
+        model=model,
+        base_dir=base_dir,
+        meta=meta,
+        config=config,
+        task_map=task_map,
+        device=_device(device),
+        trust_remote_code=meta["trust_remote_code"],
+    )

@@ -60,15 +60,28 @@ class Prediction:
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        return {"strategy": self.strategy, "n": len(self.predictions), "decoding": self.decoding,
-                "seconds": self.seconds, "merge_seconds": self.merge_seconds,
-                "latency_per_example": self.seconds / max(1, len(self.predictions)),
-                "scores": self.scores, "notes": self.notes}
+        return {
+            "strategy": self.strategy,
+            "n": len(self.predictions),
+            "decoding": self.decoding,
+            "seconds": self.seconds,
+            "merge_seconds": self.merge_seconds,
+            "latency_per_example": self.seconds / max(1, len(self.predictions)),
+            "scores": self.scores,
+            "notes": self.notes,
+        }
 
 
-def predict(run: LoadedRun | str | Path, records: Sequence[dict[str, Any]], *,
-            strategy: str = "mixed", seed: int | None = None, progress: bool = False,
-            score: bool = True, **decoding: Any) -> Prediction:
+def predict(
+    run: LoadedRun | str | Path,
+    records: Sequence[dict[str, Any]],
+    *,
+    strategy: str = "mixed",
+    seed: int | None = None,
+    progress: bool = False,
+    score: bool = True,
+    **decoding: Any,
+) -> Prediction:
     """Generate an answer for every record with a finished run.
 
     Args:
@@ -93,24 +106,37 @@ def predict(run: LoadedRun | str | Path, records: Sequence[dict[str, Any]], *,
     if not records:
         raise ValueError("no records to answer")
     if unknown := sorted({r["task_dataset"] for r in records} - set(run.task_map.tasks)):
-        raise ValueError(f"tasks {unknown} are not tasks of the run {run.run_dir} "
-                         f"(it was trained for {run.task_map.tasks})")
+        raise ValueError(
+            f"tasks {unknown} are not tasks of the run {run.run_dir} "
+            f"(it was trained for {run.task_map.tasks})"
+        )
     if strategy == "grouped_merged" and not run.mergeable:
-        raise ValueError(f"{run.method} cannot be merged per task (its expert weights depend on "
-                         "the input); use strategy mixed or grouped_unmerged")
+        raise ValueError(
+            f"{run.method} cannot be merged per task (its expert weights depend on "
+            "the input); use strategy mixed or grouped_unmerged"
+        )
     settings = run.decoding(**decoding)
     seed = int(run.config.seed) if seed is None and run.config is not None else int(seed or 0)
     gen = generate_predictions(
-        run.model, run.encoder(), run.prepare_inputs(records), decoding=settings, seed=seed,
-        group_by_task=strategy != "mixed", merge=strategy == "grouped_merged", device=run.device,
-        progress=progress, task_scope=run.task_scope,
+        run.model,
+        run.encoder(),
+        run.prepare_inputs(records),
+        decoding=settings,
+        seed=seed,
+        group_by_task=strategy != "mixed",
+        merge=strategy == "grouped_merged",
+        device=run.device,
+        progress=progress,
+        task_scope=run.task_scope,
         batch_kwargs=run.batch_kwargs if strategy == "mixed" else None,
     )
     predictions = [{**r, "target": p["target"]} for r, p in zip(records, gen.predictions)]
     out = Prediction(predictions, strategy, asdict(settings), gen.seconds, gen.merge_seconds)
     if settings.mode == "sample" and strategy != "mixed":
-        out.notes.append("sampled decoding: the random draws depend on the batches, so the "
-                         "strategies agree only in distribution (use --decoding greedy to compare)")
+        out.notes.append(
+            "sampled decoding: the random draws depend on the batches, so the "
+            "strategies agree only in distribution (use --decoding greedy to compare)"
+        )
     gold = [r for r in records if r.get("target")]
     if score and len(gold) == len(records):
         from moelora.evaluation import score_records
@@ -118,20 +144,27 @@ def predict(run: LoadedRun | str | Path, records: Sequence[dict[str, Any]], *,
         present = [t for t in run.task_map.tasks if any(r["task_dataset"] == t for r in records)]
         out.scores = score_records(records, predictions, mode="official", tasks=present).scores
     elif score and gold:
-        out.notes.append(f"{len(records) - len(gold)} of {len(records)} records have no gold "
-                         "target: not scored")
+        out.notes.append(
+            f"{len(records) - len(gold)} of {len(records)} records have no gold target: not scored"
+        )
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m moelora.inference.predict",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m moelora.inference.predict", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("run_dir", type=Path, help="a finished run directory (written by run.py)")
     parser.add_argument("--input", type=Path, required=True, help="PromptCBLUE JSON Lines")
     parser.add_argument("--out", type=Path, required=True, help="predictions (JSON Lines)")
     parser.add_argument("--strategy", choices=STRATEGIES, default="mixed")
-    parser.add_argument("--decoding", dest="mode", choices=("sample", "greedy"), default=None,
-                        help="default: the run's")
+    parser.add_argument(
+        "--decoding",
+        dest="mode",
+        choices=("sample", "greedy"),
+        default=None,
+        help="default: the run's",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--temperature", type=float, default=None)
@@ -144,16 +177,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         run = load_run(args.run_dir, device=args.device)
         records = load_split(args.input, run.task_map, require_target=False)
-        result = predict(run, records, strategy=args.strategy, seed=args.seed, progress=True,
-                         mode=args.mode, max_new_tokens=args.max_new_tokens,
-                         batch_size=args.batch_size, temperature=args.temperature,
-                         top_p=args.top_p, top_k=args.top_k)
+        result = predict(
+            run,
+            records,
+            strategy=args.strategy,
+            seed=args.seed,
+            progress=True,
+            mode=args.mode,
+            max_new_tokens=args.max_new_tokens,
+            batch_size=args.batch_size,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            top_k=args.top_k,
+        )
     except (ValueError, FileNotFoundError, KeyError) as e:
         print(f"[predict] error: {e}", file=sys.stderr)
         return 2
     write_jsonl(args.out, result.predictions)
-    summary = {"run_dir": str(args.run_dir), "method": run.method, "input": str(args.input),
-               "out": str(args.out), **result.summary()}
+    summary = {
+        "run_dir": str(args.run_dir),
+        "method": run.method,
+        "input": str(args.input),
+        "out": str(args.out),
+        **result.summary(),
+    }
     if args.scores is not None:
         write_json(args.scores, summary)
     print(json.dumps(summary, ensure_ascii=False, indent=1))

@@ -18,7 +18,17 @@ from moelora.method.model import build, get_router, moelora_layers
 from moelora.method.tasks import TaskMap
 
 __all__ = [
-    "MoELoRALinear", "MoELoRARouter", "TaskGate", "TaskMap", "build", "count_parameters",
-    "expert_weights", "export_task_adapters", "get_router", "merged_for_task", "moelora_layers",
-    "supports_merge", "task_context",
+    "MoELoRALinear",
+    "MoELoRARouter",
+    "TaskGate",
+    "TaskMap",
+    "build",
+    "count_parameters",
+    "expert_weights",
+    "export_task_adapters",
+    "get_router",
+    "merged_for_task",
+    "moelora_layers",
+    "supports_merge",
+    "task_context",
 ]

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 MASKS = ("bits16", "torch")
-LEVELS = 1 << 16                    # values of one 16-bit lane
+LEVELS = 1 << 16  # values of one 16-bit lane
 _mode = "torch"
 
 
@@ -65,8 +65,13 @@ def bits16_threshold(p: float) -> int:
     return round(p * LEVELS)
 
 
-def bits16_mask(shape: torch.Size | tuple[int, ...], p: float, *, dtype: torch.dtype = torch.float32,
-                device: torch.device | str = "cpu") -> torch.Tensor:
+def bits16_mask(
+    shape: torch.Size | tuple[int, ...],
+    p: float,
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
     """A scaled keep mask: ``2^16 / (2^16 − t)`` where kept, 0 where dropped, in ``dtype``.
 
     Four 16-bit lanes of each 64-bit draw (the full 64 bits: ``random_(-2**63, None)``; a plain

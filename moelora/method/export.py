@@ -32,15 +32,16 @@ def _peft_targets(model: nn.Module, names: list[str]) -> list[str]:
     attention and the MLP output, and a preset may adapt only one of them)."""
     suffixes = sorted({n.rsplit(".", 1)[-1] for n in names})
     tails = tuple("." + s for s in suffixes)
-    matched = {n for n, _ in model.named_modules()
-               if n.endswith(tails) and not n.endswith(".base_layer")}
+    matched = {
+        n for n, _ in model.named_modules() if n.endswith(tails) and not n.endswith(".base_layer")
+    }
     return suffixes if matched == set(names) else sorted(names)
 
 
 def _task_factors(layer: nn.Module, task_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(A_cat, B'_j)`` in fp32 for one layer and task."""
     omega = layer.weight_source.task_weights(layer, task_id).float().to(layer.lora_B.device)
-    scale = omega.repeat_interleave(layer.rank // layer.num_experts)      # (r,)
+    scale = omega.repeat_interleave(layer.rank // layer.num_experts)  # (r,)
     return layer.lora_A.detach().float(), layer.lora_B.detach().float() * scale
 
 
@@ -92,10 +93,15 @@ def export_task_adapters(
             state[f"base_model.model.{name}.lora_B.weight"] = b.contiguous()
         rank = next(iter(ranks)) if sparse else first.rank
         config = LoraConfig(
-            r=rank, lora_alpha=first.scaling * rank, target_modules=targets,
+            r=rank,
+            lora_alpha=first.scaling * rank,
+            target_modules=targets,
             fan_in_fan_out=any(layer.fan_in_fan_out for _, layer in layers),
-            lora_dropout=first.dropout_p, bias="none", task_type="CAUSAL_LM",
-            base_model_name_or_path=str(base_name_or_path), init_lora_weights=True,
+            lora_dropout=first.dropout_p,
+            bias="none",
+            task_type="CAUSAL_LM",
+            base_model_name_or_path=str(base_name_or_path),
+            init_lora_weights=True,
         )
         path = out_dir / task
         path.mkdir(parents=True, exist_ok=True)

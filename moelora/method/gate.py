@@ -79,8 +79,15 @@ class TaskGate(nn.Module):
         sparse_mode: see :func:`gate_probabilities`.
     """
 
-    def __init__(self, *, num_embeddings: int, num_experts: int, task_embed_dim: int = 64,
-                 top_k: int | None = None, sparse_mode: str = "mask_neg_inf") -> None:
+    def __init__(
+        self,
+        *,
+        num_embeddings: int,
+        num_experts: int,
+        task_embed_dim: int = 64,
+        top_k: int | None = None,
+        sparse_mode: str = "mask_neg_inf",
+    ) -> None:
         super().__init__()
         self.task_embedding = nn.Embedding(num_embeddings, task_embed_dim, dtype=torch.float32)
         self.w_t = nn.Linear(task_embed_dim, num_experts, bias=False, dtype=torch.float32)
@@ -91,7 +98,7 @@ class TaskGate(nn.Module):
         """``(batch,)`` long task ids → ``(batch, N)`` fp32 expert weights ``ω``."""
         device = self.w_t.weight.device
         with torch.autocast(device_type=device.type, enabled=False):
-            e = self.task_embedding(task_ids.to(device))            # (batch, d_T)
+            e = self.task_embedding(task_ids.to(device))  # (batch, d_T)
             logits = F.linear(e.float(), self.w_t.weight.float())  # (batch, N)
             return gate_probabilities(logits, top_k=self.top_k, sparse_mode=self.sparse_mode)
 
@@ -118,9 +125,20 @@ class MoELoRARouter(nn.Module):
 
     mergeable = True  # weights depend on the task only: Eq. 8 applies
 
-    def __init__(self, *, gate: str, num_experts: int, rank: int, task_ids: Sequence[int],
-                 task_names: Sequence[str], num_embeddings: int, task_embed_dim: int = 64,
-                 top_k: int = 2, sparse_mode: str = "mask_neg_inf", num_layers: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        gate: str,
+        num_experts: int,
+        rank: int,
+        task_ids: Sequence[int],
+        task_names: Sequence[str],
+        num_embeddings: int,
+        task_embed_dim: int = 64,
+        top_k: int = 2,
+        sparse_mode: str = "mask_neg_inf",
+        num_layers: int = 0,
+    ) -> None:
         super().__init__()
         if gate not in GATES:
             raise ValueError(f"gate={gate!r}; use one of {', '.join(GATES)}")
@@ -135,16 +153,19 @@ class MoELoRARouter(nn.Module):
         self.rank = rank
         self.task_names = list(task_names)
         self.valid_task_ids = [int(i) for i in task_ids]
-        self.register_buffer("_valid", torch.tensor(self.valid_task_ids, dtype=torch.long),
-                             persistent=False)
-        kw = dict(num_embeddings=num_embeddings, num_experts=num_experts,
-                  task_embed_dim=task_embed_dim)
+        self.register_buffer(
+            "_valid", torch.tensor(self.valid_task_ids, dtype=torch.long), persistent=False
+        )
+        kw = dict(
+            num_embeddings=num_embeddings, num_experts=num_experts, task_embed_dim=task_embed_dim
+        )
         if gate in ("dense", "sparse"):
-            self.gate = TaskGate(**kw, top_k=top_k if gate == "sparse" else None,
-                                 sparse_mode=sparse_mode)
+            self.gate = TaskGate(
+                **kw, top_k=top_k if gate == "sparse" else None, sparse_mode=sparse_mode
+            )
         elif gate == "per_layer":
             self.gates = nn.ModuleList(TaskGate(**kw) for _ in range(num_layers))
-        self._weights: torch.Tensor | None = None   # (batch, N) or (L, batch, N), fp32
+        self._weights: torch.Tensor | None = None  # (batch, N) or (L, batch, N), fp32
         self._cache: dict[tuple, torch.Tensor] = {}
 
     # ---- routing ---------------------------------------------------------------------
@@ -168,7 +189,7 @@ class MoELoRARouter(nn.Module):
         if self.gate_type == "per_layer":
             self._weights = torch.stack([g(task_ids) for g in self.gates])  # (L, batch, N)
         else:
-            self._weights = self.gate(task_ids)                              # (batch, N)
+            self._weights = self.gate(task_ids)  # (batch, N)
 
     def _uniform(self, batch: int, device: torch.device) -> torch.Tensor:
         return torch.full((batch, self.num_experts), 1.0 / self.num_experts, device=device)
@@ -203,7 +224,7 @@ class MoELoRARouter(nn.Module):
                     )
                 w = w.repeat_interleave(batch_x // w.shape[0], dim=0)
             w = w.to(x.device)
-        out = w.repeat_interleave(self.rank // self.num_experts, dim=-1)      # (batch_x, r)
+        out = w.repeat_interleave(self.rank // self.num_experts, dim=-1)  # (batch_x, r)
         self._cache[key] = out
         return out
 

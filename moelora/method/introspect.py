@@ -84,7 +84,7 @@ def chatglm6b_param_counts(
         raise ValueError(f"target={target!r}; use one of {', '.join(CHATGLM6B_TARGETS)}")
     shapes = [CHATGLM6B_LINEARS[n] for n in CHATGLM6B_TARGETS[target]] * CHATGLM6B_BLOCKS
     trainable = sum(rank * (d_in + d_out) for d_in, d_out in shapes)
-    gate = num_tasks * task_embed_dim + num_experts * task_embed_dim   # E + W_T
+    gate = num_tasks * task_embed_dim + num_experts * task_embed_dim  # E + W_T
     if method in ("moelora", "moelora_sparse"):
         trainable += gate
     elif method == "moelora_multi_gate":
@@ -92,5 +92,10 @@ def chatglm6b_param_counts(
     elif method == "molora":
         trainable += sum(num_experts * d_in for d_in, _ in shapes)
     base = CHATGLM6B_TOTAL
-    return {"trainable": trainable, "base": base, "total": base + trainable,
-            "ratio": trainable / base, "peft_ratio": trainable / (base + trainable)}
+    return {
+        "trainable": trainable,
+        "base": base,
+        "total": base + trainable,
+        "ratio": trainable / base,
+        "peft_ratio": trainable / (base + trainable),
+    }

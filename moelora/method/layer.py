@@ -82,16 +82,32 @@ class MoELoRALinear(nn.Module):
             its owner, e.g. ``layer.add_module("router", source)``.
     """
 
-    def __init__(self, base_layer: nn.Linear, *, num_experts: int, rank: int, alpha: float,
-                 dropout: float = 0.0, expert_init: str = "normal_0.01",
-                 dropout_mode: str = "shared", scaling_rank: str = "total", batch_axis: int = 0,
-                 weight_source: ExpertWeightSource | None = None) -> None:
+    def __init__(
+        self,
+        base_layer: nn.Linear,
+        *,
+        num_experts: int,
+        rank: int,
+        alpha: float,
+        dropout: float = 0.0,
+        expert_init: str = "normal_0.01",
+        dropout_mode: str = "shared",
+        scaling_rank: str = "total",
+        batch_axis: int = 0,
+        weight_source: ExpertWeightSource | None = None,
+    ) -> None:
         super().__init__()
-        validate_layer_args(num_experts=num_experts, rank=rank, dropout=dropout,
-                            expert_init=expert_init, dropout_mode=dropout_mode,
-                            scaling_rank=scaling_rank, batch_axis=batch_axis)
+        validate_layer_args(
+            num_experts=num_experts,
+            rank=rank,
+            dropout=dropout,
+            expert_init=expert_init,
+            dropout_mode=dropout_mode,
+            scaling_rank=scaling_rank,
+            batch_axis=batch_axis,
+        )
         self.base_layer = base_layer
-        self.fan_in_fan_out = is_conv1d(base_layer)    # weight stored (d_in, d_out)
+        self.fan_in_fan_out = is_conv1d(base_layer)  # weight stored (d_in, d_out)
         self.in_features, self.out_features = linear_shape(base_layer)
         self.num_experts = num_experts
         self.rank = rank
@@ -160,9 +176,9 @@ class MoELoRALinear(nn.Module):
             xs = dropout(x.unsqueeze(-2).expand(*x.shape[:-1], n, x.shape[-1]), p)
             u = torch.einsum("...nd,nkd->...nk", xs, a.view(n, k, -1)).flatten(-2)
         else:
-            u = F.linear(dropout(x, p), a)              # (..., r); p = 0: x itself
-        u = u * (rank_weights.to(u.dtype) * self.scaling)   # s applied at rank r, not d_out
-        return F.linear(u, self.lora_B)                               # (..., d_out)
+            u = F.linear(dropout(x, p), a)  # (..., r); p = 0: x itself
+        u = u * (rank_weights.to(u.dtype) * self.scaling)  # s applied at rank r, not d_out
+        return F.linear(u, self.lora_B)  # (..., d_out)
 
     # ---- per-task recovery (Eq. 8) -------------------------------------------------
     @torch.no_grad()
@@ -183,11 +199,11 @@ class MoELoRALinear(nn.Module):
         self._original_weight = weight.detach().clone()
         delta = self.delta_weight(task_id)
         if self.fan_in_fan_out:
-            delta = delta.T                                  # Conv1D: (d_in, d_out)
+            delta = delta.T  # Conv1D: (d_in, d_out)
         merged = weight.float() + delta.to(weight.device)
-        weight.copy_(merged.to(weight.dtype))                # cast once
+        weight.copy_(merged.to(weight.dtype))  # cast once
         self.merged_task = int(task_id)
-        self.forward = self.base_layer.forward               # plain base compute while merged
+        self.forward = self.base_layer.forward  # plain base compute while merged
 
     @torch.no_grad()
     def unmerge(self) -> None:
@@ -200,24 +216,38 @@ class MoELoRALinear(nn.Module):
         del self.forward
 
     def extra_repr(self) -> str:
-        return (f"in={self.in_features}, out={self.out_features}, num_experts={self.num_experts}, "
-                f"rank={self.rank}, scaling={self.scaling:g}, dropout={self.dropout_p}"
-                f"({self.dropout_mode}), batch_axis={self.batch_axis}")
+        return (
+            f"in={self.in_features}, out={self.out_features}, num_experts={self.num_experts}, "
+            f"rank={self.rank}, scaling={self.scaling:g}, dropout={self.dropout_p}"
+            f"({self.dropout_mode}), batch_axis={self.batch_axis}"
+        )
 
 
-def validate_layer_args(*, num_experts: int, rank: int, dropout: float, expert_init: str,
-                        dropout_mode: str, scaling_rank: str, batch_axis: int) -> None:
+def validate_layer_args(
+    *,
+    num_experts: int,
+    rank: int,
+    dropout: float,
+    expert_init: str,
+    dropout_mode: str,
+    scaling_rank: str,
+    batch_axis: int,
+) -> None:
     """Raise ``ValueError`` with the fix for invalid layer settings."""
     if num_experts < 1:
         raise ValueError(f"num_experts={num_experts}; use at least 1 expert")
     if rank < 1 or rank % num_experts:
-        raise ValueError(f"rank={rank} is not divisible by num_experts={num_experts}; "
-                         f"use a multiple of {num_experts}")
+        raise ValueError(
+            f"rank={rank} is not divisible by num_experts={num_experts}; "
+            f"use a multiple of {num_experts}"
+        )
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout={dropout}; use a probability in [0, 1)")
-    for name, value, allowed in (("expert_init", expert_init, EXPERT_INITS),
-                                 ("dropout_mode", dropout_mode, DROPOUT_MODES),
-                                 ("scaling_rank", scaling_rank, SCALING_RANKS)):
+    for name, value, allowed in (
+        ("expert_init", expert_init, EXPERT_INITS),
+        ("dropout_mode", dropout_mode, DROPOUT_MODES),
+        ("scaling_rank", scaling_rank, SCALING_RANKS),
+    ):
         if value not in allowed:
             raise ValueError(f"{name}={value!r}; use one of {', '.join(allowed)}")
     if batch_axis not in (0, 1):

@@ -22,8 +22,11 @@ from torch import nn
 
 
 def _is_task_mergeable(m: nn.Module) -> bool:
-    return hasattr(m, "merged_task") and callable(getattr(m, "merge", None)) \
+    return (
+        hasattr(m, "merged_task")
+        and callable(getattr(m, "merge", None))
         and callable(getattr(m, "unmerge", None))
+    )
 
 
 def _is_peft_layer(m: nn.Module) -> bool:
@@ -57,8 +60,9 @@ def _base_of(m: nn.Module) -> nn.Module:
     return m.get_base_layer() if hasattr(m, "get_base_layer") else m.base_layer
 
 
-def _swap_in_base_layers(model: nn.Module, wrappers: set[nn.Module],
-                         swapped: list[tuple[nn.Module, str, nn.Module]]) -> None:
+def _swap_in_base_layers(
+    model: nn.Module, wrappers: set[nn.Module], swapped: list[tuple[nn.Module, str, nn.Module]]
+) -> None:
     """Put each merged wrapper's base linear (``nn.Linear`` or ``Conv1D``) in its place, so the
     merged model runs the base architecture's modules and nothing else (no wrapper call per
     layer). Appends

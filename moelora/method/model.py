@@ -52,7 +52,9 @@ def linear_module_names(model: nn.Module) -> list[str]:
     return out
 
 
-def find_targets(model: nn.Module, target_modules: str | Sequence[str]) -> list[tuple[str, nn.Module]]:
+def find_targets(
+    model: nn.Module, target_modules: str | Sequence[str]
+) -> list[tuple[str, nn.Module]]:
     """The layers an adapter wraps, in ``named_modules`` order.
 
     Args:
@@ -69,8 +71,9 @@ def find_targets(model: nn.Module, target_modules: str | Sequence[str]) -> list[
     layers = [(n, m) for n, m in model.named_modules() if _is_adaptable(m) and n]
     if isinstance(target_modules, str):
         if target_modules != ALL_LINEAR:
-            raise ValueError(f"target_modules={target_modules!r}; use {ALL_LINEAR!r} or a list of "
-                             "module names")
+            raise ValueError(
+                f"target_modules={target_modules!r}; use {ALL_LINEAR!r} or a list of module names"
+            )
         get_head = getattr(model, "get_output_embeddings", None)
         head = get_head() if callable(get_head) else None
         found = [(n, m) for n, m in layers if m is not head]
@@ -137,26 +140,46 @@ def build(
         the same ``model``: only the ``lora_A``/``lora_B`` of the adapted linears and the
         gate's ``E``/``W_T`` require grad.
     """
-    validate_layer_args(num_experts=num_experts, rank=rank, dropout=dropout,
-                        expert_init=expert_init, dropout_mode=dropout_mode,
-                        scaling_rank=scaling_rank, batch_axis=batch_axis)
+    validate_layer_args(
+        num_experts=num_experts,
+        rank=rank,
+        dropout=dropout,
+        expert_init=expert_init,
+        dropout_mode=dropout_mode,
+        scaling_rank=scaling_rank,
+        batch_axis=batch_axis,
+    )
     if hasattr(model, ROUTER_NAME):
         raise ValueError("this model already carries MOELoRA; build it on a fresh base model")
     task_map = TaskMap(tasks, scheme=task_id_scheme)
     targets = find_targets(model, target_modules)
     device = targets[0][1].weight.device
     router = MoELoRARouter(
-        gate=gate, num_experts=num_experts, rank=rank, task_ids=task_map.ids(),
-        task_names=task_map.tasks, num_embeddings=task_map.num_embeddings,
-        task_embed_dim=task_embed_dim, top_k=top_k, sparse_mode=sparse_mode,
+        gate=gate,
+        num_experts=num_experts,
+        rank=rank,
+        task_ids=task_map.ids(),
+        task_names=task_map.tasks,
+        num_embeddings=task_map.num_embeddings,
+        task_embed_dim=task_embed_dim,
+        top_k=top_k,
+        sparse_mode=sparse_mode,
         num_layers=len(targets),
     ).to(device)
     model.requires_grad_(False)
     for index, (name, linear) in enumerate(targets):
-        layer = MoELoRALinear(linear, num_experts=num_experts, rank=rank, alpha=alpha,
-                              dropout=dropout, expert_init=expert_init,
-                              dropout_mode=dropout_mode, scaling_rank=scaling_rank,
-                              batch_axis=batch_axis, weight_source=router)
+        layer = MoELoRALinear(
+            linear,
+            num_experts=num_experts,
+            rank=rank,
+            alpha=alpha,
+            dropout=dropout,
+            expert_init=expert_init,
+            dropout_mode=dropout_mode,
+            scaling_rank=scaling_rank,
+            batch_axis=batch_axis,
+            weight_source=router,
+        )
         layer.layer_index = index
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, layer)

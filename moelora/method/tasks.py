@@ -111,7 +111,9 @@ class TaskMap:
         try:
             return self._names[int(task_id)]
         except KeyError:
-            raise KeyError(f"unknown task id {task_id}; valid ids are {sorted(self._names)}") from None
+            raise KeyError(
+                f"unknown task id {task_id}; valid ids are {sorted(self._names)}"
+            ) from None
 
     def ids(self) -> list[int]:
         return [self._ids[t] for t in self.tasks]

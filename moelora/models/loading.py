@@ -19,8 +19,14 @@ from torch import nn
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.txt")
 
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-          "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
 
 
 def check_model_dir(path: str | Path) -> Path:
@@ -66,8 +72,10 @@ def register_native_models() -> None:
 def _is_native(path: Path) -> bool:
     import json
 
-    return json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type") \
+    return (
+        json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
         in NATIVE_MODEL_TYPES
+    )
 
 
 def _remote_code_allowed(path: Path, trust_remote_code: bool) -> bool:
@@ -81,7 +89,8 @@ def load_tokenizer(path: str | Path, *, trust_remote_code: bool = False) -> Any:
     register_native_models()
     path = check_model_dir(path)
     tok = AutoTokenizer.from_pretrained(
-        str(path), trust_remote_code=_remote_code_allowed(path, trust_remote_code),
+        str(path),
+        trust_remote_code=_remote_code_allowed(path, trust_remote_code),
         local_files_only=True,
     )
     if tok.pad_token_id is None:
@@ -146,8 +155,10 @@ def model_family(model_cfg: Any) -> str:
     family = model_cfg.get("family") or "auto"
     if family != "auto":
         if family not in families:
-            raise KeyError(f"model.family={family!r} is not a family of {where}; use auto or one "
-                           f"of {sorted(families)}, or give method.target_modules as a list")
+            raise KeyError(
+                f"model.family={family!r} is not a family of {where}; use auto or one "
+                f"of {sorted(families)}, or give method.target_modules as a list"
+            )
         return family
     mtype = model_type(model_cfg.path)
     for name, preset in families.items():
@@ -177,12 +188,16 @@ def resolve_target_modules(model_cfg: Any, which: str | Sequence[str]) -> str | 
         return value if isinstance(value, str) else list(value)
     where = f"conf/model/{model_cfg.name}.yaml"
     if not model_cfg.get("families"):
-        raise KeyError(f"method.target_modules={which!r} is not defined for model "
-                       f"{model_cfg.name}; choose one of {list(table)} ({where}) or give a list")
+        raise KeyError(
+            f"method.target_modules={which!r} is not defined for model "
+            f"{model_cfg.name}; choose one of {list(table)} ({where}) or give a list"
+        )
     family = model_family(model_cfg)
     presets = {k: v for k, v in model_cfg.families[family].items() if k != "model_types"}
     if which not in presets:
-        raise KeyError(f"method.target_modules={which!r} is neither a preset of {where} "
-                       f"({list(table)}) nor of its family {family!r} ({list(presets)}); choose "
-                       "one of those or give a list")
+        raise KeyError(
+            f"method.target_modules={which!r} is neither a preset of {where} "
+            f"({list(table)}) nor of its family {family!r} ({list(presets)}); choose "
+            "one of those or give a list"
+        )
     return list(presets[which])

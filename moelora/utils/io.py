@@ -44,7 +44,7 @@ def read_jsonl_lines(path: str | os.PathLike) -> list[tuple[int, dict[str, Any]]
             except UnicodeDecodeError as e:
                 raise DataFormatError(
                     f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start + 1} of the "
-                    f"line, {raw[max(0, e.start - 8): e.start + 8]!r}); save the file as UTF-8"
+                    f"line, {raw[max(0, e.start - 8) : e.start + 8]!r}); save the file as UTF-8"
                 ) from None
             if not line.strip():
                 continue
@@ -136,9 +136,10 @@ def job_lock(run_dir: str | os.PathLike) -> Iterator[None]:
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "unknown"
-            raise JobBusyError(f"{path.parent}: another process (pid {holder}) is running this job; "
-                               "wait for it to finish (it is then skipped) or stop that process"
-                               ) from None
+            raise JobBusyError(
+                f"{path.parent}: another process (pid {holder}) is running this job; "
+                "wait for it to finish (it is then skipped) or stop that process"
+            ) from None
         try:
             f.seek(0)
             f.truncate()

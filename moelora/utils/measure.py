@@ -56,8 +56,9 @@ def saved_tensor_bytes(fn: Callable[[], object]) -> int:
     return sum(seen.values())
 
 
-def peak_memory(fn: Callable[[], object], params: Sequence[torch.Tensor],
-                device: torch.device) -> int:
+def peak_memory(
+    fn: Callable[[], object], params: Sequence[torch.Tensor], device: torch.device
+) -> int:
     """Peak memory one call of ``fn`` (a training step) adds (see the module docstring).
 
     Args:
@@ -84,8 +85,12 @@ def alternating(names: Sequence[T], repeats: int) -> Iterator[tuple[int, list[T]
 
 def spread(values: Sequence[float]) -> dict[str, float]:
     """``{"median", "min", "max", "n"}`` of repeated measurements."""
-    return {"median": float(statistics.median(values)), "min": float(min(values)),
-            "max": float(max(values)), "n": len(values)}
+    return {
+        "median": float(statistics.median(values)),
+        "min": float(min(values)),
+        "max": float(max(values)),
+        "n": len(values),
+    }
 
 
 def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
@@ -104,6 +109,9 @@ def cpu_info(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, Any]:
         elif key.strip() == "flags":
             flags = set(value.split())
             break
-    return {"model": model, "capability": torch.backends.cpu.get_cpu_capability(),
-            "kernel_flags": [f for f in CPU_KERNEL_FLAGS if f in flags],
-            **{name.lower(): os.environ.get(name) for name in KERNEL_ENV}}
+    return {
+        "model": model,
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "kernel_flags": [f for f in CPU_KERNEL_FLAGS if f in flags],
+        **{name.lower(): os.environ.get(name) for name in KERNEL_ENV},
+    }

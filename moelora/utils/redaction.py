@@ -21,9 +21,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any, TextIO
 
 MASK = "***"
-_WORDS = {"token", "secret", "secrets", "password", "passwd", "credential", "credentials",
-          "apikey"}
-_MIN_TEXT_SECRET = 4   # shorter values are masked in structured places only, not in free text
+_WORDS = {"token", "secret", "secrets", "password", "passwd", "credential", "credentials", "apikey"}
+_MIN_TEXT_SECRET = 4  # shorter values are masked in structured places only, not in free text
 
 
 def is_secret_key(key: str) -> bool:
@@ -43,8 +42,10 @@ def is_secret_key(key: str) -> bool:
 def redact(obj: Any) -> Any:
     """A copy of a config tree with credential-like values replaced by ``"***"``."""
     if isinstance(obj, dict):
-        return {k: (MASK if is_secret_key(str(k)) and v not in (None, "") else redact(v))
-                for k, v in obj.items()}
+        return {
+            k: (MASK if is_secret_key(str(k)) and v not in (None, "") else redact(v))
+            for k, v in obj.items()
+        }
     if isinstance(obj, list):
         return [redact(v) for v in obj]
     return obj

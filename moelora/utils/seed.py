@@ -29,7 +29,13 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
     np_state = np.random.get_state()
     meta = {
         "python": _to_json(random.getstate()),
-        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "numpy": [
+            np_state[0],
+            np_state[1].tolist(),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
     }
     return tensors, meta
 

@@ -26,8 +26,10 @@ def _fields(pairs: list[str]) -> dict[str, object]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not hasattr(defaults, key):
-            raise SystemExit(f"--set {pair}: use FIELD=VALUE with FIELD one of "
-                             f"{', '.join(defaults.__dataclass_fields__)}")
+            raise SystemExit(
+                f"--set {pair}: use FIELD=VALUE with FIELD one of "
+                f"{', '.join(defaults.__dataclass_fields__)}"
+            )
         out[key] = type(getattr(defaults, key))(value)
     return out
 
@@ -60,10 +62,17 @@ def main(argv: list[str] | None = None) -> None:
     base.add_argument("--data", required=True, help="a MedSynth-8 data directory")
     base.add_argument("--out", required=True, help="model directory")
     base.add_argument("--seed", type=int, default=0)
-    base.add_argument("--max-minutes", type=float, default=30.0, help="safety stop for pre-training")
+    base.add_argument(
+        "--max-minutes", type=float, default=30.0, help="safety stop for pre-training"
+    )
     base.add_argument("--max-steps", type=int, default=None, help="override BaseConfig.max_steps")
-    base.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                      help="override BaseConfig fields, e.g. --set hidden_size=256 lr=1e-3")
+    base.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override BaseConfig fields, e.g. --set hidden_size=256 lr=1e-3",
+    )
     args = parser.parse_args(argv)
     start = time.time()
     if args.command == "data":
@@ -75,7 +84,11 @@ def main(argv: list[str] | None = None) -> None:
             corpus_chars=args.corpus_chars,
         )
     else:
-        cfg = BaseConfig() if args.max_steps is None else replace(BaseConfig(), max_steps=args.max_steps)
+        cfg = (
+            BaseConfig()
+            if args.max_steps is None
+            else replace(BaseConfig(), max_steps=args.max_steps)
+        )
         cfg = replace(cfg, **_fields(args.set))
         build_base(args.data, args.out, seed=args.seed, config=cfg, max_minutes=args.max_minutes)
     print(f"done in {time.time() - start:.1f}s")

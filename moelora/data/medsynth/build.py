@@ -21,9 +21,9 @@ from moelora.data.medsynth.kb import load_kb
 from moelora.utils.io import read_json, write_json, write_jsonl
 from moelora.utils.names import source_fingerprint
 
-GENERATOR_VERSION = "medsynth-8/2.1"   # 2.1: the answer cue is pre-trained (docs/medsynth_notes.md)
+GENERATOR_VERSION = "medsynth-8/2.1"  # 2.1: the answer cue is pre-trained (docs/medsynth_notes.md)
 DEFAULT_SCALE = 0.1
-DEFAULT_EVAL_SCALE = 0.1334   # 80 test samples per task (CHIP-CTC 147, KUAKE-QIC 88)
+DEFAULT_EVAL_SCALE = 0.1334  # 80 test samples per task (CHIP-CTC 147, KUAKE-QIC 88)
 DEFAULT_CORPUS_CHARS = 1_500_000
 SPLITS = ("train", "dev", "test")
 DATA_FILES = ("train.jsonl", "dev.jsonl", "test.jsonl", "corpus.txt")

@@ -133,15 +133,18 @@ def _faq_paragraph(kb: KnowledgeBase, d: Disease, rng: random.Random) -> str:
     alias = pick(rng, d.aliases)
     drug = pick(rng, d.drugs)
     symptom = pick(rng, d.symptoms)
-    qa = pick(rng, (
-        (f"{alias}有哪些症状？", "、".join(d.symptoms)),
-        (f"{d.name}常用什么药治疗？", "、".join(d.drugs)),
-        (f"怀疑{alias}要做什么检查？", "、".join(d.exams)),
-        (f"{alias}应该挂哪个科？", d.department),
-        (f"{alias}在医学上叫什么？", d.name),
-        (f"{drug}可以治疗哪些疾病？", "、".join(kb.drug_indications[drug])),
-        (f"{kb.symptoms[symptom].colloquial}在医学上怎么说？", symptom),
-    ))
+    qa = pick(
+        rng,
+        (
+            (f"{alias}有哪些症状？", "、".join(d.symptoms)),
+            (f"{d.name}常用什么药治疗？", "、".join(d.drugs)),
+            (f"怀疑{alias}要做什么检查？", "、".join(d.exams)),
+            (f"{alias}应该挂哪个科？", d.department),
+            (f"{alias}在医学上叫什么？", d.name),
+            (f"{drug}可以治疗哪些疾病？", "、".join(kb.drug_indications[drug])),
+            (f"{kb.symptoms[symptom].colloquial}在医学上怎么说？", symptom),
+        ),
+    )
     head = pick(rng, ("问：", "患者问：", "读者提问：", ""))
     return f"{head}{qa[0]}{ANSWER_CUE}{qa[1]}。"
 
@@ -288,9 +291,17 @@ _ECHO_FRAMES = (
 
 
 def _entity_pool(kb: KnowledgeBase, rng: random.Random) -> list[str]:
-    return pick(rng, (list(kb.symptoms), list(kb.drugs), list(kb.exams),
-                      [d.name for d in kb.diseases], [a for d in kb.diseases for a in d.aliases],
-                      list(kb.departments)))
+    return pick(
+        rng,
+        (
+            list(kb.symptoms),
+            list(kb.drugs),
+            list(kb.exams),
+            [d.name for d in kb.diseases],
+            [a for d in kb.diseases for a in d.aliases],
+            list(kb.departments),
+        ),
+    )
 
 
 def _echo_paragraph(kb: KnowledgeBase, rng: random.Random) -> str:
@@ -310,9 +321,14 @@ def _lookup_paragraph(kb: KnowledgeBase, rng: random.Random) -> str:
     things = sample(rng, pool, n)
     facts = "，".join(f"{b}床{p}登记的是{t}" for b, p, t in zip(beds, people, things))
     k = rng.randrange(n)
-    ask = pick(rng, (f"{beds[k]}床登记的是什么？是{things[k]}。",
-                     f"查询{beds[k]}床，结果为{things[k]}。",
-                     f"登记{things[k]}的是{beds[k]}床{people[k]}。"))
+    ask = pick(
+        rng,
+        (
+            f"{beds[k]}床登记的是什么？是{things[k]}。",
+            f"查询{beds[k]}床，结果为{things[k]}。",
+            f"登记{things[k]}的是{beds[k]}床{people[k]}。",
+        ),
+    )
     return f"值班记录：{facts}。{ask}"
 
 

@@ -66,7 +66,7 @@ def gen_mdcfnpc(kb: KnowledgeBase, rng: random.Random) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- IMCS-V2-MRG (§3.7)
 MRG_HEADER = "上述问诊对话的诊疗报告如下："
-MRG_SECTIONS = ("主诉", "现病史", "辅助检查", "既往史", "诊断", "建议")   # the report's six sections
+MRG_SECTIONS = ("主诉", "现病史", "辅助检查", "既往史", "诊断", "建议")  # the report's six sections
 MRG_PROMPTS = (
     "根据下面的问诊对话自动生成对应的诊疗报告：\n{dialogue}\n说明：诊疗报告分为主诉, 现病史, 辅助检查, 既往史, 诊断, 建议这六个章节。\n答：",
     "问诊对话历史：\n{dialogue}\n根据上述对话，给出诊疗报告\n说明：诊疗报告分为主诉, 现病史, 辅助检查, 既往史, 诊断, 建议这六个章节。\n答：",

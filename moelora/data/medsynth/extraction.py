@@ -162,7 +162,7 @@ def gen_cdn(kb: KnowledgeBase, rng: random.Random) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- CHIP-CDEE (§3.3)
 CDEE_HEADER = "上述句子中的临床发现事件如下："
-CDEE_FIELDS = ("主体词", "发生状态", "描述词", "解剖部位")   # the attributes of a finding event
+CDEE_FIELDS = ("主体词", "发生状态", "描述词", "解剖部位")  # the attributes of a finding event
 CDEE_STATUSES = ("否定", "不确定")
 CDEE_PROMPTS = (
     "临床发现事件抽取：\n{text}\n说明：临床发现事件的主体词包含发生状态，描述词和解剖部位这三种属性，其中描述词和解剖部位可能有多个值\n答：",

@@ -49,8 +49,8 @@ class BaseConfig:
     num_key_value_heads: int = 2
     block_size: int = 256
     batch_size: int = 16
-    max_steps: int = 1000         # copying emerges between 500 and 1000 steps (docs/medsynth_notes.md)
-    precision: str = "bf16"       # bf16: CPU autocast, 1.4–1.6× faster than fp32 here | fp32
+    max_steps: int = 1000  # copying emerges between 500 and 1000 steps (docs/medsynth_notes.md)
+    precision: str = "bf16"  # bf16: CPU autocast, 1.4–1.6× faster than fp32 here | fp32
     lr: float = 2e-3
     min_lr: float = 2e-4
     warmup_steps: int = 30

@@ -99,15 +99,17 @@ def pretraining_texts(data_dir: str | Path) -> list[str]:
     import random
 
     data_dir = Path(data_dir)
-    texts = [line for line in (data_dir / "corpus.txt").read_text(encoding="utf-8").splitlines()
-             if line]
+    texts = [
+        line for line in (data_dir / "corpus.txt").read_text(encoding="utf-8").splitlines() if line
+    ]
     texts += [_without_answer_cue(r["input"]) for r in _records(data_dir, "train")]
     random.Random("medsynth-pretraining-order").shuffle(texts)
     return texts
 
 
-def train_tokenizer(merge_on: Iterable[str], cover: Iterable[str], *,
-                    vocab_size: int = DEFAULT_VOCAB_SIZE) -> Any:
+def train_tokenizer(
+    merge_on: Iterable[str], cover: Iterable[str], *, vocab_size: int = DEFAULT_VOCAB_SIZE
+) -> Any:
     """Train the BPE ``tokenizers.Tokenizer`` (deterministic for the same texts).
 
     Args:
@@ -119,14 +121,18 @@ def train_tokenizer(merge_on: Iterable[str], cover: Iterable[str], *,
 
     alphabet = sorted({c for text in cover for c in text} | set(ASCII_PRINTABLE))
     if vocab_size < len(alphabet) + len(SPECIAL_TOKENS):
-        raise ValueError(f"vocab_size={vocab_size} is smaller than the alphabet "
-                         f"({len(alphabet)} characters + {len(SPECIAL_TOKENS)} special tokens)")
+        raise ValueError(
+            f"vocab_size={vocab_size} is smaller than the alphabet "
+            f"({len(alphabet)} characters + {len(SPECIAL_TOKENS)} special tokens)"
+        )
     tok = Tokenizer(models.BPE(unk_token=UNK))
     terms = "|".join(re.escape(t) for t in lexicon())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(terms), behavior="isolated"),
-        pre_tokenizers.Split(Regex(ISOLATED), behavior="isolated"),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(terms), behavior="isolated"),
+            pre_tokenizers.Split(Regex(ISOLATED), behavior="isolated"),
+        ]
+    )
     tok.decoder = decoders.Fuse()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -140,7 +146,9 @@ def train_tokenizer(merge_on: Iterable[str], cover: Iterable[str], *,
     vocab = tok.get_vocab()
     missing = [c for c in alphabet if c not in vocab]
     if missing:
-        raise RuntimeError(f"tokenizer training left characters out of the vocabulary: {missing[:10]}")
+        raise RuntimeError(
+            f"tokenizer training left characters out of the vocabulary: {missing[:10]}"
+        )
     return tok
 
 
@@ -159,12 +167,14 @@ def to_hf(tok: Any) -> Any:
     )
 
 
-def build_tokenizer(data_dir: str | Path, out_dir: str | Path, *,
-                    vocab_size: int = DEFAULT_VOCAB_SIZE) -> Any:
+def build_tokenizer(
+    data_dir: str | Path, out_dir: str | Path, *, vocab_size: int = DEFAULT_VOCAB_SIZE
+) -> Any:
     """Train on ``data_dir`` (merges: :func:`pretraining_texts`; alphabet: every character of
     the data) and save into ``out_dir``; returns the HF tokenizer."""
-    hf = to_hf(train_tokenizer(pretraining_texts(data_dir), data_texts(data_dir),
-                               vocab_size=vocab_size))
+    hf = to_hf(
+        train_tokenizer(pretraining_texts(data_dir), data_texts(data_dir), vocab_size=vocab_size)
+    )
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(str(out_dir))
     return hf

@@ -23,8 +23,13 @@ import torch
 BIN_INDEX = "pytorch_model.bin.index.json"
 ST_INDEX = "model.safetensors.index.json"
 # Files of the release that are neither weights nor code: copied as they are.
-COPIED = ("config.json", "tokenizer_config.json", "ice_text.model", "generation_config.json",
-          "special_tokens_map.json")
+COPIED = (
+    "config.json",
+    "tokenizer_config.json",
+    "ice_text.model",
+    "generation_config.json",
+    "special_tokens_map.json",
+)
 
 
 def bin_shards(ckpt_dir: str | Path) -> list[Path]:
@@ -36,8 +41,10 @@ def bin_shards(ckpt_dir: str | Path) -> list[Path]:
         names = sorted(set(weight_map.values()))
         missing = [n for n in names if not (ckpt / n).is_file()]
         if missing:
-            raise FileNotFoundError(f"{index} names shard(s) {missing} that are not in {ckpt}; "
-                                    "download the complete checkpoint")
+            raise FileNotFoundError(
+                f"{index} names shard(s) {missing} that are not in {ckpt}; "
+                "download the complete checkpoint"
+            )
         return [ckpt / n for n in names]
     single = ckpt / "pytorch_model.bin"
     if single.is_file():
@@ -50,8 +57,10 @@ def load_bin(path: Path) -> dict[str, torch.Tensor]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - re-raised with the file and the fix
-        raise ValueError(f"{path}: cannot be read as plain tensors with weights_only=True ({e}); "
-                         "it is not a weights-only checkpoint shard and will not be unpickled") from e
+        raise ValueError(
+            f"{path}: cannot be read as plain tensors with weights_only=True ({e}); "
+            "it is not a weights-only checkpoint shard and will not be unpickled"
+        ) from e
 
 
 def conversion_hint(ckpt_dir: str | Path) -> str | None:
@@ -59,9 +68,11 @@ def conversion_hint(ckpt_dir: str | Path) -> str | None:
     ckpt = Path(ckpt_dir)
     if any(ckpt.glob("*.safetensors")) or not any(ckpt.glob("pytorch_model*.bin")):
         return None
-    return (f"[chatglm] {ckpt}: reading pickled .bin shards as plain tensors (weights_only=True); "
-            f"convert once to safetensors with: python -m moelora.models.chatglm.checkpoint {ckpt} "
-            f"--out {ckpt}-safetensors")
+    return (
+        f"[chatglm] {ckpt}: reading pickled .bin shards as plain tensors (weights_only=True); "
+        f"convert once to safetensors with: python -m moelora.models.chatglm.checkpoint {ckpt} "
+        f"--out {ckpt}-safetensors"
+    )
 
 
 def load_original_state_dict(ckpt_dir: str | Path) -> dict[str, torch.Tensor]:
@@ -98,8 +109,11 @@ def convert_to_safetensors(src: str | Path, dst: str | Path) -> Path:
     total = 0
     for k, shard in enumerate(shards, start=1):
         name = f"model-{k:05d}-of-{len(shards):05d}.safetensors"
-        tensors = {key: t.contiguous() for key, t in load_bin(shard).items()
-                   if not key.endswith("rotary_emb.inv_freq")}
+        tensors = {
+            key: t.contiguous()
+            for key, t in load_bin(shard).items()
+            if not key.endswith("rotary_emb.inv_freq")
+        }
         save_file(tensors, str(dst / name), metadata={"format": "pt"})
         weight_map.update(dict.fromkeys(tensors, name))
         total += sum(t.numel() * t.element_size() for t in tensors.values())

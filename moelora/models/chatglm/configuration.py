@@ -72,13 +72,18 @@ class ChatGLMConfig(PreTrainedConfig):
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         if not self.position_encoding_2d:
-            raise ValueError("config.json: position_encoding_2d=false is not ChatGLM-6B; this port "
-                             "implements the 2D rotary positions only")
+            raise ValueError(
+                "config.json: position_encoding_2d=false is not ChatGLM-6B; this port "
+                "implements the 2D rotary positions only"
+            )
         if self.hidden_size % (2 * self.num_attention_heads):
-            raise ValueError(f"config.json: hidden_size={self.hidden_size} must be a multiple of "
-                             f"2 * num_attention_heads={2 * self.num_attention_heads}")
+            raise ValueError(
+                f"config.json: hidden_size={self.hidden_size} must be a multiple of "
+                f"2 * num_attention_heads={2 * self.num_attention_heads}"
+            )
         if self.quantization_bit or self.pre_seq_len:
             raise ValueError(
                 "config.json: quantization_bit / pre_seq_len are set; quantised checkpoints and "
                 "the built-in prefix encoder are not supported. Use the fp16 checkpoint, and "
-                "method=ptuning for prompt tuning")
+                "method=ptuning for prompt tuning"
+            )

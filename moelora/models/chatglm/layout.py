@@ -21,7 +21,9 @@ from __future__ import annotations
 import torch
 
 
-def _first_index(hit: torch.Tensor, real_index: torch.Tensor, default: torch.Tensor) -> torch.Tensor:
+def _first_index(
+    hit: torch.Tensor, real_index: torch.Tensor, default: torch.Tensor
+) -> torch.Tensor:
     """Per row: ``real_index`` at the first True of ``hit`` (b, s), else ``default`` (b,)."""
     found = hit.any(dim=1)
     first = hit.int().argmax(dim=1)
@@ -49,19 +51,21 @@ def chunk_layout(
         the first ``<sop>``; the whole chunk when it has none, as the original tokenizer does).
     """
     b, s = token_ids.shape
-    real_index = (real.long().cumsum(dim=1) - 1).clamp(min=0)          # index among real tokens
+    real_index = (real.long().cumsum(dim=1) - 1).clamp(min=0)  # index among real tokens
     num_real = real.long().sum(dim=1)
     chunk_index = torch.arange(s, device=token_ids.device).expand(b, s)
     is_bos = (token_ids == bos_token_id) & real
-    context_length = _first_index(is_bos, real_index, num_real)          # real tokens before <sop>
+    context_length = _first_index(is_bos, real_index, num_real)  # real tokens before <sop>
     context_end = _first_index(is_bos, chunk_index, torch.full_like(num_real, s))
     none = torch.full_like(num_real, -1)
     mask_position = _first_index((token_ids == mask_token_id) & real, real_index, none)
     gmask_position = _first_index((token_ids == gmask_token_id) & real, real_index, none)
     mask_position = torch.where(mask_position >= 0, mask_position, gmask_position)
 
-    in_block = real_index >= context_length[:, None]                       # <sop> and after
-    position = torch.where(in_block & (mask_position[:, None] >= 0), mask_position[:, None], real_index)
+    in_block = real_index >= context_length[:, None]  # <sop> and after
+    position = torch.where(
+        in_block & (mask_position[:, None] >= 0), mask_position[:, None], real_index
+    )
     block = torch.where(in_block, real_index - context_length[:, None] + 1, 0)
     position_ids = torch.stack([position, block], dim=1) * real[:, None, :]
     return position_ids, context_end
@@ -92,8 +96,8 @@ def prefix_lm_allowed(
     past = total - query_length
     key_index = torch.arange(total, device=real_keys.device)
     query_index = key_index[past:]
-    causal = key_index[None, :] <= query_index[:, None]                     # (s, total)
-    context = key_index[None, None, :] < context_end[:, None, None]          # (b, 1, total)
+    causal = key_index[None, :] <= query_index[:, None]  # (s, total)
+    context = key_index[None, None, :] < context_end[:, None, None]  # (b, 1, total)
     allowed = causal[None] | context
     allowed = allowed & real_keys[:, None, :] & real_keys[:, past:, None]
     return allowed[:, None]

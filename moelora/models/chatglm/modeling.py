@@ -55,7 +55,9 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x, approximate="tanh")
 
 
-def rotary_tables(position_ids: torch.Tensor, dim: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_tables(
+    position_ids: torch.Tensor, dim: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin, (s, b, 2, 1, dim), for both rows of ``position_ids`` (b, 2, s).
 
     The inverse frequencies are rounded to fp16, and the angles computed in ``dtype``, as the
@@ -63,12 +65,14 @@ def rotary_tables(position_ids: torch.Tensor, dim: int, dtype: torch.dtype) -> t
     """
     inv_freq = 1.0 / (10000 ** (torch.arange(0, dim, 2, device=position_ids.device).float() / dim))
     inv_freq = inv_freq.half().to(dtype)
-    freqs = position_ids.permute(2, 0, 1).to(dtype)[..., None] * inv_freq      # (s, b, 2, dim/2)
+    freqs = position_ids.permute(2, 0, 1).to(dtype)[..., None] * inv_freq  # (s, b, 2, dim/2)
     emb = torch.cat((freqs, freqs), dim=-1)[:, :, :, None, :]
     return emb.cos(), emb.sin()
 
 
-def attention_mask_for(allowed: torch.Tensor, implementation: str, dtype: torch.dtype) -> torch.Tensor:
+def attention_mask_for(
+    allowed: torch.Tensor, implementation: str, dtype: torch.dtype
+) -> torch.Tensor:
     """The mask in the form the attention implementation takes, built once per forward.
 
     ``eager``: the bool mask itself (the original masks scores with −10000). ``sdpa``: an
@@ -78,16 +82,16 @@ def attention_mask_for(allowed: torch.Tensor, implementation: str, dtype: torch.
     if implementation == "eager":
         return allowed
     s, total = allowed.shape[-2:]
-    empty = ~allowed.any(dim=-1, keepdim=True)                               # (b, 1, s, 1)
+    empty = ~allowed.any(dim=-1, keepdim=True)  # (b, 1, s, 1)
     key = torch.arange(total, device=allowed.device)
-    diagonal = key[None, :] == key[total - s:, None]                           # (s, total)
+    diagonal = key[None, :] == key[total - s :, None]  # (s, total)
     allowed = allowed | (empty & diagonal)
     bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
     return bias.masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+    x1, x2 = x[..., : x.shape[-1] // 2], x[..., x.shape[-1] // 2 :]
     return torch.cat((-x2, x1), dim=-1)
 
 
@@ -103,31 +107,47 @@ class ChatGLMAttention(nn.Module):
         self.query_key_value = nn.Linear(config.hidden_size, 3 * config.hidden_size)
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
 
-    def forward(self, hidden_states: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor],
-                allowed: torch.Tensor, cache: Cache | None, use_cache: bool) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor],
+        allowed: torch.Tensor,
+        cache: Cache | None,
+        use_cache: bool,
+    ) -> torch.Tensor:
         """hidden_states: (s, b, h); allowed: (b, 1, s, past + s), the bool mask (eager) or the
         additive bias (sdpa) of :func:`attention_mask_for`."""
         s, b, _ = hidden_states.shape
         mixed = self.query_key_value(hidden_states).view(s, b, self.num_heads, 3 * self.head_dim)
-        q, k, v = mixed.split(self.head_dim, dim=-1)                          # (s, b, nh, hd)
-        cos, sin = rotary                                                     # (s, b, 2, 1, rd)
-        q, k = (torch.cat([t * cos[:, :, i] + rotate_half(t) * sin[:, :, i]
-                           for i, t in enumerate(x.chunk(2, dim=-1))], dim=-1) for x in (q, k))
-        q, k, v = (x.permute(1, 2, 0, 3) for x in (q, k, v))                   # (b, nh, s, hd)
+        q, k, v = mixed.split(self.head_dim, dim=-1)  # (s, b, nh, hd)
+        cos, sin = rotary  # (s, b, 2, 1, rd)
+        q, k = (
+            torch.cat(
+                [
+                    t * cos[:, :, i] + rotate_half(t) * sin[:, :, i]
+                    for i, t in enumerate(x.chunk(2, dim=-1))
+                ],
+                dim=-1,
+            )
+            for x in (q, k)
+        )
+        q, k, v = (x.permute(1, 2, 0, 3) for x in (q, k, v))  # (b, nh, s, hd)
         if cache is not None:
             if use_cache:
                 k, v = cache.update(k, v, self.layer_idx)
             elif len(cache.layers) > self.layer_idx and cache.layers[self.layer_idx].is_initialized:
-                layer = cache.layers[self.layer_idx]     # read-only (training on a fixed prefix)
+                layer = cache.layers[self.layer_idx]  # read-only (training on a fixed prefix)
                 k, v = torch.cat([layer.keys, k], dim=-2), torch.cat([layer.values, v], dim=-2)
         if allowed.dtype == torch.bool:
             context = self._eager(q, k, v, allowed)
-        else:                                            # an additive bias: sdpa
+        else:  # an additive bias: sdpa
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
-        context = context.permute(2, 0, 1, 3).reshape(s, b, -1)                # (s, b, h)
+        context = context.permute(2, 0, 1, 3).reshape(s, b, -1)  # (s, b, h)
         return self.dense(context)
 
-    def _eager(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def _eager(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor
+    ) -> torch.Tensor:
         """The original ``attention_fn``: layer-scaled scores, −10000 masking, fp32 softmax."""
         coeff = float(self.layer_idx + 1)
         scores = torch.matmul(q / (math.sqrt(self.head_dim) * coeff), k.transpose(-1, -2))
@@ -154,15 +174,24 @@ class GLMBlock(nn.Module):
         super().__init__()
         self.input_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon)
         self.attention = ChatGLMAttention(config, layer_idx)
-        self.post_attention_layernorm = nn.LayerNorm(config.hidden_size, eps=config.layernorm_epsilon)
+        self.post_attention_layernorm = nn.LayerNorm(
+            config.hidden_size, eps=config.layernorm_epsilon
+        )
         self.mlp = ChatGLMMLP(config)
         self.alpha = (2 * ALPHA_LAYERS) ** 0.5
 
-    def forward(self, hidden_states: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor],
-                allowed: torch.Tensor, cache: Cache | None, use_cache: bool) -> torch.Tensor:
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        rotary: tuple[torch.Tensor, torch.Tensor],
+        allowed: torch.Tensor,
+        cache: Cache | None,
+        use_cache: bool,
+    ) -> torch.Tensor:
         attention_input = self.input_layernorm(hidden_states)
         hidden_states = attention_input * self.alpha + self.attention(
-            attention_input, rotary, allowed, cache, use_cache)
+            attention_input, rotary, allowed, cache, use_cache
+        )
         mlp_input = self.post_attention_layernorm(hidden_states)
         return mlp_input * self.alpha + self.mlp(mlp_input)
 
@@ -203,14 +232,24 @@ class ChatGLMModel(ChatGLMPreTrainedModel):
         """
         ids = torch.full(inputs_embeds.shape[:2], -1, dtype=torch.long, device=inputs_embeds.device)
         weight = self.word_embeddings.weight
-        for tid in (self.config.bos_token_id, self.config.mask_token_id, self.config.gmask_token_id):
+        for tid in (
+            self.config.bos_token_id,
+            self.config.mask_token_id,
+            self.config.gmask_token_id,
+        ):
             row = weight[tid].to(inputs_embeds.dtype)
             ids[(inputs_embeds.detach() == row).all(dim=-1)] = tid
         return ids
 
-    def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.LongTensor | None = None, past_key_values: Cache | None = None,
-                inputs_embeds: torch.Tensor | None = None, use_cache: bool | None = None) -> tuple:
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+    ) -> tuple:
         """Returns (hidden states (s, b, h), cache)."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
@@ -226,35 +265,50 @@ class ChatGLMModel(ChatGLMPreTrainedModel):
         if attention_mask is None:
             attention_mask = torch.ones(b, past + s, dtype=torch.long, device=inputs_embeds.device)
         if attention_mask.dim() != 2 or attention_mask.shape != (b, past + s):
-            raise ValueError(f"attention_mask must be the 2D padding mask (batch, past + seq) = "
-                             f"{(b, past + s)}, 1 for tokens and 0 for padding; got "
-                             f"{tuple(attention_mask.shape)}")
+            raise ValueError(
+                f"attention_mask must be the 2D padding mask (batch, past + seq) = "
+                f"{(b, past + s)}, 1 for tokens and 0 for padding; got "
+                f"{tuple(attention_mask.shape)}"
+            )
         real = attention_mask.bool()
         last = getattr(past_key_values, LAST_POSITIONS, None) if past > 0 else None
-        context_end = torch.zeros(b, dtype=torch.long, device=real.device)   # decoding: none
+        context_end = torch.zeros(b, dtype=torch.long, device=real.device)  # decoding: none
         if position_ids is None and last is not None:
             position_ids = continue_layout(last, s)
         elif position_ids is None or last is None:
             ids = input_ids if input_ids is not None else self.special_token_ids(inputs_embeds)
             derived, chunk_end = chunk_layout(
-                ids, real[:, past:], bos_token_id=self.config.bos_token_id,
-                mask_token_id=self.config.mask_token_id, gmask_token_id=self.config.gmask_token_id)
+                ids,
+                real[:, past:],
+                bos_token_id=self.config.bos_token_id,
+                mask_token_id=self.config.mask_token_id,
+                gmask_token_id=self.config.gmask_token_id,
+            )
             context_end = past + chunk_end
             position_ids = derived if position_ids is None else position_ids
         if position_ids.shape != (b, 2, s):
-            raise ValueError(f"position_ids must be (batch, 2, seq) = {(b, 2, s)} (position and "
-                             f"block position ids); got {tuple(position_ids.shape)}")
+            raise ValueError(
+                f"position_ids must be (batch, 2, seq) = {(b, 2, s)} (position and "
+                f"block position ids); got {tuple(position_ids.shape)}"
+            )
         if use_cache:
             setattr(past_key_values, LAST_POSITIONS, position_ids[:, :, -1].clone())
-        allowed = attention_mask_for(prefix_lm_allowed(real, query_length=s, context_end=context_end),
-                                     self.config._attn_implementation, inputs_embeds.dtype)
-        rotary = rotary_tables(position_ids, self.config.hidden_size // (2 * self.config.num_attention_heads),
-                               self.word_embeddings.weight.dtype)
-        hidden_states = inputs_embeds.transpose(0, 1)                         # (s, b, h)
+        allowed = attention_mask_for(
+            prefix_lm_allowed(real, query_length=s, context_end=context_end),
+            self.config._attn_implementation,
+            inputs_embeds.dtype,
+        )
+        rotary = rotary_tables(
+            position_ids,
+            self.config.hidden_size // (2 * self.config.num_attention_heads),
+            self.word_embeddings.weight.dtype,
+        )
+        hidden_states = inputs_embeds.transpose(0, 1)  # (s, b, h)
         for block in self.layers:
             if self.gradient_checkpointing and self.training:
                 hidden_states = self._gradient_checkpointing_func(
-                    block.__call__, hidden_states, rotary, allowed, past_key_values, False)
+                    block.__call__, hidden_states, rotary, allowed, past_key_values, False
+                )
             else:
                 hidden_states = block(hidden_states, rotary, allowed, past_key_values, use_cache)
         return self.final_layernorm(hidden_states), (past_key_values if use_cache else None)
@@ -277,10 +331,17 @@ class ChatGLMForConditionalGeneration(ChatGLMPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
 
-    def forward(self, input_ids: torch.LongTensor | None = None, attention_mask: torch.Tensor | None = None,
-                past_key_values: Cache | None = None, inputs_embeds: torch.Tensor | None = None,
-                labels: torch.LongTensor | None = None, use_cache: bool | None = None,
-                logits_to_keep: int = 0, **kwargs) -> CausalLMOutputWithPast:
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        past_key_values: Cache | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
         """Logits (b, s, vocab), batch-first as the original returns them.
 
         ``labels`` (b, s): next-token cross-entropy (shifted inside, −100 ignored), computed in
@@ -293,17 +354,26 @@ class ChatGLMForConditionalGeneration(ChatGLMPreTrainedModel, GenerationMixin):
         position_ids = kwargs.pop("position_ids", None)
         for name in ("output_attentions", "output_hidden_states"):
             if kwargs.get(name):
-                raise NotImplementedError(f"{name}=True: the native ChatGLM-6B returns logits, "
-                                          "loss and cache only")
+                raise NotImplementedError(
+                    f"{name}=True: the native ChatGLM-6B returns logits, loss and cache only"
+                )
         hidden_states, cache = self.transformer(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-            past_key_values=past_key_values, inputs_embeds=inputs_embeds, use_cache=use_cache)
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+        )
         if logits_to_keep:
             hidden_states = hidden_states[-logits_to_keep:]
         logits = self.lm_head(hidden_states).permute(1, 0, 2).contiguous()
         loss = None
         if labels is not None:
             shift_logits = logits[:, :-1].float()
-            loss = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]),
-                                   labels[:, 1:].reshape(-1).to(logits.device), ignore_index=-100)
+            loss = F.cross_entropy(
+                shift_logits.reshape(-1, shift_logits.shape[-1]),
+                labels[:, 1:].reshape(-1).to(logits.device),
+                ignore_index=-100,
+            )
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=cache)

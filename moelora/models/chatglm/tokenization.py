@@ -60,12 +60,25 @@ class ChatGLMTokenizer(PythonBackend):
     vocab_files_names = VOCAB_FILES_NAMES
     model_input_names = ["input_ids", "attention_mask"]
 
-    def __init__(self, vocab_file: str, *, num_image_tokens: int = 20000, bos_token: str = "<sop>",
-                 eos_token: str = "<eop>", end_token: str = "</s>", mask_token: str = "[MASK]",
-                 gmask_token: str = "[gMASK]", pad_token: str = "<pad>", unk_token: str = "<unk>",
-                 do_lower_case: bool = False, remove_space: bool = False, padding_side: str = "left",
-                 clean_up_tokenization_spaces: bool = True, max_blank_length: int = 80,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        vocab_file: str,
+        *,
+        num_image_tokens: int = 20000,
+        bos_token: str = "<sop>",
+        eos_token: str = "<eop>",
+        end_token: str = "</s>",
+        mask_token: str = "[MASK]",
+        gmask_token: str = "[gMASK]",
+        pad_token: str = "<pad>",
+        unk_token: str = "<unk>",
+        do_lower_case: bool = False,
+        remove_space: bool = False,
+        padding_side: str = "left",
+        clean_up_tokenization_spaces: bool = True,
+        max_blank_length: int = 80,
+        **kwargs: Any,
+    ) -> None:
         import sentencepiece as spm
 
         # transformers 5 turns the config's extra *_token keys into special tokens; in the
@@ -85,14 +98,25 @@ class ChatGLMTokenizer(PythonBackend):
         self._gmask_token = gmask_token
         for name in ("auto_map", "tokenizer_class", "name_or_path"):
             kwargs.pop(name, None)
-        super().__init__(bos_token=bos_token, eos_token=eos_token, mask_token=mask_token,
-                         pad_token=pad_token, unk_token=unk_token, padding_side=padding_side,
-                         clean_up_tokenization_spaces=clean_up_tokenization_spaces,
-                         num_image_tokens=num_image_tokens, do_lower_case=do_lower_case,
-                         remove_space=remove_space, **kwargs)
+        super().__init__(
+            bos_token=bos_token,
+            eos_token=eos_token,
+            mask_token=mask_token,
+            pad_token=pad_token,
+            unk_token=unk_token,
+            padding_side=padding_side,
+            clean_up_tokenization_spaces=clean_up_tokenization_spaces,
+            num_image_tokens=num_image_tokens,
+            do_lower_case=do_lower_case,
+            remove_space=remove_space,
+            **kwargs,
+        )
         self.init_kwargs.update(end_token=end_token, gmask_token=gmask_token)
-        specials = sorted({str(t) for t in (bos_token, eos_token, unk_token, pad_token, mask_token)},
-                          key=len, reverse=True)
+        specials = sorted(
+            {str(t) for t in (bos_token, eos_token, unk_token, pad_token, mask_token)},
+            key=len,
+            reverse=True,
+        )
         self._special_split = re.compile("(" + "|".join(re.escape(t) for t in specials) + ")")
 
     # -- vocabulary -------------------------------------------------------------------
@@ -119,7 +143,9 @@ class ChatGLMTokenizer(PythonBackend):
     def _convert_token_to_id_with_added_voc(self, token: str) -> int:
         return self._convert_token_to_id(token)
 
-    def convert_ids_to_tokens(self, ids: int | list[int], skip_special_tokens: bool = False) -> str | list[str]:
+    def convert_ids_to_tokens(
+        self, ids: int | list[int], skip_special_tokens: bool = False
+    ) -> str | list[str]:
         if isinstance(ids, int):
             return self._convert_id_to_token(ids)
         skip = set(self.all_special_ids) if skip_special_tokens else set()
@@ -151,7 +177,7 @@ class ChatGLMTokenizer(PythonBackend):
         """Pieces of ``text``: special tokens kept whole (spaces around them dropped), every
         other segment through :meth:`_tokenize`."""
         parts = self._special_split.split(text)
-        for i in range(1, len(parts), 2):                # special tokens: strip their neighbours
+        for i in range(1, len(parts), 2):  # special tokens: strip their neighbours
             parts[i - 1] = parts[i - 1].rstrip()
             if i + 1 < len(parts):
                 parts[i + 1] = parts[i + 1].lstrip()
@@ -167,16 +193,21 @@ class ChatGLMTokenizer(PythonBackend):
         text = encode_whitespaces(self.preprocess_text(text), self.max_blank_length)
         return self.sp.encode_as_pieces(text)
 
-    def build_inputs_with_special_tokens(self, token_ids_0: list[int],
-                                         token_ids_1: list[int] | None = None) -> list[int]:
+    def build_inputs_with_special_tokens(
+        self, token_ids_0: list[int], token_ids_1: list[int] | None = None
+    ) -> list[int]:
         """``prompt + [gMASK] + <sop>`` (and ``+ answer + <eop>`` for a pair)."""
         ids = token_ids_0 + [self.gmask_token_id, self.bos_token_id]
         if token_ids_1 is not None:
             ids = ids + token_ids_1 + [self.eos_token_id]
         return ids
 
-    def get_special_tokens_mask(self, token_ids_0: list[int], token_ids_1: list[int] | None = None,
-                                already_has_special_tokens: bool = False) -> list[int]:
+    def get_special_tokens_mask(
+        self,
+        token_ids_0: list[int],
+        token_ids_1: list[int] | None = None,
+        already_has_special_tokens: bool = False,
+    ) -> list[int]:
         if already_has_special_tokens:
             special = set(self.all_special_ids) | {self.gmask_token_id}
             return [int(t in special) for t in token_ids_0]
@@ -187,21 +218,35 @@ class ChatGLMTokenizer(PythonBackend):
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
         return decode_whitespaces(self.sp.decode_pieces(tokens), self.max_blank_length)
 
-    def _decode(self, token_ids: int | list[int], skip_special_tokens: bool = False,
-                clean_up_tokenization_spaces: bool | None = None, **kwargs: Any) -> str:
+    def _decode(
+        self,
+        token_ids: int | list[int],
+        skip_special_tokens: bool = False,
+        clean_up_tokenization_spaces: bool | None = None,
+        **kwargs: Any,
+    ) -> str:
         if isinstance(token_ids, int):
             token_ids = [token_ids]
         token_ids = [int(t) for t in token_ids if int(t) != self.pad_token_id]
         if not token_ids:
             return ""
-        text = self.convert_tokens_to_string(self.convert_ids_to_tokens(token_ids, skip_special_tokens))
-        clean = self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None \
+        text = self.convert_tokens_to_string(
+            self.convert_ids_to_tokens(token_ids, skip_special_tokens)
+        )
+        clean = (
+            self.clean_up_tokenization_spaces
+            if clean_up_tokenization_spaces is None
             else clean_up_tokenization_spaces
+        )
         return self.clean_up_tokenization(text) if clean else text
 
-    def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str]:
+    def save_vocabulary(
+        self, save_directory: str, filename_prefix: str | None = None
+    ) -> tuple[str]:
         name = (filename_prefix + "-" if filename_prefix else "") + VOCAB_FILES_NAMES["vocab_file"]
-        out = os.path.join(save_directory, name) if os.path.isdir(save_directory) else save_directory
+        out = (
+            os.path.join(save_directory, name) if os.path.isdir(save_directory) else save_directory
+        )
         if os.path.abspath(out) != os.path.abspath(self.vocab_file):
             shutil.copyfile(self.vocab_file, out)
         return (out,)
