@@ -99,10 +99,12 @@ def test_a_job_records_the_floors_of_its_evaluated_split(tiny_world, tmp_path):
     assert run(cfg, run_dir) == 0
     results = read_json(run_dir / "results.json")
     data_dir, _ = tiny_world
-    load = lambda name: [
-        json.loads(line)
-        for line in (data_dir / name).read_text(encoding="utf-8").splitlines()  # noqa: E731
-    ]
+
+    def load(name):
+        return [
+            json.loads(line) for line in (data_dir / name).read_text(encoding="utf-8").splitlines()
+        ]
+
     tasks, seen, evaluated = results["tasks"], {}, []
     for r in load("test.jsonl"):  # the first 3 of each task, in file order
         seen[r["task_dataset"]] = seen.get(r["task_dataset"], 0) + 1
