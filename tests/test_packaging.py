@@ -4,7 +4,6 @@ environment.yml, .ci/run)."""
 from __future__ import annotations
 
 import re
-import tomllib
 from importlib.metadata import PackageNotFoundError, requires
 
 import pytest
@@ -13,6 +12,8 @@ from packaging.requirements import Requirement
 from packaging.version import Version
 
 from tests.conftest import REPO_ROOT
+
+tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
 
 def _makefile_torch() -> Version:
