@@ -1,4 +1,4 @@
-"""Task-batch samplers of the Table 3 ablations "w BT" and "w RBT" (methods.md §7).
+"""Task-batch samplers of the Table 3 ablations "w BT" and "w RBT" (docs/methods.md §7).
 
 Both yield *optimiser-step* batches (``bt.granularity: step``): the shared trainer splits a
 step batch over devices and accumulation micro-batches, so every micro-batch of one step

@@ -1,4 +1,4 @@
-"""LoRA (Full / Single / Full+TP), methods.md §4, through ``peft``.
+"""LoRA (Full / Single / Full+TP), docs/methods.md §4, through ``peft``.
 
 Per adapted linear: ``h = W0 x + b + s · B A drop(x)`` with ``s = alpha / rank``, A
 Kaiming-uniform (a = √5), B = 0, dropout on the adapter input (Eq. 3). The three LoRA rows

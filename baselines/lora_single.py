@@ -1,4 +1,4 @@
-"""LoRA (Single), methods.md §4.2: one LoRA (Full)-style adapter per task, trained on that
+"""LoRA (Single), docs/methods.md §4.2: one LoRA (Full)-style adapter per task, trained on that
 task only, with snapshot selection on validation.
 
 * Step budget (``single.max_steps``): ``epoch_matched`` gives task t

@@ -1,4 +1,4 @@
-"""LoRAHub, methods.md §5.2 (Huang et al.; reference sail-sg/lorahub:lorahub/algorithm.py).
+"""LoRAHub, docs/methods.md §5.2 (Huang et al.; reference sail-sg/lorahub:lorahub/algorithm.py).
 
 For every target task j, a gradient-free search over composition weights
 ``w ∈ [−bound, bound]^M`` (init 0) of the M LoRA (Single) adapters (all eight by default;

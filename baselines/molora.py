@@ -1,4 +1,4 @@
-"""MoLoRA, methods.md §5.3 (Zadouri et al. 2023): token-routed mixture of LoRA experts.
+"""MoLoRA, docs/methods.md §5.3 (Zadouri et al. 2023): token-routed mixture of LoRA experts.
 
 Every adapted linear gets N experts of rank r/N (total rank r, stored fused as
 ``A_cat (r×d_in)``, ``B_cat (d_out×r)``) and its own router ``R ∈ R^{N×d_in}`` (no bias).

@@ -1,4 +1,4 @@
-"""P-Tuning (methods.md §3) through ``peft``: one continuous prompt for all tasks.
+"""P-Tuning (docs/methods.md §3) through ``peft``: one continuous prompt for all tasks.
 
 ``v1_prompt_encoder`` (default, the paper's description and citation): ``num_virtual_tokens``
 trainable embeddings → MLP reparameterisation (Linear→ReLU→Linear→ReLU→Linear, width =

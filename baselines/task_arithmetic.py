@@ -1,4 +1,4 @@
-"""Task-Arithmetic adapted to LoRA, methods.md §5.1 (Ilharco et al.).
+"""Task-Arithmetic adapted to LoRA, docs/methods.md §5.1 (Ilharco et al.).
 
 Task vector of task t at adapted linear l: ``τ_t^l = s · B_t^l A_t^l`` (LoRA (Single)
 adapters). One multi-task model ``W^l = W0^l + λ · Σ_t τ_t^l`` for all layers, one scalar λ

@@ -1,4 +1,4 @@
-"""Efficiency of the fused MOELoRA layer (methods.md §8 Fig. 5, §9a), measured in one run.
+"""Efficiency of the fused MOELoRA layer (docs/methods.md §8 Fig. 5, §9a), measured in one run.
 
 On a tiny Llama built from a config (hidden 256, 4 blocks, all 7 projections adapted):
 

@@ -1,4 +1,4 @@
-"""BT and RBT task-batch samplers (methods.md §7, Table 3 "w BT" / "w RBT")."""
+"""BT and RBT task-batch samplers (docs/methods.md §7, Table 3 "w BT" / "w RBT")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""In-context learning (methods.md §2): demonstration packing, the HTTP backend against a real
+"""In-context learning (docs/methods.md §2): demonstration packing, the HTTP backend against a real
 loopback server (retries, cache, resume), secrecy of the API key, and end-to-end runs."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""MoLoRA (methods.md §5.3): token router, fused forward vs a per-expert loop, no merging."""
+"""MoLoRA (docs/methods.md §5.3): token router, fused forward vs a per-expert loop, no merging."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""P-Tuning (methods.md §3) on a Llama through the shared trainer and generation code, and
+"""P-Tuning (docs/methods.md §3) on a Llama through the shared trainer and generation code, and
 LoRA (Full+TP) (§4.3): the task prompt reaches training and test inputs, never the gold."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""LoRA (Single) (methods.md §4.2): step budgets, snapshots, checkpoint selection; end to end
+"""LoRA (Single) (docs/methods.md §4.2): step budgets, snapshots, checkpoint selection; end to end
 (slow) with resume, and the composition methods built on its adapters."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``moelora_compat``: the MOELoRA authors' scorer (evaluation.md §6.1), hand-computed values."""
+"""``moelora_compat``: the authors' scorer (docs/evaluation.md §6.1), hand-computed values."""
 
 from __future__ import annotations
 

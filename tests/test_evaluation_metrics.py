@@ -1,4 +1,4 @@
-"""Official metrics (evaluation.md §4) with hand-computed values, one score-level test per
+"""Official metrics (docs/evaluation.md §4) with hand-computed values, one score-level test per
 quirk of §7, and gold scored against itself."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The v0.1 answer parsers (evaluation.md §3, §9) and their quirks (§7, items 2–7)."""
+"""The v0.1 answer parsers (docs/evaluation.md §3, §9) and their quirks (§7, items 2–7)."""
 
 from __future__ import annotations
 

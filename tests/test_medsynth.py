@@ -1,7 +1,7 @@
 """MedSynth-8: determinism, PromptCBLUE format, sizes, caching, tokenizer, gold parsing.
 
-The v0.1 parsers below are an independent re-implementation of evaluation.md §3, written
-for these tests from the spec (not imported from the generator), so a target that the
+The v0.1 parsers below are an independent re-implementation of docs/evaluation.md §3, written
+for these tests from docs/evaluation.md (not imported from the generator), so a target that the
 official parser would read differently fails here.
 """
 
@@ -49,7 +49,7 @@ MDCFNPC_LABELS = [
 MRG_KEYS = ("主诉", "现病史", "辅助检查", "既往史", "诊断", "建议")
 
 
-# ------------------------------------------------------------ v0.1 parsers (evaluation.md §3)
+# ------------------------------------------------------------ v0.1 parsers (docs/evaluation.md §3)
 def _prenorm(text: str) -> str:
     for a, b in ((":", "："), (",", "，"), (";", "；")):
         text = text.replace(a, b, 100)
@@ -371,7 +371,8 @@ def test_tokenizer_keeps_terms_whole_and_every_prompt_and_answer_token_is_pretra
     unseen = {i for a in answers for i in tok(a, add_special_tokens=False)["input_ids"]} - seen
     assert not unseen, tok.convert_ids_to_tokens(sorted(unseen))
     # every prompt token too, the final answer cue included: the answer's first token is
-    # predicted from the cue's position (v2.0's base never saw ``答``: docs/medsynth_notes.md)
+    # predicted from the cue's position (v2.0's base never saw ``答``:
+    # docs/notes/2026-12-02-medsynth-v2.1-answer-cue.md)
     prompts = [r["input"] for split in records.values() for r in split]
     unseen = {i for p in prompts for i in tok(p, add_special_tokens=False)["input_ids"]} - seen
     assert not unseen, tok.convert_ids_to_tokens(sorted(unseen))

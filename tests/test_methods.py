@@ -1,4 +1,4 @@
-"""Invariants every method must keep, run on every conf/method/*.yaml (STYLE.md §6).
+"""Invariants every method must keep, run on every conf/method/*.yaml.
 
 A new method YAML is picked up automatically: it must build from its YAML on a tiny Llama,
 train only its own parameters, equal the base at initialisation (unless its YAML says

@@ -1,4 +1,4 @@
-"""Per-task export as stock PEFT LoRA adapters (Eq. 8, methods.md §6.5, §9b)."""
+"""Per-task export as stock PEFT LoRA adapters (Eq. 8, docs/methods.md §6.5, §9b)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""ChatGLM-6B trainable-parameter counts from shapes alone (methods.md §4.1, §5.3, §6.2, §7,
-Fig. 5). Golden values are the spec's numbers, re-derived by hand in the comments."""
+"""ChatGLM-6B trainable-parameter counts from shapes alone (docs/methods.md §4.1, §5.3, §6.2, §7,
+Fig. 5). Golden values are docs/methods.md's numbers, re-derived by hand in the comments."""
 
 from __future__ import annotations
 

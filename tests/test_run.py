@@ -246,7 +246,7 @@ def test_sweep_runs_in_parallel_with_the_submitit_local_launcher(tiny_world, tmp
 
 
 def test_every_trained_method_runs_through_run_py(tiny_world, tmp_path):
-    """STYLE.md invariant: one smoke run per method through the real CLI, in one sweep.
+    """One smoke run per method through the real CLI, in one sweep.
 
     ICL, P-Tuning and the LoRA (Single) → Task-Arithmetic → LoRAHub chain go through run.py in
     their own tests (tests/test_baselines_icl.py, test_baselines_ptuning.py, the slow chain)."""

@@ -1,4 +1,4 @@
-"""In-context learning baseline (methods.md §2): packing, backends and the pipeline."""
+"""In-context learning baseline (docs/methods.md §2): packing, backends and the pipeline."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ICL generation backends (methods.md §2.2): a local HF causal LM, or an OpenAI-compatible
+"""ICL generation backends (docs/methods.md §2.2): a local HF causal LM, or an OpenAI-compatible
 chat-completions endpoint over HTTP.
 
 Both answer a list of :class:`IclRequest` (the packed few-shot prompt, plus its parts for the

@@ -1,4 +1,4 @@
-"""Demonstration packing for in-context learning (methods.md §2.1).
+"""Demonstration packing for in-context learning (docs/methods.md §2.1).
 
 For a query of task t, candidates come from task t's training split in a seeded random
 order. Greedy packing walks that order and keeps every candidate whose addition still

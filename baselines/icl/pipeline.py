@@ -1,4 +1,4 @@
-"""In-context learning pipeline (methods.md §2): no training, demonstrations from the same
+"""In-context learning pipeline (docs/methods.md §2): no training, demonstrations from the same
 task's training split, answered by a local model or an OpenAI-compatible endpoint.
 
 ``icl.demo_mode: fixed_per_task`` (default) packs one demonstration set per task and seed,

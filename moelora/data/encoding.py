@@ -1,4 +1,4 @@
-"""PromptCBLUE records → token tensors with task ids (methods.md §1.1–1.2).
+"""PromptCBLUE records → token tensors with task ids (docs/methods.md §1.1–1.2).
 
 A record is one PromptCBLUE JSON line (``input``, ``target``, ``answer_choices``,
 ``task_type``, ``task_dataset``, ``sample_id``). Its task id comes from the ordered task
@@ -24,7 +24,7 @@ from moelora.utils.io import DataFormatError, read_jsonl_lines
 REQUIRED_FIELDS = ("input", "target", "task_dataset", "sample_id")
 IGNORE_INDEX = -100
 
-# Task-prompt prefixes for LoRA (Full+TP), methods.md §4.3 (``tp.mode: name``).
+# Task-prompt prefixes for LoRA (Full+TP), docs/methods.md §4.3 (``tp.mode: name``).
 TASK_NAMES_ZH = {
     "CMeIE": "医学实体关系抽取",
     "CHIP-CDN": "临床术语标准化",
@@ -131,7 +131,7 @@ def load_split(
 
 
 def task_prompt_prefix(task: str, mode: str | None, demo: dict[str, Any] | None = None) -> str:
-    """The LoRA (Full+TP) prefix for ``task`` (methods.md §4.3)."""
+    """The LoRA (Full+TP) prefix for ``task`` (docs/methods.md §4.3)."""
     if not mode:
         return ""
     if mode == "name":
@@ -174,7 +174,7 @@ def apply_task_prompt(
 
 @dataclass
 class Encoder:
-    """Tokenises records for training and generation (methods.md §1.2).
+    """Tokenises records for training and generation (docs/methods.md §1.2).
 
     Args:
         tokenizer: a HF tokenizer with ``eos_token_id``; ``pad_token_id`` falls back to eos.

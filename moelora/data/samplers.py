@@ -44,7 +44,7 @@ class StepSampler:
 
 
 class RandomMixSampler(StepSampler):
-    """Uniformly random mix of all tasks (methods.md §1.3): each epoch is a fresh
+    """Uniformly random mix of all tasks (docs/methods.md §1.3): each epoch is a fresh
     permutation of the concatenated training sets, cut into consecutive batches; an epoch's
     remainder starts the next batch. Tasks appear in proportion to their size."""
 

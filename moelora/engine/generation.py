@@ -1,4 +1,4 @@
-"""Batched generation for evaluation (methods.md §1.4).
+"""Batched generation for evaluation (docs/methods.md §1.4).
 
 Left-padded batches, KV cache, sampling with T = 0.95 and top-p = 0.7 seeded by the run
 seed (the authors' settings), or greedy decoding. ``group_by_task`` runs one task at a

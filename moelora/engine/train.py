@@ -1,4 +1,4 @@
-"""The shared training loop (methods.md §1.3). One plain loop for every method.
+"""The shared training loop (docs/methods.md §1.3). One plain loop for every method.
 
 AdamW (β = 0.9/0.999, ε = 1e-8), linear decay to 0 after an optional warm-up, gradient
 clipping at a global norm, gradient accumulation and mixed precision through

@@ -1,4 +1,4 @@
-"""PromptCBLUE scoring (evaluation.md): answer text → structured answer → per-task scores.
+"""PromptCBLUE scoring (docs/evaluation.md): answer text → structured answer → per-task scores.
 
 Two modes: ``official`` (PromptCBLUE v0.1 parser + official metrics, quirks included; the
 default) and ``moelora_compat`` (the MOELoRA authors' scorer, §6.1). Command line:

@@ -1,5 +1,5 @@
 """Score PromptCBLUE predictions: ``score_records`` (JSON Lines records) and ``score_structured``
-(structured files), in ``official`` or ``moelora_compat`` mode (evaluation.md §2, §5, §6.1).
+(structured files), in ``official`` or ``moelora_compat`` mode (docs/evaluation.md §2, §5, §6.1).
 
 Records are matched to gold by ``sample_id`` and scored in gold order. Every input problem
 raises :class:`ScoringError` (nothing is skipped or guessed): a missing, extra or duplicate

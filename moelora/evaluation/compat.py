@@ -1,5 +1,5 @@
 """``moelora_compat``: the MOELoRA authors' scorer (MOELoRA-peft ``results/evaluation.py`` as run
-by ``results/evaluate.ipynb``; evaluation.md §6.1), from aligned structured answers.
+by ``results/evaluate.ipynb``; docs/evaluation.md §6.1), from aligned structured answers.
 
 * CHIP-CTC (and STS/IR/QQR/QTR): micro-F1 = accuracy, after replacing ``(医生检测)`` by
   ``(医生检测）`` in CTC predictions; QIC/DAC: macro-F1. An empty prediction stays ``""``.

@@ -1,4 +1,6 @@
-"""Micro-F1 for extraction and sklearn-based classification scores (evaluation.md §4.1, §4.2, §6.1).
+"""Micro-F1 for extraction and sklearn-based classification scores.
+
+docs/evaluation.md §4.1, §4.2, §6.1.
 
 Official: set-based micro P/R/F1 (0 when TP = 0) and ``classification_report`` macro or weighted
 averages. Authors' (``moelora_compat``): list-based counting, undefined when TP = 0 (their code

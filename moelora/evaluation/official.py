@@ -1,4 +1,4 @@
-"""Official PromptCBLUE per-task scores from aligned structured answers (evaluation.md §3, §4).
+"""Official PromptCBLUE per-task scores from aligned structured answers (docs/evaluation.md §3, §4).
 
 Mirrors ``src/evaluation/evaluators.py``: set-based micro-F1 (``calc_info_extract_task_scores``),
 ``classification_report`` macro/weighted averages (``calc_cls_task_scores``), per-pair ROUGE for

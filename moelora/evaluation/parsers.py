@@ -1,4 +1,6 @@
-"""Generated (or gold) answer text → structured answer, one parser per task (evaluation.md §3, §9).
+"""Generated (or gold) answer text → structured answer, one parser per task.
+
+docs/evaluation.md §3, §9.
 
 This reproduces the official PromptCBLUE **v0.1** parser (``src/for_eval/post_generate_process.py``,
 copied verbatim into MOELoRA-peft ``results/``), quirks included; the same code parses gold and

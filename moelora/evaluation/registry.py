@@ -1,6 +1,6 @@
 """The 16 PromptCBLUE v0.1 tasks: kind, main metric and empty-prediction fallback label.
 
-Sources: evaluation.md §3 (the 8 paper tasks), §4.2 (fallback labels) and §9 (the other 8).
+Sources: docs/evaluation.md §3 (the 8 paper tasks), §4.2 (fallback labels) and §9 (the other 8).
 """
 
 from __future__ import annotations

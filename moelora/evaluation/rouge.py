@@ -1,4 +1,4 @@
-"""ROUGE through the real packages (evaluation.md §4.3, §6.1).
+"""ROUGE through the real packages (docs/evaluation.md §4.3, §6.1).
 
 * Official: transformers' BERT ``BasicTokenizer(tokenize_chinese_chars=True)`` splits each side
   into characters / punctuation / Latin-digit runs, tokens joined by spaces, an empty side

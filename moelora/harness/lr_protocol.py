@@ -1,12 +1,12 @@
 """Which learning rate each method trains at (``conf/lr_protocol/``).
 
-* ``lr_protocol=shared`` (default, the paper's protocol, methods.md §1.3): every method at
+* ``lr_protocol=shared`` (default, the paper's protocol, docs/methods.md §1.3): every method at
   ``method.optim.lr × trainer.lr_scale``.
 * ``lr_protocol=dev``: each method at its own ``trainer.lr_scale``, chosen on the dev split by
   ``analysis.lr_select`` and listed in ``conf/lr_protocol/dev.yaml`` with the settings it was
   chosen under (``chosen_with``). This departs from the paper's equal-lr protocol: at equal lr
-  a MOELoRA update moves about N× more slowly than a LoRA one (methods.md §6.1), and a
-  compressed schedule shows it (docs/medsynth_notes.md).
+  a MOELoRA update moves about N× more slowly than a LoRA one (docs/methods.md §6.1), and a
+  compressed schedule shows it (docs/notes/2026-12-02-fine-tuning-lr-peaks.md).
 
 :func:`apply` writes the method's entry into ``trainer.lr_scale`` before the job's identity is
 taken (moelora.harness.identity ignores the ``lr_protocol`` node itself), so a job's identity depends

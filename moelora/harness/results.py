@@ -1,4 +1,4 @@
-"""``results.json``: the one file per run that the analysis reads (STYLE.md §5).
+"""``results.json``: the one file per run that the analysis reads.
 
 Written atomically. ``status`` is ``running`` while a job works, then ``success`` or
 ``failed`` (with the error). Secrets never enter it: config values under keys that look

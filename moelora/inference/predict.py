@@ -11,7 +11,7 @@ returned in input order, with ``target`` replaced by the generated answer (the
 ``trainer.eval.*``, its seed) unless overridden. When every input record has a gold
 ``target``, the predictions are scored with the official PromptCBLUE scorer.
 
-Strategies (the serving paths of methods.md §9; all three give the same greedy answers):
+Strategies (the serving paths of docs/methods.md §9; all three give the same greedy answers):
 
 * ``mixed``: unmerged, one length-sorted batch stream over all tasks. For MOELoRA each row reads
   its own task's expert weights (one forward of total rank r per layer); for one adapter per

@@ -1,4 +1,4 @@
-"""Export each task of a MOELoRA model as a standard PEFT LoRA adapter (methods.md §6.5, §9b).
+"""Export each task of a MOELoRA model as a standard PEFT LoRA adapter (docs/methods.md §6.5, §9b).
 
 For task ``j``: ``Σ_i ω_ji B_i A_i = B'_j A_cat`` with ``B'_j = B_cat diag(expand(ω_j))``, so
 task j's MOELoRA is an ordinary rank-r LoRA with ``lora_A = A_cat``, ``lora_B = B'_j``.

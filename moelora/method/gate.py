@@ -8,7 +8,7 @@ hands it the batch's task ids; it then evaluates the gate ONCE (shape ``(batch, 
 with autograd in training) and every MOELoRA layer reads the result. ``generate()`` thus
 evaluates the gate once per call, not once per layer per decoding step.
 
-Gate variants (``gate=``, methods.md §6-§7, §10 rows 1 and 7):
+Gate variants (``gate=``, docs/methods.md §6-§7, §10 rows 1 and 7):
 
 * ``dense``: ``ω_j = softmax(W_T e_j)`` (MOELoRA (D), default).
 * ``sparse``: keep the ``top_k`` largest logits (ties: lower expert index first);

@@ -1,5 +1,5 @@
 """What a MOELoRA model is made of: expert weights per task (Fig. 6) and parameter counts
-(Fig. 5), including ChatGLM-6B's counts computed from its shapes alone (methods.md §6.2,
+(Fig. 5), including ChatGLM-6B's counts computed from its shapes alone (docs/methods.md §6.2,
 §7, §8)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from torch import nn
 
 from moelora.method.model import get_router
 
-# ChatGLM-6B (methods.md §1.5): 28 blocks, adapted linears (d_in, d_out).
+# ChatGLM-6B (docs/methods.md §1.5): 28 blocks, adapted linears (d_in, d_out).
 CHATGLM6B_BLOCKS = 28
 CHATGLM6B_LINEARS: dict[str, tuple[int, int]] = {
     "query_key_value": (4096, 12288),

@@ -3,7 +3,7 @@
 Expert ``i`` is ``A_i`` (``(r/N)×d_in``), ``B_i`` (``d_out×(r/N)``); they are stored stacked,
 ``A_cat = [A_1; …; A_N]`` (``r×d_in``) and ``B_cat = [B_1, …, B_N]`` (``d_out×r``), and the
 mixture ``s · Σ_i ω_i B_i A_i drop(x)`` is two matmuls of total rank ``r`` with the rank-r
-intermediate scaled by ``expand(ω)`` (methods.md §9a): no loop over experts.
+intermediate scaled by ``expand(ω)`` (docs/methods.md §9a): no loop over experts.
 
 Where the weights ``ω`` come from is pluggable (:class:`ExpertWeightSource`): MOELoRA's
 task gate (moelora.method.gate.MoELoRARouter, per example) or a token router (MoLoRA, per token).

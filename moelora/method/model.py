@@ -113,7 +113,7 @@ def build(
     task_id_scheme: str = "dense",
     batch_axis: int = 0,
 ) -> nn.Module:
-    """Turn ``model`` into MOELoRA in place (Eqs. 4-5; methods.md §6) and return it.
+    """Turn ``model`` into MOELoRA in place (Eqs. 4-5; docs/methods.md §6) and return it.
 
     Args:
         model: a HF causal LM (any architecture whose projections are ``nn.Linear`` or

@@ -1,7 +1,7 @@
 """Task names and ids.
 
 The paper's eight PromptCBLUE tasks, in the fixed order that defines the dense task ids
-0..7 (methods.md §1.1, ``task_ids: dense``). The ordered list actually used by a run comes
+0..7 (docs/methods.md §1.1, ``task_ids: dense``). The ordered list actually used by a run comes
 from ``conf/data/*.yaml`` (``data.tasks``) and is saved with every adapter.
 """
 

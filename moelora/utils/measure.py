@@ -29,7 +29,8 @@ T = TypeVar("T")
 # code, config and seed give other weights, so a run records which of them its CPU has.
 CPU_KERNEL_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 # Environment variables that pin those kernels, and so change results when set: oneDNN's
-# ISA cap (bf16 matmuls) and MKL's code branch (fp32 matmuls; docs/medsynth_notes.md).
+# ISA cap (bf16 matmuls) and MKL's code branch (fp32 matmuls;
+# docs/notes/2026-12-03-cpu-kernels-and-four-bases.md).
 KERNEL_ENV = ("ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
 
 

@@ -1,5 +1,5 @@
 """MedSynth-8: the embedded, generated mini benchmark in PromptCBLUE format, and its tiny
-pre-trained base model (spec/medsynth.md).
+pre-trained base model (docs/medsynth.md).
 
 Public API:
     build_dataset(out_dir, *, scale, eval_scale, seed) -> Path

@@ -1,4 +1,4 @@
-"""Build the MedSynth-8 data directory, cached by an input hash (spec/medsynth.md §1, §4).
+"""Build the MedSynth-8 data directory, cached by an input hash (docs/medsynth.md §1, §4).
 
 ``build_dataset`` writes ``train.jsonl``, ``dev.jsonl``, ``test.jsonl``, ``corpus.txt`` and
 ``meta.json``. The input hash covers the generator version, the seed, the scales, the
@@ -21,7 +21,7 @@ from moelora.data.medsynth.kb import load_kb
 from moelora.utils.io import read_json, write_json, write_jsonl
 from moelora.utils.names import source_fingerprint
 
-GENERATOR_VERSION = "medsynth-8/2.1"  # 2.1: the answer cue is pre-trained (docs/medsynth_notes.md)
+GENERATOR_VERSION = "medsynth-8/2.1"  # 2.1: the answer cue is pre-trained (docs/medsynth.md §7)
 DEFAULT_SCALE = 0.1
 DEFAULT_EVAL_SCALE = 0.1334  # 80 test samples per task (CHIP-CTC 147, KUAKE-QIC 88)
 DEFAULT_CORPUS_CHARS = 1_500_000

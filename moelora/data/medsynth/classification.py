@@ -1,7 +1,7 @@
-"""Classification generators: CHIP-CTC and KUAKE-QIC (spec/medsynth.md §3).
+"""Classification generators: CHIP-CTC and KUAKE-QIC (docs/medsynth.md §3).
 
 The target is one label from the listed options, or ``非上述类型`` when the true label
-is not among them (evaluation.md §3.5–3.6). Classes share slot vocabulary (a disease can
+is not among them (docs/evaluation.md §3.5–3.6). Classes share slot vocabulary (a disease can
 appear in 疾病, 诊断, 疾病分期 and 口腔相关 criteria; a drug in 药物 and 过敏耐受), so the
 label has to be read from the wording, not from the entity.
 """
@@ -17,9 +17,9 @@ from moelora.data.medsynth.kb import LAB_EXAMS, KnowledgeBase
 NOT_LISTED = "非上述类型"
 
 # ---------------------------------------------------------------- CHIP-CTC (§3.5)
-# 20 classes, the low end of the spec's ~20–44: at 34 classes (v1) the ~360 training criteria
-# left ~10 per class, and a CTC-only LoRA on the v2 base reached 0.32 against 0.48 with these 20
-# (docs/medsynth_notes.md).
+# 20 classes, the low end of the ~20–44 range (docs/medsynth.md §3): at 34 classes (v1) the ~360
+# training criteria left ~10 per class, and a CTC-only LoRA on the v2 base reached 0.32 against
+# 0.48 with these 20 (docs/notes/2026-12-02-medsynth-v2-redesign.md).
 CTC_TEMPLATES: dict[str, tuple[str, ...]] = {
     "疾病": ("患有{disease}且病情未控制者", "合并严重{disease}的患者", "既往有{disease}病史者"),
     "诊断": ("经{exam}确诊为{disease}的患者", "符合{disease}诊断标准", "临床诊断为{disease}"),

@@ -20,7 +20,7 @@ MAX_DIALOGUE_INPUT_CHARS = {"IMCS-V2-MRG": 300, "CHIP-MDCFNPC": 250}
 MAX_TARGET_CHARS = 120
 MAX_TARGET_CHARS_BY_TASK = {"IMCS-V2-MRG": 126}
 
-# Characters the v0.1 parser rewrites (evaluation.md §3): never put them in a target.
+# Characters the v0.1 parser rewrites (docs/evaluation.md §3): never put them in a target.
 FORBIDDEN_TARGET_CHARS = (":", ",", ";")
 
 DURATIONS = ("两天", "三天", "五天", "一周", "半个月", "一个月")

@@ -1,4 +1,4 @@
-"""What the classification labels mean: part of the knowledge base (spec/medsynth.md §2).
+"""What the classification labels mean: part of the knowledge base (docs/medsynth.md §2).
 
 A real pre-trained LLM knows that "签署知情同意书" is about informed consent and that "吃什么药"
 asks for a treatment; a base model pre-trained on MedSynth-8's corpus only knows what the

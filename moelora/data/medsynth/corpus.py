@@ -1,4 +1,4 @@
-"""Unlabelled "textbook" pre-training text from the knowledge base (spec/medsynth.md §4).
+"""Unlabelled "textbook" pre-training text from the knowledge base (docs/medsynth.md §4).
 
 Definitions, symptom, drug and examination descriptions, case-note sentences and short
 dialogue snippets, one paragraph per line. It states the knowledge-base facts in many

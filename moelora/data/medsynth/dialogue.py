@@ -1,4 +1,4 @@
-"""Dialogue generators: CHIP-MDCFNPC, IMCS-V2-MRG, MedDG (spec/medsynth.md §3).
+"""Dialogue generators: CHIP-MDCFNPC, IMCS-V2-MRG, MedDG (docs/medsynth.md §3).
 
 Patients speak colloquially (``Symptom.colloquial``), reports and doctors use standard
 terms, and the knowledge base supplies what the dialogue leaves implicit (the diagnosis

@@ -1,6 +1,6 @@
-"""Extraction-style generators: CMeIE, CHIP-CDN, CHIP-CDEE (spec/medsynth.md §3).
+"""Extraction-style generators: CMeIE, CHIP-CDN, CHIP-CDEE (docs/medsynth.md §3).
 
-Targets follow evaluation.md §3.1–3.3 exactly. Room for error: facts stated in the text
+Targets follow docs/evaluation.md §3.1–3.3 exactly. Room for error: facts stated in the text
 whose relation is not requested, negated facts (no relation), candidate lists with
 look-alike distractors or without any match, negated and uncertain findings.
 """

@@ -1,7 +1,7 @@
 """The eight MedSynth-8 task generators, one view each of the shared knowledge base.
 
 Maps each PromptCBLUE task name (``moelora.method.tasks.PAPER_TASKS``) to its generator and its
-Table 1 split sizes (spec/medsynth.md §4).
+Table 1 split sizes (docs/medsynth.md §4).
 """
 
 from __future__ import annotations

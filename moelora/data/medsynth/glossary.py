@@ -6,7 +6,7 @@ not contain (a report's ``既往体健`` or ``暂缺``, an extraction's ``头实
 ``先查一下``, the fallback ``非上述类型``), and labels whose meaning a real LLM knows from
 elsewhere (``知情同意``, ``治疗方案``). These generators state that knowledge as textbook
 prose, filled with knowledge-base entities: never in a task's prompt or answer layout, never
-a task sample (spec/medsynth.md §4). Each ``*_lines`` function returns every phrasing it has;
+a task sample (docs/medsynth.md §4). Each ``*_lines`` function returns every phrasing it has;
 the corpus states each phrasing at least once, then draws more at random.
 """
 

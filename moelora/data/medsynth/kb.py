@@ -1,4 +1,4 @@
-"""The MedSynth-8 knowledge base (spec/medsynth.md §2).
+"""The MedSynth-8 knowledge base (docs/medsynth.md §2).
 
 One latent knowledge base, written as small vocabulary tables of real Chinese medical
 terms, from which all eight task generators and the pre-training corpus are drawn. Each

@@ -1,4 +1,4 @@
-"""Pre-train the tiny MedSynth-8 base model on ``corpus.txt`` (spec/medsynth.md §5).
+"""Pre-train the tiny MedSynth-8 base model on ``corpus.txt`` (docs/medsynth.md §5).
 
 A small ``LlamaForCausalLM`` built from a ``LlamaConfig`` (projections ``q_proj``,
 ``k_proj``, ``v_proj``, ``o_proj``, ``gate_proj``, ``up_proj``, ``down_proj``: the adapter
@@ -11,7 +11,7 @@ Determinism: the same seed, data and thread count give the same weights on one k
 (``torch`` CPU kernels are deterministic for a fixed number of threads). Another CPU can give
 other weights: oneDNN picks the bf16 kernels by the CPU's instruction set (AMX, AVX512-BF16,
 AVX512), and MKL its fp32 branch, so the stamp records the CPU that built the base
-(``cpu``; measurements in docs/medsynth_notes.md). ``max_minutes`` is a safety stop only, and a
+(``cpu``; measurements in docs/notes/). ``max_minutes`` is a safety stop only, and a
 build that hits it is marked ``truncated`` in its stamp.
 """
 
@@ -49,7 +49,7 @@ class BaseConfig:
     num_key_value_heads: int = 2
     block_size: int = 256
     batch_size: int = 16
-    max_steps: int = 1000  # copying emerges between 500 and 1000 steps (docs/medsynth_notes.md)
+    max_steps: int = 1000  # copying emerges between 500 and 1000 steps (docs/medsynth.md §5)
     precision: str = "bf16"  # bf16: CPU autocast, 1.4–1.6× faster than fp32 here | fp32
     lr: float = 2e-3
     min_lr: float = 2e-4
@@ -232,7 +232,7 @@ def build_base(
     model.save_pretrained(str(out), safe_serialization=True)
     tail = log["losses"][-20:]
     final = sum(tail) / len(tail)
-    # the CPU that built it: another CPU's kernels give other weights (docs/medsynth_notes.md)
+    # the CPU that built it: another CPU's kernels give other weights (docs/medsynth.md §6)
     write_json(
         out / STAMP_FILE,
         {**stamp, "params": n_params, "final_loss": round(final, 4), **log, "cpu": cpu_info()},

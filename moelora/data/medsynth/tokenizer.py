@@ -1,4 +1,4 @@
-"""Subword (BPE) tokenizer for the MedSynth-8 base model (spec/medsynth.md §5).
+"""Subword (BPE) tokenizer for the MedSynth-8 base model (docs/medsynth.md §5).
 
 Trained with HF ``tokenizers``: byte-pair merges learned on the base model's pre-training text
 (``corpus.txt`` and the unlabelled inputs of the training split, :func:`pretraining_texts`),
