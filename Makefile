@@ -91,6 +91,9 @@ claims: collect ## the paper's claims tested on the runs: $(REPORTS)/claims_*.md
 report: tables figures claims ## $(REPORTS)/REPORT.md: environment, sha, claims, every table and figure
 	$(PY) -m analysis.report --reports $(REPORTS)
 
+publish: $(STAMP) ## write docs/results/medsynth-8.md, its data and figures from the runs under $(RESULTS) (review, then commit)
+	$(PY) -m analysis.publish --root $(RESULTS) --out docs/results
+
 sweep-%: base ## run one experiment grid, e.g. make sweep-table2
 	$(PY) run.py experiment=$*
 
@@ -117,4 +120,4 @@ decode-noise: $(STAMP) ## the decoding's share of a row's spread: NOISE_METHODS 
 clean: ## remove outputs and reports (keeps artifacts and .venv)
 	rm -rf outputs multirun $(REPORTS) analysis/out
 
-.PHONY: help env data base demo test test-all test-gpu lint format golden bench bench-serving efficiency smoke collect tables figures claims report reproduce-smoke reproduce-mini lr-sweep lr-select decode-noise clean
+.PHONY: help env data base demo test test-all test-gpu lint format golden bench bench-serving efficiency smoke collect tables figures claims report publish reproduce-smoke reproduce-mini lr-sweep lr-select decode-noise clean
