@@ -25,6 +25,8 @@ LR_GRID ?= 10,15,25,35,50
 NOISE_EXPERIMENT ?= table2
 NOISE_METHODS ?= lora_full moelora_dense
 DRAWS ?= 4
+# make publish-demo: the run folder of `make demo` (python run.py)
+DEMO_RUN ?= $(RESULTS)/default/moelora_dense/seed=42
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -91,6 +93,9 @@ claims: collect ## the paper's claims tested on the runs: $(REPORTS)/claims_*.md
 report: tables figures claims ## $(REPORTS)/REPORT.md: environment, sha, claims, every table and figure
 	$(PY) -m analysis.report --reports $(REPORTS)
 
+publish-demo: $(STAMP) ## docs/results/demo.md and README's demo table from the make demo run DEMO_RUN (review, then commit)
+	$(PY) -m analysis.demo --run $(DEMO_RUN)
+
 publish: $(STAMP) ## write docs/results/medsynth-8.md, its data and figures from the runs under $(RESULTS) (review, then commit)
 	$(PY) -m analysis.publish --root $(RESULTS) --out docs/results
 
@@ -120,4 +125,4 @@ decode-noise: $(STAMP) ## the decoding's share of a row's spread: NOISE_METHODS 
 clean: ## remove outputs and reports (keeps artifacts and .venv)
 	rm -rf outputs multirun $(REPORTS) analysis/out
 
-.PHONY: help env data base demo test test-all test-gpu lint format golden bench bench-serving efficiency smoke collect tables figures claims report publish reproduce-smoke reproduce-mini lr-sweep lr-select decode-noise clean
+.PHONY: help env data base demo test test-all test-gpu lint format golden bench bench-serving efficiency smoke collect tables figures claims report publish publish-demo reproduce-smoke reproduce-mini lr-sweep lr-select decode-noise clean
