@@ -218,7 +218,10 @@ def header_lines(meta: dict, run_df: pd.DataFrame, page: str) -> list[str]:
 def _job_row(experiment: str, variant: str, sel: pd.DataFrame, job: dict | None) -> str:
     seeds = ", ".join(str(int(s)) for s in sorted(sel["seed"].dropna().unique())) or "–"
     count = f"{job['found']} / {job['expected']}" if job else f"{len(sel)} (no grid)"
-    wall = _duration(float(sel["total_seconds"].sum())) if len(sel) else "–"
+    timed = sel["total_seconds"].dropna()
+    wall = _duration(float(timed.sum())) if len(timed) else "n/a" if len(sel) else "–"
+    if 0 < len(timed) < len(sel):
+        wall += f" ({len(timed)} of {len(sel)} jobs timed)"
     return f"| {experiment} | {variant or '–'} | {count} | {seeds} | {wall} |"
 
 

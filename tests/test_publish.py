@@ -59,6 +59,9 @@ def published(tmp_path_factory):
             provenance=_prov(seed),
         )
     write_run(root, "table2", "molora", 42, None, status="failed", provenance=_prov(42))
+    write_run(  # a plain `python run.py method=ptuning` job: no grid, fills Table 2's row
+        root, "default", "ptuning", 42, {t: 0.31 for t in TASKS}, provenance=_prov(42)
+    )
     write_run(root, "table2", "ptuning", 42, {t: 0.99 for t in TASKS}, benchmark="promptcblue")
     out = tmp_path_factory.mktemp("docs") / "results"
     page = publish.publish(root, out)
@@ -88,6 +91,7 @@ def test_sections_in_order_with_header(published):
     assert "Runs made at commit(s): `abc123`" in text
     assert "| table2 | – | 6 / 30 | 42, 43, 44 | 14 min 18 s |" in text  # 2 × (142 + 143 + 144) s
     assert "| table3 | – | 0 / 18 | – | – |" in text
+    assert "| default | – | 1 (no grid) | 42 | n/a |" in text
 
 
 def test_every_row_names_its_run_folder_and_results_sha256(published):
@@ -109,6 +113,8 @@ def test_table_cells_are_the_runs_scores(published):
     assert "0.6200" in row and "0.7200" not in row  # mean of 0.61, 0.62, 0.63
     row = next(line for line in table2.splitlines() if line.startswith("| MOELoRA (D) |"))
     assert "0.7200" in row
+    row = next(line for line in table2.splitlines() if line.startswith("| P-Tuning |"))
+    assert "0.3100" in row
     assert "0.9900" not in page.read_text(encoding="utf-8")
 
 
