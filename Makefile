@@ -27,6 +27,8 @@ LR_GRID ?= 10,15,25,35,50
 NOISE_EXPERIMENT ?= table2
 NOISE_METHODS ?= lora_full moelora_dense
 DRAWS ?= 4
+# make publish-demo: the run folder of `make demo` (python run.py)
+DEMO_RUN ?= $(RESULTS)/default/moelora_dense/seed=42
 
 help: ## list the targets: first what a user needs, then the research and maintenance ones
 	@echo "Usage: make <target>   (the first call creates .venv; README.md explains each)"
@@ -100,6 +102,12 @@ claims: collect ##@ the paper's claims tested on the runs: $(REPORTS)/claims_*.m
 report: tables figures claims ## $(REPORTS)/REPORT.md: environment, sha, claims, every table and figure
 	$(PY) -m analysis.report --reports $(REPORTS)
 
+publish-demo: $(STAMP) ## docs/results/demo.md and README's demo table from the make demo run DEMO_RUN (review, then commit)
+	$(PY) -m analysis.demo --run $(DEMO_RUN)
+
+publish: $(STAMP) ## write docs/results/medsynth-8.md, its data and figures from the runs under $(RESULTS) (review, then commit)
+	$(PY) -m analysis.publish --root $(RESULTS) --out docs/results
+
 sweep-%: base ## run one experiment grid, e.g. make sweep-table2
 	$(PY) run.py experiment=$*
 
@@ -126,4 +134,4 @@ decode-noise: $(STAMP) ##@ the decoding's share of a row's spread: NOISE_METHODS
 clean: ## remove outputs and reports (keeps artifacts and .venv)
 	rm -rf outputs multirun $(REPORTS) analysis/out
 
-.PHONY: help env data base demo test test-all test-gpu lint format golden bench bench-serving efficiency smoke collect tables figures claims report reproduce-smoke reproduce-mini lr-sweep lr-select decode-noise clean
+.PHONY: help env data base demo test test-all test-gpu lint format golden bench bench-serving efficiency smoke collect tables figures claims report publish publish-demo reproduce-smoke reproduce-mini lr-sweep lr-select decode-noise clean

@@ -451,10 +451,10 @@ def file_stem(benchmark: str, scorer_mode: str, variant: str) -> str:
     return _slug("_".join(parts))
 
 
-def write_claims(tidy: pd.DataFrame, reports: Path) -> list[Path]:
-    """One claims file per (benchmark, scorer mode, variant) with runs of a claim's experiment
-    (a Table 2/3 or Fig. 4 grid, or plain runs). Returns the Markdown paths written."""
-    written = []
+def claims_documents(tidy: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """One claims document per (benchmark, scorer mode, variant) with runs of a claim's
+    experiment (a Table 2/3 or Fig. 4 grid, or plain runs): ``(file stem, Markdown, verdicts)``."""
+    docs = []
     ok = tidy[(tidy["status"] == "success") & tidy["experiment"].isin(CLAIM_EXPERIMENTS)]
     keys = ok[["benchmark", "scorer_mode", "variant"]].fillna("").astype(str)
     for (benchmark, scorer_mode, variant), group in ok.groupby(
@@ -466,11 +466,24 @@ def write_claims(tidy: pd.DataFrame, reports: Path) -> list[Path]:
             verdicts = [
                 Verdict(**{**asdict(v), "verdict": "no verdict (trainer=smoke)"}) for v in verdicts
             ]
-        path = reports / f"{file_stem(benchmark, scorer_mode, variant)}.md"
-        path.write_text(
-            to_markdown(verdicts, benchmark, scorer_mode, variant, smoke), encoding="utf-8"
+        docs.append(
+            (
+                file_stem(benchmark, scorer_mode, variant),
+                to_markdown(verdicts, benchmark, scorer_mode, variant, smoke),
+                pd.DataFrame([asdict(v) for v in verdicts]),
+            )
         )
-        pd.DataFrame([asdict(v) for v in verdicts]).to_csv(path.with_suffix(".csv"), index=False)
+    return docs
+
+
+def write_claims(tidy: pd.DataFrame, reports: Path) -> list[Path]:
+    """Write :func:`claims_documents` as ``<stem>.md`` and ``<stem>.csv`` under ``reports``.
+    Returns the Markdown paths written."""
+    written = []
+    for stem, markdown, frame in claims_documents(tidy):
+        path = reports / f"{stem}.md"
+        path.write_text(markdown, encoding="utf-8")
+        frame.to_csv(path.with_suffix(".csv"), index=False)
         written.append(path)
     return written
 

@@ -97,6 +97,34 @@ def write_results(run_dir: Path, results: dict[str, Any]) -> Path:
     return path
 
 
+def score_table(results: dict[str, Any]) -> list[str]:
+    """The lines a finished job prints: its scores, each beside its floor
+    (moelora.evaluation.floors) when known."""
+
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    scores = results["scores"]
+    floors = results.get("floors") or {}
+    width = max(len(k) for k in scores)
+    floor, by = floors.get("floor") or {}, floors.get("floor_by") or {}
+    lines = [
+        f"{results['method']} seed={results['seed']} "
+        f"[{results['benchmark']}, scorer={results['scorer_mode']}]"
+    ]
+    if floor:
+        lines.append(
+            f"  {'task':<{width}}  {'score':<6}  floor (best of an empty answer, the majority "
+            "training target, a copy of the input)"
+        )
+    for k, v in scores.items():
+        line = f"  {k:<{width}}  {fmt(v)}"
+        if k in floor:
+            line += f"  {fmt(floor[k])}" + (f" ({by[k]})" if by.get(k) else "")
+        lines.append(line)
+    return lines
+
+
 # ---- model summary ----------------------------------------
 def parameter_summary(model: nn.Module) -> dict[str, Any]:
     """Trainable / total parameters of the model in hand; ``ratio`` = trainable / base (the

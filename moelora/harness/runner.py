@@ -42,7 +42,13 @@ from moelora.harness.context import PipelineOutput, RunContext
 from moelora.harness.identity import IdentityMismatchError, check_previous, job_identity
 from moelora.harness.inputs import check_input_paths, describe_inputs, prepare_inputs
 from moelora.harness.loggers import NoneLogger
-from moelora.harness.results import provenance, read_results, redact, write_results
+from moelora.harness.results import (
+    provenance,
+    read_results,
+    redact,
+    score_table,
+    write_results,
+)
 from moelora.harness.schema import ConfigError, check_config
 from moelora.method.tasks import TaskMap
 from moelora.utils.io import LOCK_NAME, JobBusyError, remove_stray_temp_files, write_jsonl
@@ -109,27 +115,6 @@ def _introspect(model: Any, task_map: TaskMap, cfg: DictConfig) -> dict[str, Any
     from moelora.harness.results import describe_model
 
     return describe_model(model, task_map=task_map, method_cfg=cfg.method)
-
-
-def _print_table(scores: dict[str, Any], title: str, floors: dict[str, Any] | None = None) -> None:
-    """The job's scores, each beside its floor (moelora.evaluation.floors) when known."""
-
-    def fmt(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.4f}"
-
-    width = max(len(k) for k in scores)
-    floor, by = (floors or {}).get("floor") or {}, (floors or {}).get("floor_by") or {}
-    print(f"\n{title}")
-    if floor:
-        print(
-            f"  {'task':<{width}}  {'score':<6}  floor (best of an empty answer, the majority "
-            "training target, a copy of the input)"
-        )
-    for k, v in scores.items():
-        line = f"  {k:<{width}}  {fmt(v)}"
-        if k in floor:
-            line += f"  {fmt(floor[k])}" + (f" ({by[k]})" if by.get(k) else "")
-        print(line)
 
 
 def _reuse(
@@ -381,12 +366,7 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
         results["timing"]["previous_attempts_seconds"] = earlier
         if main:
             write_results(run_dir, results)
-            _print_table(
-                results["scores"],
-                f"{cfg.method.name} seed={cfg.seed} "
-                f"[{cfg.data.benchmark}, scorer={cfg.scorer.modes[0]}]",
-                results.get("floors"),
-            )
+            print("\n" + "\n".join(score_table(results)))
             print(f"results: {run_dir / 'results.json'}")
         logger.summary({f"test/{k}/score": v for k, v in results["scores"].items()})
         exit_code = 0
