@@ -311,6 +311,7 @@ def draw_figures(data_dir: Path) -> list[Path]:
 def publish(root: Path, out: Path, *, benchmark: str = "medsynth", draw: bool = True) -> Path:
     """Write ``out/<page>/`` (the data and figures) and ``out/<page>.md``; returns the page."""
     page = PAGES.get(benchmark, benchmark)
+    commit = git_sha(REPO_ROOT)  # before anything is written: the checkout as it was published from
     data_dir = Path(out) / page
     data_dir.mkdir(parents=True, exist_ok=True)
     tidy, run_df, weights, efficiency = compact(root, benchmark)
@@ -324,7 +325,7 @@ def publish(root: Path, out: Path, *, benchmark: str = "medsynth", draw: bool = 
     meta = {
         "benchmark": benchmark,
         "results_root": Path(root).name,
-        "commit": git_sha(REPO_ROOT),
+        "commit": commit,
         "jobs": jobs_found(run_df),
     }
     write_json(data_dir / "meta.json", meta, indent=1)
