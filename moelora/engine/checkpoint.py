@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from moelora.engine.adapters import load_adapter, save_adapter
+from moelora.engine.finite import check_tensors
 from moelora.utils.io import read_json, write_json
 from moelora.utils.seed import rng_state, set_rng_state
 
@@ -108,6 +109,7 @@ def load_checkpoint(
     state = read_json(path / "state.json")
     opt_file = path / "optimizer.safetensors"
     tensors = load_file(str(opt_file)) if opt_file.is_file() else {}
+    check_tensors(tensors, f"{opt_file}: optimizer state not loaded")
     optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(load_file(str(path / "rng.safetensors")), state["rng"])

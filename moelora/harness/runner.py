@@ -401,6 +401,7 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
                     **base,
                     "status": "failed",
                     "error": redact_text(f"{type(e).__name__}: {e}", secrets),
+                    **_diverged(e),
                     "traceback": tb,
                     "timing": {
                         "total_seconds": time.perf_counter() - t0,
@@ -412,6 +413,15 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
         if logger is not None:
             logger.finish(exit_code)
     return exit_code
+
+
+def _diverged(error: Exception) -> dict[str, Any]:
+    """``{"diverged": {"step", "last_finite_loss"}}`` for a non-finite loss (moelora.engine.finite)."""
+    from moelora.engine.finite import NonFiniteError
+
+    if not isinstance(error, NonFiniteError) or error.step is None:
+        return {}
+    return {"diverged": {"step": error.step, "last_finite_loss": error.last_finite_loss}}
 
 
 def _finish(
