@@ -30,7 +30,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from moelora.data.encoding import IGNORE_INDEX, Encoder
 from moelora.data.samplers import StepSampler
-from moelora.engine.checkpoint import last_checkpoint, load_checkpoint, save_checkpoint
+from moelora.engine.checkpoint import load_checkpoint, save_checkpoint, verified_checkpoint
 from moelora.engine.finite import check_step
 from moelora.method.dropout import check_masks, mask_sampling, use_in
 from moelora.method.gate import task_context
@@ -169,7 +169,12 @@ def train(
 
     result = TrainResult(steps=settings.max_steps)
     start = 0
-    if ckpt_dir is not None and (ckpt := last_checkpoint(ckpt_dir)) is not None:
+    ckpt, skipped = verified_checkpoint(ckpt_dir) if ckpt_dir is not None else (None, [])
+    for why in skipped:  # a damaged checkpoint is never resumed from
+        accelerator.print(f"[resume] skipped a checkpoint: {why}")
+    if ckpt is None and skipped:
+        accelerator.print("[resume] no checkpoint verifies; training starts from step 0")
+    if ckpt is not None:
         state = load_checkpoint(
             ckpt,
             model=unwrapped,

@@ -46,6 +46,7 @@ from moelora.harness.results import provenance, read_results, redact, write_resu
 from moelora.harness.schema import ConfigError, check_config
 from moelora.method.tasks import TaskMap
 from moelora.utils.io import LOCK_NAME, JobBusyError, remove_stray_temp_files, write_jsonl
+from moelora.utils.manifest import MANIFEST_NAME, remove_manifest, write_manifest
 from moelora.utils.names import current_name
 from moelora.utils.redaction import redact_override, redact_text, secret_values
 from moelora.utils.seed import seed_everything
@@ -276,6 +277,15 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
     resolved = redact(OmegaConf.to_container(cfg, resolve=True))
     identity = job_identity(resolved, inputs)
     previous = read_results(run_dir)
+    if previous is None and (run_dir / "results.json").is_file() and not cfg.overwrite:
+        if main:  # a damaged record is neither recomputed over nor trusted
+            print(
+                f"[damaged] {run_dir / 'results.json'} is not valid JSON (cut short or "
+                "overwritten), so what ran there is unknown; overwrite=true recomputes the job "
+                "(the damaged file is kept as results.<time>.previous.json)",
+                file=sys.stderr,
+            )
+        return 1
     accelerator.wait_for_everyone()  # every rank has read the folder before rank 0 changes it
     if cfg.overwrite:  # 3. skip | start over | resume
         state = "new"
@@ -302,6 +312,9 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
             else "; it was recorded before input fingerprints, so its "
             "model and data are not verified"
         )
+        if not (run_dir / MANIFEST_NAME).is_file():
+            note += "; it has no manifest.json (written before manifests), so its files are not"
+            note += " verified"
         accelerator.print(
             f"[skip] {run_dir} already has a successful results.json{note} "
             "(overwrite=true reruns it)"
@@ -310,6 +323,7 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
     earlier = 0.0 if cfg.overwrite else previous_attempts_seconds(previous, run_dir)
     if main:
         remove_stray_temp_files(run_dir)
+        remove_manifest(run_dir)  # the folder changes now; a new manifest comes last
         if cfg.resume == "never":
             start_over(run_dir, keep_results=False)
     accelerator.wait_for_everyone()  # no rank reads a checkpoint rank 0 is removing
@@ -379,8 +393,10 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
             cfg, ctx, out, gold["test"], gold.get("train", []), base, time.perf_counter() - t0
         )
         results["timing"]["previous_attempts_seconds"] = earlier
+        results["manifest"] = MANIFEST_NAME
         if main:
             write_results(run_dir, results)
+            write_manifest(run_dir)  # last: the run is done only while its files match it
             _print_table(
                 results["scores"],
                 f"{cfg.method.name} seed={cfg.seed} "
