@@ -1,0 +1,295 @@
+"""No number from a broken run, no file from a bad one (docs/bad_inputs.md): diverged
+training, damaged files, run folders that name code, secrets in URLs, task names as paths."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from moelora.harness.runner import run
+from moelora.utils.io import (
+    NonFiniteValueError,
+    UnsafePathError,
+    inside,
+    read_json,
+    write_json,
+    write_jsonl,
+)
+from moelora.utils.manifest import ManifestError, verify_manifest, write_manifest
+from tests.conftest import compose, tiny_overrides
+
+
+def _run(tiny_world, out: Path, *extra: str, method: str = "lora_full") -> tuple[int, Path]:
+    cfg = compose(tiny_overrides(tiny_world, out, f"method={method}", *extra))
+    run_dir = out / "job"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run(cfg, run_dir), run_dir
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_world, tmp_path_factory):
+    """One successful run with checkpoints; tests copy it before damaging anything."""
+    out = tmp_path_factory.mktemp("robust")
+    code, run_dir = _run(tiny_world, out, "trainer.save_every=2")
+    assert code == 0
+    return out, run_dir
+
+
+def _copy(finished, tmp_path: Path) -> tuple[Path, Path]:
+    import shutil
+
+    out, run_dir = finished
+    shutil.copytree(out, tmp_path / "out", symlinks=True)
+    return tmp_path / "out", tmp_path / "out" / "job"
+
+
+# ---- 1. training that notices ----------------------------------------------------------------
+def test_a_diverged_run_fails_with_the_step_the_last_finite_loss_and_the_fix(tiny_world, tmp_path):
+    code, run_dir = _run(tiny_world, tmp_path, "trainer.lr=1e3", "trainer.log_every=1")
+    assert code == 1
+    r = read_json(run_dir / "results.json")  # strict JSON: no literal NaN
+    assert r["status"] == "failed" and "scores" not in r
+    assert "training diverged" in r["error"] and "lower trainer.lr" in r["error"]
+    step, last = r["diverged"]["step"], r["diverged"]["last_finite_loss"]
+    assert step >= 1 and (last is None or math.isfinite(last))
+    assert f"at step {step}" in r["error"]
+    assert not (run_dir / "adapter").exists() and not (run_dir / "predictions.jsonl").exists()
+    assert not (run_dir / "manifest.json").exists()
+    for saved in run_dir.rglob("adapter_model.safetensors"):  # checkpoints before it: finite
+        from safetensors.torch import load_file
+
+        assert all(torch.isfinite(t).all() for t in load_file(str(saved)).values())
+
+
+def test_no_adapter_is_saved_or_loaded_with_non_finite_weights(tmp_path):
+    from moelora.engine.adapters import load_adapter, save_adapter
+    from moelora.engine.finite import NonFiniteError
+
+    model = torch.nn.Linear(2, 2)
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    with pytest.raises(NonFiniteError, match="weight"):
+        save_adapter(model, tmp_path / "a", meta={})
+    assert not (tmp_path / "a" / "adapter_model.safetensors").exists()
+    with torch.no_grad():
+        model.weight[0, 0] = 1.0
+    save_adapter(model, tmp_path / "a", meta={})
+    from safetensors.torch import save_file
+
+    save_file(
+        {"weight": torch.full((2, 2), float("inf")), "bias": torch.zeros(2)},
+        str(tmp_path / "a" / "adapter_model.safetensors"),
+    )
+    with pytest.raises(NonFiniteError, match="adapter_model.safetensors: adapter not loaded"):
+        load_adapter(model, tmp_path / "a")
+
+
+def test_json_writers_refuse_nan_and_infinity_naming_the_key(tmp_path):
+    with pytest.raises(NonFiniteValueError, match=r"scores\.avg.*NaN or infinite"):
+        write_json(tmp_path / "r.json", {"scores": {"avg": float("nan")}})
+    with pytest.raises(NonFiniteValueError, match=r"train\.losses\[1\]\[1\]"):
+        write_json(tmp_path / "r.json", {"train": {"losses": [[1, 2.0], [2, float("inf")]]}})
+    assert not (tmp_path / "r.json").exists()
+    with pytest.raises(NonFiniteValueError, match=r"x\.json"):
+        write_jsonl(tmp_path / "x.json", [{"a": 1.0}, {"a": -float("inf")}])
+    write_json(tmp_path / "r.json", {"a": 1.5})
+    assert read_json(tmp_path / "r.json") == {"a": 1.5}
+
+
+# ---- 2. integrity on disk --------------------------------------------------------------------
+def test_a_finished_run_lists_every_file_it_wrote_in_its_manifest(finished):
+    _, run_dir = finished
+    files = read_json(run_dir / "manifest.json")["files"]
+    assert {
+        "results.json",
+        "config.yaml",
+        "predictions.jsonl",
+        "adapter/adapter_model.safetensors",
+        "adapter/adapter_config.json",
+        "checkpoints/step-000004/optimizer.safetensors",
+    } <= set(files)
+    assert read_json(run_dir / "results.json")["manifest"] == "manifest.json"
+    assert verify_manifest(run_dir)
+
+
+def test_a_cut_adapter_is_not_skipped_as_done_nor_loaded(finished, tiny_world, tmp_path, capsys):
+    from moelora.inference.load import RunLoadError, load_run
+
+    out, run_dir = _copy(finished, tmp_path)
+    adapter = run_dir / "adapter" / "adapter_model.safetensors"
+    before = (run_dir / "results.json").read_text()
+    adapter.write_bytes(adapter.read_bytes()[:1000])
+    code, _ = _run(tiny_world, out, "trainer.save_every=2")
+    err = capsys.readouterr().err
+    assert code == 1 and "[skip]" not in err
+    assert "adapter_model.safetensors: 1000 bytes" in err and "overwrite=true" in err
+    assert (run_dir / "results.json").read_text() == before  # nothing overwritten
+    with pytest.raises(RunLoadError, match=r"adapter_model\.safetensors: 1000 bytes"):
+        load_run(run_dir)
+
+
+def test_overwritten_bytes_with_an_intact_header_are_refused(finished, tmp_path):
+    from moelora.inference.load import RunLoadError, load_run
+    from moelora.inference.predict import main as predict_main
+
+    _, run_dir = _copy(finished, tmp_path)
+    adapter = run_dir / "adapter" / "adapter_model.safetensors"
+    data = bytearray(adapter.read_bytes())
+    data[-64:] = b"\x00" * 64  # same size, header untouched
+    adapter.write_bytes(bytes(data))
+    with pytest.raises(RunLoadError, match="SHA-256.*differs"):
+        load_run(run_dir)
+    with pytest.raises((RunLoadError, SystemExit)):
+        predict_main([str(run_dir), "--out", str(tmp_path / "p.jsonl")])
+    assert not (tmp_path / "p.jsonl").exists()
+
+
+def test_a_cut_results_json_is_neither_recomputed_nor_trusted(finished, tiny_world, tmp_path):
+    out, run_dir = _copy(finished, tmp_path)
+    text = (run_dir / "results.json").read_text()
+    (run_dir / "results.json").write_text(text[: len(text) // 2])
+    code, _ = _run(tiny_world, out, "trainer.save_every=2")
+    assert code == 1
+    assert (run_dir / "results.json").read_text() == text[: len(text) // 2]
+
+
+def test_resume_skips_a_garbled_checkpoint_and_says_so(tmp_path):
+    from moelora.engine.checkpoint import save_checkpoint, verified_checkpoint
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 2)).sum().backward()
+    opt.step()
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    for step in (2, 4):
+        save_checkpoint(
+            tmp_path, step=step, model=model, optimizer=opt, scheduler=sched, adapter_meta={}
+        )
+    garbled = tmp_path / "step-000004" / "optimizer.safetensors"
+    data = bytearray(garbled.read_bytes())
+    data[-8:] = b"\xff" * 8
+    garbled.write_bytes(bytes(data))
+    path, skipped = verified_checkpoint(tmp_path)
+    assert path == tmp_path / "step-000002"
+    assert len(skipped) == 1 and "step-000004/optimizer.safetensors" in skipped[0]
+
+
+def test_a_run_without_manifest_is_legacy_but_a_wrong_manifest_never_passes(tmp_path):
+    (tmp_path / "a.txt").write_text("x")
+    assert verify_manifest(tmp_path) is False  # legacy: the caller notes it
+    write_manifest(tmp_path)
+    assert verify_manifest(tmp_path) is True
+    (tmp_path / "a.txt").write_text("y")
+    with pytest.raises(ManifestError, match=r"a\.txt: its SHA-256"):
+        verify_manifest(tmp_path)
+    (tmp_path / "a.txt").unlink()
+    with pytest.raises(ManifestError, match="missing"):
+        verify_manifest(tmp_path)
+
+
+# ---- 3. run folders are data, not code ---------------------------------------------------------
+def test_a_run_folder_cannot_name_a_module_to_import(finished, tmp_path):
+    from moelora.inference.load import RunLoadError, load_run, read_run_config
+
+    _, run_dir = _copy(finished, tmp_path)
+    config = run_dir / "config.yaml"
+    config.write_text(config.read_text().replace("pipeline: joint", "pipeline: this.pipeline"))
+    with pytest.raises(RunLoadError, match=r"'this\.pipeline'.*not one of the project"):
+        read_run_config(run_dir)
+    # the adapter's builder: refused by name, before anything is imported
+    _, run_dir = _copy(finished, tmp_path / "b")
+    meta_path = run_dir / "adapter" / "adapter_config.json"
+    meta = read_json(meta_path)
+    meta["builder"] = "os.system"
+    write_json(meta_path, meta)
+    write_manifest(run_dir)  # even a consistent manifest does not make it trusted
+    with pytest.raises(RunLoadError, match=r"'os\.system'"):
+        load_run(run_dir)
+
+
+def test_registered_names_include_the_old_spellings():
+    from moelora.harness.allowlist import UntrustedNameError, check_name
+
+    assert check_name("joint", kind="method", source="x") == "moelora.harness.context.joint"
+    assert check_name("moelora.moe.build", kind="method", source="x") == "moelora.method.model.build"
+    assert check_name("baselines.lora_single.pipeline", kind="method", source="x")
+    with pytest.raises(UntrustedNameError, match="subprocess.run"):
+        check_name("subprocess.run", kind="target", source="x")
+
+
+def test_trust_remote_code_comes_from_the_caller_only(finished, tmp_path, monkeypatch):
+    import moelora.models.loading as loading
+    from moelora.inference.load import load_run
+
+    _, run_dir = _copy(finished, tmp_path)
+    config = run_dir / "config.yaml"
+    config.write_text(
+        config.read_text().replace("trust_remote_code: false", "trust_remote_code: true")
+    )
+    assert "trust_remote_code: true" in config.read_text()
+    write_manifest(run_dir)
+    seen = []
+    real = loading.load_base_model
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("trust_remote_code"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loading, "load_base_model", spy)
+    loaded = load_run(run_dir)
+    assert seen == [False] and loaded.trust_remote_code is False
+
+
+# ---- 5. names that cannot escape -----------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [
+        ("/tmp/evil", "path separator"),
+        ("../up", "path separator"),
+        ("..", "starts with '.'"),
+        ("a\\b", "path separator"),
+        ("a\x00b", "control character"),
+        ("x" * 65, "65 characters"),
+        ("", "is empty"),
+    ],
+)
+def test_task_names_are_checked_where_they_enter(name, problem):
+    from moelora.method.tasks import TaskMap
+
+    with pytest.raises(ValueError, match=f"task name .*{problem}.*rename it in data.tasks"):
+        TaskMap(["CMeIE", name])
+
+
+def test_paths_built_from_names_stay_inside_their_folder(tmp_path):
+    assert inside(tmp_path, "CMeIE", "snapshots") == tmp_path / "CMeIE" / "snapshots"
+    for bad in ("/etc", "../x", "a/../../x"):
+        with pytest.raises(UnsafePathError, match="would leave"):
+            inside(tmp_path, bad)
+    (tmp_path / "link").symlink_to(tmp_path.parent)
+    with pytest.raises(UnsafePathError):
+        inside(tmp_path, "link", "x")
+
+
+def test_an_absolute_task_name_writes_nothing_outside_the_run(tiny_world, tmp_path):
+    evil = tmp_path / "outside"
+    code, run_dir = _run(
+        tiny_world,
+        tmp_path / "out",
+        f"data.tasks=[{evil}]",
+        "data.drop_unlisted_tasks=true",
+        method="lora_single",
+    )
+    assert code == 1 and not evil.exists()
+    assert "path separator" in read_json(run_dir / "results.json")["error"]
+
+
+def test_export_refuses_a_task_name_that_is_a_path():
+    from moelora.method.tasks import check_task_name
+
+    with pytest.raises(ValueError, match="path separator"):
+        check_task_name("../../etc")
+    assert json.dumps(check_task_name("CHIP-CDN"))
