@@ -215,7 +215,9 @@ def test_registered_names_include_the_old_spellings():
     from moelora.harness.allowlist import UntrustedNameError, check_name
 
     assert check_name("joint", kind="method", source="x") == "moelora.harness.context.joint"
-    assert check_name("moelora.moe.build", kind="method", source="x") == "moelora.method.model.build"
+    assert (
+        check_name("moelora.moe.build", kind="method", source="x") == "moelora.method.model.build"
+    )
     assert check_name("baselines.lora_single.pipeline", kind="method", source="x")
     with pytest.raises(UntrustedNameError, match="subprocess.run"):
         check_name("subprocess.run", kind="target", source="x")

@@ -22,6 +22,7 @@ from torch import nn
 
 from moelora.engine.finite import check_tensors
 from moelora.utils.io import read_json, write_json
+from moelora.utils.redaction import redact
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
@@ -93,7 +94,7 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, *, meta: dict[s
     tmp = directory / f".{WEIGHTS_NAME}.tmp"
     save_file(state, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, directory / WEIGHTS_NAME)
-    config = dict(meta)
+    config = redact(dict(meta))  # a token in a model path or URL never lands in the file
     config["format_version"] = FORMAT_VERSION
     config["base_dtype"] = base_dtype(model)
     config["base_fingerprint"] = base_fingerprint(model, dtype=config["base_dtype"])
