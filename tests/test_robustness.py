@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +25,7 @@ from moelora.utils.io import (
     write_jsonl,
 )
 from moelora.utils.manifest import ManifestError, verify_manifest, write_manifest
-from tests.conftest import compose, tiny_overrides
+from tests.conftest import REPO_ROOT, compose, tiny_overrides
 
 
 def _run(tiny_world, out: Path, *extra: str, method: str = "lora_full") -> tuple[int, Path]:
@@ -295,3 +300,83 @@ def test_export_refuses_a_task_name_that_is_a_path():
     with pytest.raises(ValueError, match="path separator"):
         check_task_name("../../etc")
     assert json.dumps(check_task_name("CHIP-CDN"))
+
+
+# ---- 7. interrupted jobs say so --------------------------------------------------------------
+def _start_sweep(tiny_world, tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    args = [
+        "-m",
+        "method=lora_full",
+        "seed=42",
+        *tiny_overrides(tiny_world, tmp_path),
+        "trainer.max_steps=100000",
+        "trainer.save_every=1",
+        "trainer.log_every=1",
+    ]
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "run.py"), *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        found = list((tmp_path / "outputs").rglob("checkpoints/last.json"))
+        if found:
+            return proc, found[0].parents[1]
+        time.sleep(0.5)
+    proc.kill()
+    raise AssertionError(f"the job saved no checkpoint: {proc.communicate()[1][-3000:]}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_marks_the_job_interrupted_and_prints_the_sweep_summary(tiny_world, tmp_path, sig):
+    proc, run_dir = _start_sweep(tiny_world, tmp_path)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    r = read_json(run_dir / "results.json")
+    assert r["status"] == "interrupted", err[-3000:]
+    assert r["interrupted"]["signal"] == sig.name and r["interrupted"]["step"] >= 1
+    assert f"after optimiser step {r['interrupted']['step']}" in r["error"]
+    assert "[sweep] 1 job(s)" in out and "interrupted" in out
+    assert "rerun the same command to resume" in out
+    from analysis.collect import collect
+
+    _, runs, _ = collect(tmp_path / "outputs")
+    assert list(runs["status"]) == ["interrupted"]
+
+
+def test_report_tells_running_stopped_interrupted_and_invalid_runs_apart(tmp_path):
+    from analysis.collect import collect
+    from moelora.utils.io import job_lock
+
+    base = {"experiment": "e", "method": "m", "tasks": ["A"], "overrides": []}
+    for seed, extra in enumerate(
+        [
+            {"status": "running"},
+            {"status": "running"},
+            {"status": "interrupted", "error": "interrupted by SIGTERM after optimiser step 3"},
+            {"status": "success", "scores": {"A": 0.5, "avg": 0.5}},
+            {"status": "success", "scores": {"A": 0.5, "avg": 0.5}},
+        ]
+    ):
+        d = tmp_path / f"seed={seed}"
+        write_json(d / "results.json", {**base, "seed": seed, **extra})
+    # seed 3: a diverged run of old code, whose results.json holds a literal NaN
+    (tmp_path / "seed=3" / "results.json").write_text(
+        json.dumps({**base, "seed": 3, "status": "success", "scores": {"A": math.nan}})
+    )
+    write_manifest(tmp_path / "seed=4")
+    (tmp_path / "seed=4" / "results.json").write_text(
+        (tmp_path / "seed=4" / "results.json").read_text().replace("0.5", "0.9")
+    )
+    with job_lock(tmp_path / "seed=0"):
+        _, runs, _ = collect(tmp_path)
+    status = dict(zip(runs["seed"], runs["status"], strict=True))
+    assert status == {0: "running", 1: "stopped", 2: "interrupted", 3: "invalid", 4: "invalid"}
+    errors = dict(zip(runs["seed"], runs["error"], strict=True))
+    assert "scores.A is NaN" in errors[3] and "SHA-256" in errors[4]

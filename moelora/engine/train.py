@@ -30,6 +30,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from moelora.data.encoding import IGNORE_INDEX, Encoder
 from moelora.data.samplers import StepSampler
+from moelora.engine import progress
 from moelora.engine.checkpoint import load_checkpoint, save_checkpoint, verified_checkpoint
 from moelora.engine.finite import check_step
 from moelora.method.dropout import check_masks, mask_sampling, use_in
@@ -255,6 +256,7 @@ def train(
         optimizer.zero_grad(set_to_none=True)
 
         done = step + 1
+        progress.reached(done)
         if on_step is not None:
             on_step(done, unwrapped)
         if done % settings.log_every == 0 or done == settings.max_steps:

@@ -36,11 +36,12 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from moelora.data.encoding import apply_task_prompt, load_split
-from moelora.engine import distributed
+from moelora.engine import distributed, progress
 from moelora.harness import lr_protocol
 from moelora.harness.context import PipelineOutput, RunContext
 from moelora.harness.identity import IdentityMismatchError, check_previous, job_identity
 from moelora.harness.inputs import check_input_paths, describe_inputs, prepare_inputs
+from moelora.harness.interrupt import interrupted_record, raise_on_sigterm
 from moelora.harness.loggers import NoneLogger
 from moelora.harness.results import provenance, read_results, redact, write_results
 from moelora.harness.schema import ConfigError, check_config
@@ -204,7 +205,7 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
     if lr_note and distributed.is_main_rank():
         print(f"[lr] {lr_note}")
     try:
-        with distributed.job(cfg, run_dir) as accelerator:
+        with raise_on_sigterm(), distributed.job(cfg, run_dir) as accelerator:
             return _run(cfg, run_dir, accelerator, choices)
     except JobBusyError as e:
         if distributed.is_main_rank():
@@ -362,13 +363,15 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
     }
     if trained_by:
         base["trained_by"] = trained_by
+    started = time.time()
+    progress.reached(None)
     if main:
         write_results(
             run_dir,
             {
                 **base,
                 "status": "running",
-                "started_at": time.time(),
+                "started_at": started,
                 "timing": {"previous_attempts_seconds": earlier},
             },
         )
@@ -406,6 +409,23 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
             print(f"results: {run_dir / 'results.json'}")
         logger.summary({f"test/{k}/score": v for k, v in results["scores"].items()})
         exit_code = 0
+    except KeyboardInterrupt as e:  # SIGINT, or SIGTERM (moelora.harness.interrupt): say so
+        if main:
+            record = interrupted_record(e)
+            print(f"[interrupted] {run_dir}: {record['error']}", file=sys.stderr)
+            write_results(
+                run_dir,
+                {
+                    **base,
+                    **record,
+                    "started_at": started,
+                    "timing": {
+                        "total_seconds": time.perf_counter() - t0,
+                        "previous_attempts_seconds": earlier,
+                    },
+                },
+            )
+        raise
     except Exception as e:  # noqa: BLE001 - recorded, then the sweep goes on
         secrets = secret_values(_raw_overrides())
         tb = redact_text(traceback.format_exc(), secrets)
@@ -552,7 +572,7 @@ def previous_attempts_seconds(previous: dict[str, Any] | None, run_dir: Path) ->
         and p.name not in RECORDS
         and not {".hydra", "wandb"} & set(p.relative_to(run_dir).parts)
     ]
-    if previous.get("status") != "running" or started is None or not saved:
+    if previous.get("status") not in ("running", "interrupted") or started is None or not saved:
         return carried
     return carried + max(0.0, max(saved) - float(started))
 
