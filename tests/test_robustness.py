@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -380,3 +381,43 @@ def test_report_tells_running_stopped_interrupted_and_invalid_runs_apart(tmp_pat
     assert status == {0: "running", 1: "stopped", 2: "interrupted", 3: "invalid", 4: "invalid"}
     errors = dict(zip(runs["seed"], runs["error"], strict=True))
     assert "scores.A is NaN" in errors[3] and "SHA-256" in errors[4]
+
+
+# ---- 6. all input is checked before the first step ------------------------------------------------
+def _world_with(tiny_world, tmp_path: Path, split: str, edit) -> tuple[Path, Path]:
+    import shutil
+
+    data_dir, model_dir = tiny_world
+    copy = tmp_path / "data"
+    shutil.copytree(data_dir, copy)
+    path = copy / f"{split}.jsonl"
+    lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    text = "".join(line + "\n" for line in edit(lines))
+    path.write_text(text, encoding="utf-8")
+    return copy, model_dir
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda rows: (
+                [json.dumps(rows[0]).replace(json.dumps(rows[0]["sample_id"]), "NaN")]
+                + [json.dumps(r) for r in rows[1:]]
+            ),
+            r"test\.jsonl:1: sample_id nan is not a non-empty string",
+        ),
+        (
+            lambda rows: [json.dumps(r) for r in rows if r["task_dataset"] != "MedDG"],
+            r"test\.jsonl: the test split has no line of task\(s\) \['MedDG'\]",
+        ),
+    ],
+    ids=["nan-sample-id", "task-missing-from-test"],
+)
+def test_bad_test_data_fails_before_the_first_training_step(tiny_world, tmp_path, edit, message):
+    world = _world_with(tiny_world, tmp_path, "test", edit)
+    code, run_dir = _run(world, tmp_path / "out", "trainer.save_every=1")
+    assert code == 1
+    r = read_json(run_dir / "results.json")
+    assert r["status"] == "failed" and re.search(message, r["error"]), r["error"]
+    assert "train" not in r and not (run_dir / "checkpoints").exists()

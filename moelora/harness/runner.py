@@ -35,7 +35,7 @@ from typing import Any
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from moelora.data.encoding import apply_task_prompt, load_split
+from moelora.data.encoding import apply_task_prompt, check_tasks_present, load_split
 from moelora.engine import distributed, progress
 from moelora.harness import lr_protocol
 from moelora.harness.context import PipelineOutput, RunContext
@@ -67,6 +67,7 @@ def load_splits(cfg: DictConfig, task_map: TaskMap) -> dict[str, list[dict[str, 
         splits[split] = load_split(
             root / fname, task_map, drop_unlisted_tasks=d.drop_unlisted_tasks
         )
+    check_tasks_present(splits, {s: root / f for s, f in d.files.items()}, task_map)
     limit = cfg.trainer.eval.limit_per_task
     if limit:
         seen: dict[str, int] = {}
