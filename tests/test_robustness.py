@@ -38,9 +38,9 @@ def _run(tiny_world, out: Path, *extra: str, method: str = "lora_full") -> tuple
 
 @pytest.fixture(scope="module")
 def finished(tiny_world, tmp_path_factory):
-    """One successful run with checkpoints; tests copy it before damaging anything."""
+    """One successful MOELoRA run with checkpoints; tests copy it before damaging anything."""
     out = tmp_path_factory.mktemp("robust")
-    code, run_dir = _run(tiny_world, out, "trainer.save_every=2")
+    code, run_dir = _run(tiny_world, out, "trainer.save_every=2", method="moelora_dense")
     assert code == 0
     return out, run_dir
 
@@ -129,7 +129,7 @@ def test_a_cut_adapter_is_not_skipped_as_done_nor_loaded(finished, tiny_world, t
     adapter = run_dir / "adapter" / "adapter_model.safetensors"
     before = (run_dir / "results.json").read_text()
     adapter.write_bytes(adapter.read_bytes()[:1000])
-    code, _ = _run(tiny_world, out, "trainer.save_every=2")
+    code, _ = _run(tiny_world, out, "trainer.save_every=2", method="moelora_dense")
     err = capsys.readouterr().err
     assert code == 1 and "[skip]" not in err
     assert "adapter_model.safetensors: 1000 bytes" in err and "overwrite=true" in err
@@ -138,7 +138,7 @@ def test_a_cut_adapter_is_not_skipped_as_done_nor_loaded(finished, tiny_world, t
         load_run(run_dir)
 
 
-def test_overwritten_bytes_with_an_intact_header_are_refused(finished, tmp_path):
+def test_overwritten_bytes_with_an_intact_header_are_refused(finished, tmp_path, capsys):
     from moelora.inference.load import RunLoadError, load_run
     from moelora.inference.predict import main as predict_main
 
@@ -149,16 +149,23 @@ def test_overwritten_bytes_with_an_intact_header_are_refused(finished, tmp_path)
     adapter.write_bytes(bytes(data))
     with pytest.raises(RunLoadError, match="SHA-256.*differs"):
         load_run(run_dir)
-    with pytest.raises((RunLoadError, SystemExit)):
-        predict_main([str(run_dir), "--out", str(tmp_path / "p.jsonl")])
+    args = [str(run_dir), "--input", str(run_dir / "predictions.jsonl")]
+    assert predict_main([*args, "--out", str(tmp_path / "p.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert "[predict] error:" in err and "adapter_model.safetensors: its SHA-256" in err
     assert not (tmp_path / "p.jsonl").exists()
+    from moelora.inference.export import main as export_main
+
+    with pytest.raises(RunLoadError, match="adapter_model.safetensors: its SHA-256"):
+        export_main([str(run_dir), "--out", str(tmp_path / "export")])
+    assert not (tmp_path / "export").exists()
 
 
 def test_a_cut_results_json_is_neither_recomputed_nor_trusted(finished, tiny_world, tmp_path):
     out, run_dir = _copy(finished, tmp_path)
     text = (run_dir / "results.json").read_text()
     (run_dir / "results.json").write_text(text[: len(text) // 2])
-    code, _ = _run(tiny_world, out, "trainer.save_every=2")
+    code, _ = _run(tiny_world, out, "trainer.save_every=2", method="moelora_dense")
     assert code == 1
     assert (run_dir / "results.json").read_text() == text[: len(text) // 2]
 
