@@ -428,3 +428,24 @@ def test_bad_test_data_fails_before_the_first_training_step(tiny_world, tmp_path
     r = read_json(run_dir / "results.json")
     assert r["status"] == "failed" and re.search(message, r["error"]), r["error"]
     assert "train" not in r and not (run_dir / "checkpoints").exists()
+
+
+def test_a_killed_run_with_a_garbled_checkpoint_resumes_from_the_one_before(
+    finished, tiny_world, tmp_path, capsys
+):
+    out, run_dir = _copy(finished, tmp_path)
+    results = read_json(run_dir / "results.json")
+    write_json(run_dir / "results.json", {**results, "status": "running"})  # as if killed
+    (run_dir / "manifest.json").unlink()
+    garbled = run_dir / "checkpoints" / "step-000004" / "optimizer.safetensors"
+    data = bytearray(garbled.read_bytes())
+    data[-16:] = b"\xff" * 16  # NaN bit patterns, header intact
+    garbled.write_bytes(bytes(data))
+    code, _ = _run(tiny_world, out, "trainer.save_every=2", method="moelora_dense")
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "[resume] skipped a checkpoint" in printed and "step-000004/optimizer" in printed
+    r = read_json(run_dir / "results.json")
+    assert r["status"] == "success" and r["train"]["resumed_from"] == 2
+    assert r["train"]["losses"] == results["train"]["losses"]  # the same weights as before
+    assert verify_manifest(run_dir)
