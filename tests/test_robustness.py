@@ -131,7 +131,7 @@ def test_a_cut_adapter_is_not_skipped_as_done_nor_loaded(finished, tiny_world, t
     adapter.write_bytes(adapter.read_bytes()[:1000])
     code, _ = _run(tiny_world, out, "trainer.save_every=2", method="moelora_dense")
     err = capsys.readouterr().err
-    assert code == 1 and "[skip]" not in err
+    assert code == 1 and "[skip]" not in err and "[damaged]" in err
     assert "adapter_model.safetensors: 1000 bytes" in err and "overwrite=true" in err
     assert (run_dir / "results.json").read_text() == before  # nothing overwritten
     with pytest.raises(RunLoadError, match=r"adapter_model\.safetensors: 1000 bytes"):

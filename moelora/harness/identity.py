@@ -67,6 +67,10 @@ class IdentityMismatchError(RuntimeError):
     """The run folder holds another job's results or checkpoints."""
 
 
+class DamagedRunError(IdentityMismatchError):
+    """A finished run's files no longer match its manifest (moelora.utils.manifest)."""
+
+
 def _normalise(value: Any, prefixes: list[tuple[str, str]]) -> Any:
     if isinstance(value, dict):
         return {str(k): _normalise(v, prefixes) for k, v in sorted(value.items())}
@@ -245,11 +249,11 @@ def check_outputs(previous: dict[str, Any], run_dir: Path) -> bool:
         if verify_manifest(run_dir, fix=DAMAGED_FIX):
             return True
     except ManifestError as e:
-        raise IdentityMismatchError(
+        raise DamagedRunError(
             f"{run_dir} holds a finished run whose files are damaged: {e}"
         ) from None
     if previous.get("manifest"):
-        raise IdentityMismatchError(
+        raise DamagedRunError(
             f"{run_dir / MANIFEST_NAME}: missing, but results.json says the run wrote one, so "
             f"its files cannot be verified; {DAMAGED_FIX}"
         )

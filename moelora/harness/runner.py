@@ -39,7 +39,12 @@ from moelora.data.encoding import apply_task_prompt, check_tasks_present, load_s
 from moelora.engine import distributed, progress
 from moelora.harness import lr_protocol
 from moelora.harness.context import PipelineOutput, RunContext
-from moelora.harness.identity import IdentityMismatchError, check_previous, job_identity
+from moelora.harness.identity import (
+    DamagedRunError,
+    IdentityMismatchError,
+    check_previous,
+    job_identity,
+)
 from moelora.harness.inputs import check_input_paths, describe_inputs, prepare_inputs
 from moelora.harness.interrupt import interrupted_record, raise_on_sigterm
 from moelora.harness.loggers import NoneLogger
@@ -305,7 +310,8 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
             )
         except IdentityMismatchError as e:
             if main:
-                print(f"[mismatch] {e}", file=sys.stderr)
+                tag = "damaged" if isinstance(e, DamagedRunError) else "mismatch"
+                print(f"[{tag}] {e}", file=sys.stderr)
             return 1
     if state in ("done", "legacy-done"):
         note = (
