@@ -33,6 +33,7 @@ from moelora.engine.adapters import CONFIG_NAME, WEIGHTS_NAME, read_adapter_conf
 from moelora.harness.naming import run_dirname
 from moelora.method.gate import task_context
 from moelora.utils.io import inside, read_json
+from moelora.utils.manifest import verify_manifest
 from moelora.utils.redaction import redact_override
 
 # Keys under the composition methods' own YAML nodes: they do not exist for lora_single,
@@ -137,6 +138,8 @@ def find_input_run(ctx: Any) -> Path:
             f"the {input_method} run at {path} {what}. Create it first with:\n  {command}\n"
             f"(or point method.inputs.run_dir=<dir> at an existing successful {input_method} run)"
         )
+    # its adapters are used only while they match its manifest (moelora/utils/manifest.py)
+    verify_manifest(path, fix=f"rerun it with overwrite=true:\n  {command} overwrite=true")
     return path
 
 

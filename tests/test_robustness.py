@@ -449,3 +449,33 @@ def test_a_killed_run_with_a_garbled_checkpoint_resumes_from_the_one_before(
     assert r["status"] == "success" and r["train"]["resumed_from"] == 2
     assert r["train"]["losses"] == results["train"]["losses"]  # the same weights as before
     assert verify_manifest(run_dir)
+
+
+def test_a_composition_uses_its_input_run_only_while_it_verifies(tmp_path):
+    from types import SimpleNamespace
+
+    from omegaconf import OmegaConf
+
+    from baselines.compose import find_input_run
+
+    single = tmp_path / "single"
+    write_json(single / "results.json", {"status": "success", "manifest": "manifest.json"})
+    (single / "adapters" / "CMeIE").mkdir(parents=True)
+    (single / "adapters" / "CMeIE" / "adapter_model.safetensors").write_bytes(b"x" * 100)
+    write_manifest(single)
+    cfg = OmegaConf.create(
+        {
+            "seed": 42,
+            "method": {
+                "name": "task_arithmetic",
+                "inputs": {"method": "lora_single", "run_dir": str(single)},
+            },
+        }
+    )
+    ctx = SimpleNamespace(cfg=cfg, run_dir=tmp_path / "ta" / "seed=42")
+    assert find_input_run(ctx) == single
+    (single / "adapters" / "CMeIE" / "adapter_model.safetensors").write_bytes(b"x" * 99)
+    with pytest.raises(
+        ManifestError, match=r"CMeIE/adapter_model\.safetensors: 99 bytes.*overwrite"
+    ):
+        find_input_run(ctx)
