@@ -479,3 +479,17 @@ def test_a_composition_uses_its_input_run_only_while_it_verifies(tmp_path):
         ManifestError, match=r"CMeIE/adapter_model\.safetensors: 99 bytes.*overwrite"
     ):
         find_input_run(ctx)
+
+
+def test_a_run_from_before_manifests_loads_with_a_note(finished, tmp_path, capsys):
+    from moelora.inference.load import RunLoadError, load_run
+
+    _, run_dir = _copy(finished, tmp_path)
+    (run_dir / "manifest.json").unlink()
+    with pytest.raises(RunLoadError, match="manifest.json: missing, but results.json says"):
+        load_run(run_dir)  # a removed manifest does not make a run legacy
+    results = read_json(run_dir / "results.json")
+    del results["manifest"]
+    write_json(run_dir / "results.json", results)
+    assert load_run(run_dir).model is not None
+    assert "[legacy]" in capsys.readouterr().err
