@@ -186,6 +186,7 @@ def load_run(path: Path, ignore: tuple[str, ...], grid_cache: dict[str, Any]) ->
     experiment = str(res.get("experiment", "default"))
     if experiment not in grid_cache:
         grid_cache[experiment] = grid_params(experiment) or {}
+    status, error = trusted_status(res, path.parent)
     overrides = [str(o) for o in res.get("overrides") or []]
     hp = res.get("hparams") or {}
     timing = res.get("timing") or {}
@@ -202,8 +203,8 @@ def load_run(path: Path, ignore: tuple[str, ...], grid_cache: dict[str, Any]) ->
         ),
         "benchmark": res.get("benchmark"),
         "scorer_mode": res.get("scorer_mode"),
-        "status": res.get("status", "unknown"),
-        "error": res.get("error"),
+        "status": status,
+        "error": error,
         "num_experts": hp.get("num_experts"),
         "rank": hp.get("rank"),
         "alpha": hp.get("alpha"),
@@ -236,6 +237,35 @@ def load_run(path: Path, ignore: tuple[str, ...], grid_cache: dict[str, Any]) ->
         "_weights": res.get("expert_weights"),
         "_floors": _floors(res),
     }
+
+
+def trusted_status(res: dict[str, Any], run_dir: Path) -> tuple[str, Any]:
+    """(status, error) as the tables may trust them.
+
+    ``success`` only when every score is a finite number and the files the report reads
+    (results.json, predictions.jsonl) match the run's manifest (moelora/utils/manifest.py; a
+    run from before manifests is taken as it is); else ``invalid`` with the reason.
+    ``running`` whose folder lock is free is ``stopped`` (killed or crashed: a rerun resumes
+    it); ``interrupted`` (SIGTERM or SIGINT) stays apart from both."""
+    from moelora.utils.io import job_is_running, non_finite_keys
+    from moelora.utils.manifest import ManifestError, verify_manifest
+
+    status, error = str(res.get("status", "unknown")), res.get("error")
+    if status == "running" and not job_is_running(run_dir):
+        return "stopped", error or "killed or crashed; rerun the same command to resume it"
+    if status != "success":
+        return status, error
+    bad = non_finite_keys({k: res.get(k) for k in ("scores", "scores_compat", "metrics")})
+    if bad:
+        return "invalid", (
+            f"{run_dir / RESULTS_NAME}: {', '.join(bad[:3])} is NaN or infinite; a diverged run "
+            "has no scores: rerun it with a lower trainer.lr (overwrite=true)"
+        )
+    try:
+        verify_manifest(run_dir, only=(RESULTS_NAME, "predictions.jsonl"))
+    except ManifestError as e:
+        return "invalid", str(e)
+    return status, error
 
 
 def _floors(res: dict[str, Any]) -> dict[str, Any]:

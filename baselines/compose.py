@@ -32,7 +32,8 @@ from moelora.data.encoding import IGNORE_INDEX, Encoder
 from moelora.engine.adapters import CONFIG_NAME, WEIGHTS_NAME, read_adapter_config
 from moelora.harness.naming import run_dirname
 from moelora.method.gate import task_context
-from moelora.utils.io import read_json
+from moelora.utils.io import inside, read_json
+from moelora.utils.manifest import verify_manifest
 from moelora.utils.redaction import redact_override
 
 # Keys under the composition methods' own YAML nodes: they do not exist for lora_single,
@@ -137,6 +138,8 @@ def find_input_run(ctx: Any) -> Path:
             f"the {input_method} run at {path} {what}. Create it first with:\n  {command}\n"
             f"(or point method.inputs.run_dir=<dir> at an existing successful {input_method} run)"
         )
+    # its adapters are used only while they match its manifest (moelora/utils/manifest.py)
+    verify_manifest(path, fix=f"rerun it with overwrite=true:\n  {command} overwrite=true")
     return path
 
 
@@ -188,7 +191,7 @@ def load_single_adapters(single_dir: Path, tasks: Sequence[str]) -> dict[str, Lo
     """The eight adapters under ``<single_dir>/adapters/<task>/``, same modules for all."""
     out = {}
     for task in tasks:
-        path = Path(single_dir) / "adapters" / task
+        path = inside(Path(single_dir) / "adapters", task)
         if not (path / CONFIG_NAME).is_file():
             raise FileNotFoundError(
                 f"{path}: LoRA (Single) adapter of task {task} is missing; rerun lora_single "

@@ -42,7 +42,7 @@ from moelora.engine.adapters import load_adapter, trainable_state_dict
 from moelora.engine.generation import GenerationResult
 from moelora.engine.train import TrainResult
 from moelora.harness.context import PipelineOutput, RunContext
-from moelora.utils.io import read_json, write_json
+from moelora.utils.io import inside, read_json, write_json
 from moelora.utils.seed import seed_everything
 
 
@@ -192,7 +192,7 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
     main = ctx.accelerator.is_main_process  # only rank 0 writes; the others read after it
     info: dict[str, dict[str, Any]] = {}
     for task in tasks:
-        task_dir = root / task
+        task_dir = inside(root, task)  # a task name never leaves the run folder
         fractions = snapshot_steps(budgets[task], int(opts.snapshots))
         done = read_json(task_dir / "val.json") if (task_dir / "val.json").is_file() else None
         if (
@@ -252,7 +252,7 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
     for task in tasks:
         step = info[task]["fractions"][str(chosen[task])]["step"]
         if main:
-            _keep_snapshot(root / task, step, adapters_dir / task)
+            _keep_snapshot(inside(root, task), step, inside(adapters_dir, task))
     ctx.accelerator.wait_for_everyone()  # every rank loads the kept adapters below
 
     # Test: every task's examples are answered by its own adapter.
@@ -262,7 +262,7 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
     for task in tasks:
         if not test_groups.get(task):
             continue
-        load_adapter(model, adapters_dir / task, expected_tasks=[task])
+        load_adapter(model, inside(adapters_dir, task), expected_tasks=[task])
         gen = ctx.generate(model, encoder, test_groups[task])
         predictions.extend(gen.predictions)
         gen_seconds += gen.seconds
@@ -296,8 +296,8 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
         write_json(adapters_dir / "selection.json", extra["single"])
     if not opts.keep_snapshots and main:
         for task in tasks:
-            shutil.rmtree(root / task / "snapshots", ignore_errors=True)
-            shutil.rmtree(root / task / "checkpoints", ignore_errors=True)
+            shutil.rmtree(inside(root, task, "snapshots"), ignore_errors=True)
+            shutil.rmtree(inside(root, task, "checkpoints"), ignore_errors=True)
     return PipelineOutput(
         predictions=predictions,
         model=model,
@@ -330,7 +330,7 @@ def load_run(
     from moelora.method.tasks import TaskMap
 
     task_map = TaskMap(list(config.data.tasks), scheme=config.data.task_ids)
-    dirs = {t: Path(run_dir) / "adapters" / t for t in task_map.tasks}
+    dirs = {t: inside(Path(run_dir) / "adapters", t) for t in task_map.tasks}
     if missing := [t for t, d in dirs.items() if not d.is_dir()]:
         raise RunLoadError(
             f"{run_dir}: no adapters/ folder for tasks {missing}; rerun the "

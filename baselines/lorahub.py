@@ -42,7 +42,7 @@ from baselines.compose import (
 )
 from moelora.engine.generation import GenerationResult
 from moelora.harness.context import PipelineOutput, RunContext
-from moelora.utils.io import read_json, write_json
+from moelora.utils.io import inside, read_json, write_json
 
 COMPOSES = ("elementwise", "product")
 
@@ -143,7 +143,7 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
     for task in tasks:
         candidates = [t for t in tasks if not (settings["exclude_target"] and t == task)]
         factors = [adapters[t] for t in candidates]
-        path = out_dir / f"{task}.json"
+        path = inside(out_dir, f"{task}.json")
         saved = read_json(path) if path.is_file() else None
         if saved and saved.get("settings") == settings:
             weights = np.asarray(saved["weights"], dtype=float)

@@ -101,11 +101,13 @@ def test_an_unchanged_legacy_run_is_skipped_with_a_note(tiny_world, tmp_path, ca
     run_dir = tmp_path / "job"
     assert _job(world, tmp_path, run_dir) == 0
     res = read_json(run_dir / "results.json")
-    for key in ("identity", "inputs"):
+    for key in ("identity", "inputs", "manifest"):  # as written before both existed
         del res[key]
     (run_dir / "results.json").write_text(json.dumps(res))
+    (run_dir / "manifest.json").unlink()
     assert _job(world, tmp_path, run_dir) == 0
-    assert "recorded before input fingerprints" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "recorded before input fingerprints" in out and "no manifest.json" in out
     assert _job(world, tmp_path, run_dir, "seed=7") == 1
     assert "seed: 42 → 7" in capsys.readouterr().err
 

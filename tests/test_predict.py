@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from moelora.inference.load import RunLoadError, load_run
 from moelora.inference.predict import main, predict
 from moelora.utils.io import read_json, read_jsonl, write_json
+from moelora.utils.manifest import write_manifest
 
 METHODS = ("moelora_dense", "lora_full", "lora_single")
 
@@ -60,6 +61,7 @@ def _sharpen(run_dir, tmp_path):
             if "lora_B" in key:
                 state[key] = torch.randn(value.shape, generator=g) * 0.5
         save_file(state, str(path), metadata={"format": "pt"})
+    write_manifest(copy)  # changed on purpose: the copy is a run of its own
     return copy
 
 
@@ -166,5 +168,8 @@ def test_bad_inputs_are_refused_with_the_reason(smoke_runs, tmp_path, capsys):
         load_run(failed)
     shutil.rmtree(failed / "adapter")
     write_json(failed / "results.json", {**read_json(failed / "results.json"), "status": "success"})
+    with pytest.raises(RunLoadError, match=r"adapter_config\.json: listed in .*manifest\.json"):
+        load_run(failed)  # a removed file is refused by the manifest first
+    write_manifest(failed)
     with pytest.raises(RunLoadError, match="no adapter/ folder; method lora_full saved no"):
         load_run(failed)

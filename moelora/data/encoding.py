@@ -9,6 +9,7 @@ inputs are the same prompts, left-padded.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from collections.abc import Sequence
@@ -48,6 +49,41 @@ TASK_DESC_EN = {
 }
 
 
+def check_sample_id(value: Any, where: str) -> None:
+    """A ``sample_id`` must be a non-empty string or an integer: predictions are matched to
+    gold answers by it, and ``NaN`` (which JSON readers accept) equals nothing, not even
+    itself."""
+    if isinstance(value, str) and value.strip():
+        return
+    if isinstance(value, int) and not isinstance(value, bool):
+        return
+    got = json.dumps(value) if not isinstance(value, float) else repr(value)
+    raise DataFormatError(
+        f"{where}: sample_id {got} is not a non-empty string or an integer; give the line a "
+        "unique string id (predictions are matched to gold answers by it)"
+    )
+
+
+def check_tasks_present(
+    splits: dict[str, list[dict[str, Any]]], files: dict[str, Any], task_map: TaskMap
+) -> None:
+    """Every task of ``task_map`` has lines in every split (training, selection and scoring
+    each need every task), checked before any training step.
+
+    Raises:
+        DataFormatError: naming the split file, the missing tasks and the fix.
+    """
+    for split, records in splits.items():
+        present = {r["task_dataset"] for r in records}
+        missing = [t for t in task_map.tasks if t not in present]
+        if missing:
+            raise DataFormatError(
+                f"{files.get(split, split)}: the {split} split has no line of task(s) {missing}, "
+                f"which data.tasks lists; add their lines to the file or remove them from "
+                "data.tasks"
+            )
+
+
 def load_split(
     path: str | os.PathLike,
     task_map: TaskMap,
@@ -85,6 +121,15 @@ def load_split(
         bad = [f for f in ("input", "target", "task_dataset") if not isinstance(rec[f], str)]
         if bad:
             raise DataFormatError(f"{path}:{lineno}: field(s) {bad} must be strings")
+        check_sample_id(rec["sample_id"], f"{path}:{lineno}")
+        choices = rec.get("answer_choices")
+        if choices is not None and (
+            not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)
+        ):
+            raise DataFormatError(
+                f"{path}:{lineno}: answer_choices must be a list of strings or null, got "
+                f"{json.dumps(choices, ensure_ascii=False)[:80]}"
+            )
         task = rec["task_dataset"]
         if task not in task_map:
             if drop_unlisted_tasks:

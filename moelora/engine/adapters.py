@@ -20,7 +20,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from moelora.engine.finite import check_tensors
 from moelora.utils.io import read_json, write_json
+from moelora.utils.redaction import redact
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
@@ -88,10 +90,11 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, *, meta: dict[s
     state = {k: v.to("cpu") for k, v in trainable_state_dict(model).items()}
     if not state:
         raise ValueError("the model has no trainable parameters; nothing to save as an adapter")
+    check_tensors(state, f"{directory}: adapter not saved")
     tmp = directory / f".{WEIGHTS_NAME}.tmp"
     save_file(state, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, directory / WEIGHTS_NAME)
-    config = dict(meta)
+    config = redact(dict(meta))  # a token in a model path or URL never lands in the file
     config["format_version"] = FORMAT_VERSION
     config["base_dtype"] = base_dtype(model)
     config["base_fingerprint"] = base_fingerprint(model, dtype=config["base_dtype"])
@@ -154,6 +157,7 @@ def load_adapter(
                 f"same base model.{dtype_note}"
             )
     state = load_file(str(directory / WEIGHTS_NAME))
+    check_tensors(state, f"{directory / WEIGHTS_NAME}: adapter not loaded")
     params = dict(model.named_parameters())
     expected = {n for n, p in params.items() if p.requires_grad}
     missing = sorted(expected - state.keys())

@@ -2,9 +2,11 @@
 pickle (safetensors for tensors, JSON for the rest), written atomically.
 
 Layout: ``<ckpt_dir>/step-000100/{adapter_model.safetensors, adapter_config.json,
-optimizer.safetensors, state.json}`` and ``<ckpt_dir>/last.json`` naming the newest one.
-A checkpoint directory appears only once complete (written under a temporary name, then
-renamed), so a run killed mid-save resumes from the previous one.
+optimizer.safetensors, state.json, manifest.json}`` and ``<ckpt_dir>/last.json`` naming the
+newest one. A checkpoint directory appears only once complete (written under a temporary
+name, with its manifest (moelora.utils.manifest) last, then renamed), so a run killed
+mid-save resumes from the previous one, and resume takes the newest checkpoint whose files
+still match their manifest (:func:`verified_checkpoint` says which it skipped).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from moelora.engine.adapters import load_adapter, save_adapter
+from moelora.engine.finite import check_tensors
 from moelora.utils.io import read_json, write_json
+from moelora.utils.manifest import ManifestError, verify_manifest, write_manifest
 from moelora.utils.seed import rng_state, set_rng_state
 
 
@@ -76,6 +80,7 @@ def save_checkpoint(
             "extra": extra or {},
         },
     )
+    write_manifest(tmp)  # last: a checkpoint is trusted only while its files match it
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -87,11 +92,27 @@ def save_checkpoint(
 
 
 def last_checkpoint(ckpt_dir: str | os.PathLike) -> Path | None:
-    pointer = Path(ckpt_dir) / "last.json"
-    if not pointer.is_file():
-        return None
-    path = Path(ckpt_dir) / read_json(pointer)["path"]
-    return path if path.is_dir() else None
+    """The newest checkpoint of ``ckpt_dir`` whose files verify (see :func:`verified_checkpoint`)."""
+    return verified_checkpoint(ckpt_dir)[0]
+
+
+def verified_checkpoint(ckpt_dir: str | os.PathLike) -> tuple[Path | None, list[str]]:
+    """The newest checkpoint of ``ckpt_dir`` that verifies against its manifest, and why each
+    newer one was skipped (a file cut short, changed or missing). Checkpoints saved before
+    manifests existed are taken as they are. None: no ``last.json`` or nothing verifies."""
+    ckpt_dir = Path(ckpt_dir)
+    if not (ckpt_dir / "last.json").is_file():
+        return None, []
+    skipped = []
+    for path in sorted((p for p in ckpt_dir.glob("step-*") if p.is_dir()), reverse=True):
+        try:
+            verify_manifest(path, fix="this checkpoint is skipped")
+            read_json(path / "state.json")
+        except (ManifestError, ValueError, OSError) as e:
+            skipped.append(str(e))
+            continue
+        return path, skipped
+    return None, skipped
 
 
 def load_checkpoint(
@@ -108,6 +129,7 @@ def load_checkpoint(
     state = read_json(path / "state.json")
     opt_file = path / "optimizer.safetensors"
     tensors = load_file(str(opt_file)) if opt_file.is_file() else {}
+    check_tensors(tensors, f"{opt_file}: optimizer state not loaded")
     optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(load_file(str(path / "rng.safetensors")), state["rng"])

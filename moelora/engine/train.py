@@ -30,7 +30,9 @@ from transformers import get_linear_schedule_with_warmup
 
 from moelora.data.encoding import IGNORE_INDEX, Encoder
 from moelora.data.samplers import StepSampler
-from moelora.engine.checkpoint import last_checkpoint, load_checkpoint, save_checkpoint
+from moelora.engine import progress
+from moelora.engine.checkpoint import load_checkpoint, save_checkpoint, verified_checkpoint
+from moelora.engine.finite import check_step
 from moelora.method.dropout import check_masks, mask_sampling, use_in
 from moelora.method.gate import task_context
 
@@ -168,7 +170,12 @@ def train(
 
     result = TrainResult(steps=settings.max_steps)
     start = 0
-    if ckpt_dir is not None and (ckpt := last_checkpoint(ckpt_dir)) is not None:
+    ckpt, skipped = verified_checkpoint(ckpt_dir) if ckpt_dir is not None else (None, [])
+    for why in skipped:  # a damaged checkpoint is never resumed from
+        accelerator.print(f"[resume] skipped a checkpoint: {why}")
+    if ckpt is None and skipped:
+        accelerator.print("[resume] no checkpoint verifies; training starts from step 0")
+    if ckpt is not None:
         state = load_checkpoint(
             ckpt,
             model=unwrapped,
@@ -186,6 +193,7 @@ def train(
         next(stream)
 
     by_example = settings.loss_weighting == "example"
+    last_finite = result.losses[-1] if result.losses else None
     model.train()
     if accelerator.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -236,13 +244,19 @@ def train(
                 # checkpointing recomputes here.
                 accelerator.backward(loss * accelerator.gradient_accumulation_steps)
             step_loss += loss.detach()
-        if settings.max_grad_norm:
+        norm = (
             accelerator.clip_grad_norm_(params, settings.max_grad_norm)
+            if settings.max_grad_norm
+            else None
+        )
+        # a NaN/Inf loss or gradient norm stops the job before the update (moelora.engine.finite)
+        last_finite = (step + 1, check_step(step + 1, step_loss, norm, last_finite))
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
         done = step + 1
+        progress.reached(done)
         if on_step is not None:
             on_step(done, unwrapped)
         if done % settings.log_every == 0 or done == settings.max_steps:

@@ -10,6 +10,7 @@ markers, then removes them.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import shutil
 import uuid
@@ -22,6 +23,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from moelora.engine.distributed import is_main_rank
+from moelora.harness.interrupt import sigterm_raises
 from moelora.utils.io import job_is_running, read_json, write_json
 from moelora.utils.redaction import MASK, is_secret_key, redact_override, redact_text, secret_values
 
@@ -99,13 +101,23 @@ class SweepSummary(Callback):
     avg score.
 
     A job whose results.json says ``running`` is shown as ``running`` while another process
-    holds its lock, and as ``stopped`` (killed or crashed; a rerun resumes it) otherwise."""
+    holds its lock, and as ``stopped`` (killed or crashed; a rerun resumes it) otherwise; one
+    stopped by SIGTERM or SIGINT says ``interrupted`` (moelora.harness.interrupt). A sweep
+    stopped that way prints its summary as the process exits."""
 
     def __init__(self) -> None:
         self.sweep_id: str | None = None
+        self._pending: DictConfig | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         self.sweep_id = uuid.uuid4().hex  # pickled with the launcher into remote jobs
+        self._pending = config
+        atexit.register(self._at_exit)  # SIGTERM / SIGINT: on_multirun_end never comes
+        sigterm_raises()  # between jobs too: the process exits through Python, atexit runs
+
+    def _at_exit(self) -> None:
+        if self._pending is not None:
+            self.on_multirun_end(self._pending)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         if self.sweep_id is None or not is_main_rank():
@@ -120,6 +132,7 @@ class SweepSummary(Callback):
         return Path(config.hydra.sweep.dir) / MARKERS / str(self.sweep_id)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._pending = None
         if not is_main_rank():
             return
         root = Path(config.hydra.sweep.dir)
@@ -133,7 +146,9 @@ class SweepSummary(Callback):
             where = run_dir.relative_to(root) if run_dir.is_relative_to(root) else run_dir
             print(f"  {status:<8} {method:<22} seed={seed!s:<4} {score:<12} {where}")
         count = Counter(r[0] for r in rows)
-        failed = len(rows) - sum(count[s] for s in ("success", "running", "stopped", "no-result"))
+        failed = len(rows) - sum(
+            count[s] for s in ("success", "running", "stopped", "interrupted", "no-result")
+        )
         if count["running"]:
             print(
                 f"[sweep] {count['running']} job(s) are running in another process; a rerun "
@@ -143,6 +158,11 @@ class SweepSummary(Callback):
             print(
                 f"[sweep] {count['stopped']} job(s) stopped before finishing (killed or "
                 "crashed); rerun the same command to resume them"
+            )
+        if count["interrupted"]:
+            print(
+                f"[sweep] {count['interrupted']} job(s) were interrupted (SIGTERM or SIGINT); "
+                "rerun the same command to resume them"
             )
         if count["no-result"]:
             print(f"[sweep] {count['no-result']} job(s) wrote no results.json; see their run.log")

@@ -30,6 +30,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from moelora.utils.manifest import MANIFEST_NAME, ManifestError, verify_manifest
 from moelora.utils.names import identity_name
 
 IDENTITY_VERSION = 1
@@ -64,6 +65,10 @@ FIX = (
 
 class IdentityMismatchError(RuntimeError):
     """The run folder holds another job's results or checkpoints."""
+
+
+class DamagedRunError(IdentityMismatchError):
+    """A finished run's files no longer match its manifest (moelora.utils.manifest)."""
 
 
 def _normalise(value: Any, prefixes: list[tuple[str, str]]) -> Any:
@@ -226,6 +231,35 @@ def _has_checkpoints(run_dir: Path) -> bool:
     )
 
 
+DAMAGED_FIX = (
+    "overwrite=true recomputes it (the old results.json is kept as results.<time>.previous.json)"
+)
+
+
+def check_outputs(previous: dict[str, Any], run_dir: Path) -> bool:
+    """Whether a finished run's files still verify (moelora.utils.manifest): True when its
+    manifest verifies, False for a run recorded before manifests (none is named in its
+    results.json nor present).
+
+    Raises:
+        IdentityMismatchError: a file was cut short, changed or removed, or the manifest its
+            results.json names is missing; the message names the file and the fix.
+    """
+    try:
+        if verify_manifest(run_dir, fix=DAMAGED_FIX):
+            return True
+    except ManifestError as e:
+        raise DamagedRunError(
+            f"{run_dir} holds a finished run whose files are damaged: {e}"
+        ) from None
+    if previous.get("manifest"):
+        raise DamagedRunError(
+            f"{run_dir / MANIFEST_NAME}: missing, but results.json says the run wrote one, so "
+            f"its files cannot be verified; {DAMAGED_FIX}"
+        )
+    return False
+
+
 def check_previous(
     previous: dict[str, Any] | None,
     run_dir: Path,
@@ -265,6 +299,7 @@ def check_previous(
         )
     if status == "success":
         if same_job:
+            check_outputs(previous, run_dir)
             return "done" if old is not None else "legacy-done"
         what = differences(previous, config, inputs)
         raise IdentityMismatchError(

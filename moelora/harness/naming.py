@@ -11,6 +11,7 @@ order), with these changes:
   URL): ``model.path=Qwen2-7B-1a2b3c4d``. Different models or datasets never share a folder,
   and a name never contains ``/`` (no nested folders);
 * the value of a credential-like key (moelora.utils.redaction) is replaced by ``REDACTED``;
+  a URL's userinfo and secret-like query parameters never reach the tag (``redact_value``);
 * a name longer than 240 characters keeps its first overrides and ends in
   ``+<n>more-<8 hex digits>`` (file systems refuse names over 255 bytes);
 * nothing else changes, so the defaults keep ``outputs/<experiment>/<method>/<overrides>/
@@ -29,7 +30,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from moelora.utils.redaction import is_secret_key, split_override
+from moelora.utils.redaction import is_secret_key, redact_value, split_override
 
 RESOLVER = "moelora.dirname"
 REDACTED = "REDACTED"
@@ -41,15 +42,15 @@ def path_tag(value: str) -> str:
 
     The digest is taken over the absolute path (relative paths are read from the current
     directory), so ``./x`` and ``$PWD/x`` get the same tag."""
-    text = str(value).strip().strip("'\"")
+    text = redact_value(str(value).strip().strip("'\""))  # no userinfo, token, key, ...
     url = urlsplit(text)
     if url.scheme and url.netloc:
-        name, basis = url.netloc, text
+        name, basis = url.netloc.rpartition("@")[2], text
     elif text[:1] in "[{":
         name, basis = "value", text
     else:
         basis = os.path.abspath(os.path.expanduser(text))
-        name = os.path.basename(basis.rstrip("/")) or "root"
+        name = os.path.basename(basis.split("?")[0].rstrip("/")) or "root"
     name = re.sub(r"[^\w.:+@-]", "_", name)
     return f"{name}-{hashlib.sha256(basis.encode('utf-8')).hexdigest()[:8]}"
 
@@ -63,7 +64,7 @@ def safe_item(item: str) -> str:
         return f"{key}={REDACTED}"
     if "/" in value or os.sep in value:
         return f"{key}={path_tag(value)}"
-    return f"{key}={value}"
+    return f"{key}={redact_value(value)}"
 
 
 def run_dirname(overrides: Sequence[str], settings: Any) -> str:

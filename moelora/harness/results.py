@@ -28,7 +28,7 @@ from moelora.method.introspect import chatglm6b_param_counts, count_parameters, 
 from moelora.method.tasks import TaskMap
 from moelora.utils.io import read_json, write_json
 from moelora.utils.measure import cpu_info
-from moelora.utils.redaction import redact
+from moelora.utils.redaction import redact, redact_strings
 
 __all__ = ["RESULTS_NAME", "provenance", "read_results", "redact", "write_results"]
 
@@ -93,7 +93,7 @@ def read_results(run_dir: Path) -> dict[str, Any] | None:
 
 def write_results(run_dir: Path, results: dict[str, Any]) -> Path:
     path = Path(run_dir) / RESULTS_NAME
-    write_json(path, results)
+    write_json(path, redact_strings(results))  # URL userinfo, ?token=… in any recorded string
     return path
 
 

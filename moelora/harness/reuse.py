@@ -32,6 +32,7 @@ from typing import Any
 from moelora.harness.identity import IDENTITY_VERSION, IGNORED_KEYS, INFERENCE_KEYS, job_fingerprint
 from moelora.harness.results import RESULTS_NAME, read_results, write_results
 from moelora.utils.io import LOCK_NAME, write_json
+from moelora.utils.manifest import MANIFEST_NAME, ManifestError, verify_manifest, write_manifest
 
 __all__ = [
     "IGNORED_KEYS",
@@ -55,6 +56,7 @@ PRIVATE = {
     "wandb",
     ".hydra",
     LOCK_NAME,
+    MANIFEST_NAME,
 }
 
 
@@ -93,7 +95,7 @@ def find_reuse(
             continue
         if _device_type((res.get("provenance") or {}).get("device")) != _device_type(device):
             continue
-        if theirs.get("job") == identity["job"]:
+        if theirs.get("job") == identity["job"] and _verifies(source):
             return source, None
         if trained is None and theirs.get("trained") == identity["trained"]:
             trained = final_checkpoint(source, res)
@@ -105,6 +107,16 @@ def find_reusable(
 ) -> Path | None:
     """The first successful run under ``output_dir`` with this job's identity, or None."""
     return find_reuse(identity, run_dir, output_dir, device)[0]
+
+
+def _verifies(source: Path) -> bool:
+    """Whether a run's files match its manifest (a run without one is taken as it is)."""
+    try:
+        verify_manifest(source)
+    except ManifestError as e:
+        print(f"[reuse] not reused: {e}")
+        return False
+    return True
 
 
 def final_checkpoint(run_dir: Path, results: dict[str, Any]) -> Path | None:
@@ -163,4 +175,6 @@ def adopt(source: Path, run_dir: Path, updates: dict[str, Any]) -> dict[str, Any
     }
     adopted = {**results, **updates, "reused_from": origin}
     write_results(run_dir, adopted)
+    if results.get("manifest"):
+        write_manifest(run_dir)  # the adopted files, verified by find_reuse, and these results
     return adopted

@@ -35,12 +35,18 @@ from typing import Any
 from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from moelora.data.encoding import apply_task_prompt, load_split
-from moelora.engine import distributed
+from moelora.data.encoding import apply_task_prompt, check_tasks_present, load_split
+from moelora.engine import distributed, progress
 from moelora.harness import lr_protocol
 from moelora.harness.context import PipelineOutput, RunContext
-from moelora.harness.identity import IdentityMismatchError, check_previous, job_identity
+from moelora.harness.identity import (
+    DamagedRunError,
+    IdentityMismatchError,
+    check_previous,
+    job_identity,
+)
 from moelora.harness.inputs import check_input_paths, describe_inputs, prepare_inputs
+from moelora.harness.interrupt import interrupted_record, raise_on_sigterm
 from moelora.harness.loggers import NoneLogger
 from moelora.harness.results import (
     provenance,
@@ -52,6 +58,7 @@ from moelora.harness.results import (
 from moelora.harness.schema import ConfigError, check_config
 from moelora.method.tasks import TaskMap
 from moelora.utils.io import LOCK_NAME, JobBusyError, remove_stray_temp_files, write_jsonl
+from moelora.utils.manifest import MANIFEST_NAME, remove_manifest, write_manifest
 from moelora.utils.names import current_name
 from moelora.utils.redaction import redact_override, redact_text, secret_values
 from moelora.utils.seed import seed_everything
@@ -71,6 +78,7 @@ def load_splits(cfg: DictConfig, task_map: TaskMap) -> dict[str, list[dict[str, 
         splits[split] = load_split(
             root / fname, task_map, drop_unlisted_tasks=d.drop_unlisted_tasks
         )
+    check_tasks_present(splits, {s: root / f for s, f in d.files.items()}, task_map)
     limit = cfg.trainer.eval.limit_per_task
     if limit:
         seen: dict[str, int] = {}
@@ -188,7 +196,7 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
     if lr_note and distributed.is_main_rank():
         print(f"[lr] {lr_note}")
     try:
-        with distributed.job(cfg, run_dir) as accelerator:
+        with raise_on_sigterm(), distributed.job(cfg, run_dir) as accelerator:
             return _run(cfg, run_dir, accelerator, choices)
     except JobBusyError as e:
         if distributed.is_main_rank():
@@ -261,6 +269,15 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
     resolved = redact(OmegaConf.to_container(cfg, resolve=True))
     identity = job_identity(resolved, inputs)
     previous = read_results(run_dir)
+    if previous is None and (run_dir / "results.json").is_file() and not cfg.overwrite:
+        if main:  # a damaged record is neither recomputed over nor trusted
+            print(
+                f"[damaged] {run_dir / 'results.json'} is not valid JSON (cut short or "
+                "overwritten), so what ran there is unknown; overwrite=true recomputes the job "
+                "(the damaged file is kept as results.<time>.previous.json)",
+                file=sys.stderr,
+            )
+        return 1
     accelerator.wait_for_everyone()  # every rank has read the folder before rank 0 changes it
     if cfg.overwrite:  # 3. skip | start over | resume
         state = "new"
@@ -278,7 +295,8 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
             )
         except IdentityMismatchError as e:
             if main:
-                print(f"[mismatch] {e}", file=sys.stderr)
+                tag = "damaged" if isinstance(e, DamagedRunError) else "mismatch"
+                print(f"[{tag}] {e}", file=sys.stderr)
             return 1
     if state in ("done", "legacy-done"):
         note = (
@@ -287,6 +305,9 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
             else "; it was recorded before input fingerprints, so its "
             "model and data are not verified"
         )
+        if not (run_dir / MANIFEST_NAME).is_file():
+            note += "; it has no manifest.json (written before manifests), so its files are not"
+            note += " verified"
         accelerator.print(
             f"[skip] {run_dir} already has a successful results.json{note} "
             "(overwrite=true reruns it)"
@@ -295,6 +316,7 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
     earlier = 0.0 if cfg.overwrite else previous_attempts_seconds(previous, run_dir)
     if main:
         remove_stray_temp_files(run_dir)
+        remove_manifest(run_dir)  # the folder changes now; a new manifest comes last
         if cfg.resume == "never":
             start_over(run_dir, keep_results=False)
     accelerator.wait_for_everyone()  # no rank reads a checkpoint rank 0 is removing
@@ -333,13 +355,15 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
     }
     if trained_by:
         base["trained_by"] = trained_by
+    started = time.time()
+    progress.reached(None)
     if main:
         write_results(
             run_dir,
             {
                 **base,
                 "status": "running",
-                "started_at": time.time(),
+                "started_at": started,
                 "timing": {"previous_attempts_seconds": earlier},
             },
         )
@@ -364,12 +388,31 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
             cfg, ctx, out, gold["test"], gold.get("train", []), base, time.perf_counter() - t0
         )
         results["timing"]["previous_attempts_seconds"] = earlier
+        results["manifest"] = MANIFEST_NAME
         if main:
             write_results(run_dir, results)
+            write_manifest(run_dir)  # last: the run is done only while its files match it
             print("\n" + "\n".join(score_table(results)))
             print(f"results: {run_dir / 'results.json'}")
         logger.summary({f"test/{k}/score": v for k, v in results["scores"].items()})
         exit_code = 0
+    except KeyboardInterrupt as e:  # SIGINT, or SIGTERM (moelora.harness.interrupt): say so
+        if main:
+            record = interrupted_record(e)
+            print(f"[interrupted] {run_dir}: {record['error']}", file=sys.stderr)
+            write_results(
+                run_dir,
+                {
+                    **base,
+                    **record,
+                    "started_at": started,
+                    "timing": {
+                        "total_seconds": time.perf_counter() - t0,
+                        "previous_attempts_seconds": earlier,
+                    },
+                },
+            )
+        raise
     except Exception as e:  # noqa: BLE001 - recorded, then the sweep goes on
         secrets = secret_values(_raw_overrides())
         tb = redact_text(traceback.format_exc(), secrets)
@@ -381,6 +424,7 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
                     **base,
                     "status": "failed",
                     "error": redact_text(f"{type(e).__name__}: {e}", secrets),
+                    **_diverged(e),
                     "traceback": tb,
                     "timing": {
                         "total_seconds": time.perf_counter() - t0,
@@ -392,6 +436,15 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
         if logger is not None:
             logger.finish(exit_code)
     return exit_code
+
+
+def _diverged(error: Exception) -> dict[str, Any]:
+    """``{"diverged": {"step", "last_finite_loss"}}`` for a non-finite loss (moelora.engine.finite)."""
+    from moelora.engine.finite import NonFiniteError
+
+    if not isinstance(error, NonFiniteError) or error.step is None:
+        return {}
+    return {"diverged": {"step": error.step, "last_finite_loss": error.last_finite_loss}}
 
 
 def _finish(
@@ -506,7 +559,7 @@ def previous_attempts_seconds(previous: dict[str, Any] | None, run_dir: Path) ->
         and p.name not in RECORDS
         and not {".hydra", "wandb"} & set(p.relative_to(run_dir).parts)
     ]
-    if previous.get("status") != "running" or started is None or not saved:
+    if previous.get("status") not in ("running", "interrupted") or started is None or not saved:
         return carried
     return carried + max(0.0, max(saved) - float(started))
 

@@ -60,7 +60,7 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
         action="store_true",
         default=None,
         help="for bases with their own modeling code (ChatGLM-6B is built in "
-        "and never needs it); default: the run's model.trust_remote_code",
+        "and never needs it); default: off (a run folder never turns it on)",
     )
     args = parser.parse_args(argv)
     model, meta = load_run_model(

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
@@ -37,11 +38,16 @@ from torch import nn
 from moelora.data.encoding import Encoder, apply_task_prompt
 from moelora.engine.adapters import load_adapter, read_adapter_config
 from moelora.engine.generation import DecodingSettings
+from moelora.harness.allowlist import (
+    UntrustedNameError,
+    check_config_targets,
+    check_name,
+)
 from moelora.harness.context import RunContext
 from moelora.harness.results import read_results
 from moelora.method.merge import supports_merge
 from moelora.method.tasks import TaskMap
-from moelora.utils.names import current_name
+from moelora.utils.manifest import MANIFEST_NAME, ManifestError, verify_manifest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG_NAME = "config.yaml"
@@ -151,7 +157,14 @@ class LoadedRun:
 def read_run_config(run_dir: str | Path) -> DictConfig | None:
     """The run's resolved ``config.yaml``, or None when there is none."""
     path = Path(run_dir) / CONFIG_NAME
-    return OmegaConf.load(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    config = OmegaConf.load(path)
+    try:  # a run folder is data: it may name only the project's own pipelines and targets
+        check_config_targets(config, source=path)
+    except UntrustedNameError as e:
+        raise RunLoadError(str(e)) from None
+    return config
 
 
 def resolve_path(path: str | Path, *, run_dir: Path) -> Path:
@@ -209,9 +222,10 @@ def build_from_adapter(
 
     Args:
         adapter_dir: a folder written by moelora.engine.adapters.save_adapter.
-        config: the run's config (model dtype and ``trust_remote_code`` defaults).
+        config: the run's config (model dtype default).
         dtype: the base dtype (default: the run's ``model.dtype``, else float32).
-        trust_remote_code: default: the run's ``model.trust_remote_code``, else False.
+        trust_remote_code: the caller's choice only (None: False); never read from the run
+            folder, which may come from someone else.
         device: where the model goes.
 
     Returns:
@@ -227,15 +241,19 @@ def build_from_adapter(
             f"{adapter_dir}: adapter_config.json names no builder and the run has "
             "no method.adapter._target_; cannot rebuild the adapter"
         )
-    builder = get_method(current_name(str(name)))
+    try:
+        builder = get_method(
+            check_name(name, kind="method", source=adapter_dir / "adapter_config.json")
+        )
+    except UntrustedNameError as e:
+        raise RunLoadError(str(e)) from None
     base_path = (meta.get("base_model") or {}).get("name_or_path")
     if not base_path:
         raise RunLoadError(f"{adapter_dir}: adapter_config.json has no base_model.name_or_path")
     base_dir = resolve_path(base_path, run_dir=adapter_dir)
     model_cfg = config.model if config is not None else {}
     dtype = dtype or model_cfg.get("dtype") or "float32"
-    if trust_remote_code is None:
-        trust_remote_code = bool(model_cfg.get("trust_remote_code", False))
+    trust_remote_code = bool(trust_remote_code)  # the caller's flag, never the folder's
     model = load_base_model(
         base_dir,
         dtype=dtype,
@@ -259,7 +277,8 @@ def _run_hook(config: DictConfig | None) -> Callable[..., LoadedRun] | None:
     pipeline = OmegaConf.select(config, "method.pipeline") if config is not None else None
     if not pipeline or "." not in str(pipeline):
         return None  # a shared pipeline of moelora.harness.context: the default loader
-    module = importlib.import_module(str(pipeline).rsplit(".", 1)[0])
+    name = check_name(pipeline, kind="method", source=CONFIG_NAME)
+    module = importlib.import_module(name.rsplit(".", 1)[0])
     hook = getattr(module, "load_run", None)
     return hook if callable(hook) else None
 
@@ -272,6 +291,31 @@ def _check_finished(run_dir: Path) -> None:
             f"{run_dir}: results.json says status {status!r}; only a finished "
             "run can be rebuilt (rerun it with `python run.py ...`)"
         )
+
+
+def _check_files(run_dir: Path) -> None:
+    """Refuse a run whose files no longer match its manifest (moelora.utils.manifest); a run
+    written before manifests is loaded with a printed note."""
+    results = read_results(run_dir) or {}
+    try:
+        verified = verify_manifest(
+            run_dir,
+            fix="it is not loaded: restore the file from a copy, or rerun the job with "
+            "`python run.py ... overwrite=true`",
+        )
+    except ManifestError as e:
+        raise RunLoadError(str(e)) from None
+    if verified:
+        return
+    if results.get("manifest"):
+        raise RunLoadError(
+            f"{run_dir / MANIFEST_NAME}: missing, but results.json says the run wrote one; "
+            "its files cannot be verified: rerun the job with overwrite=true"
+        )
+    print(
+        f"[legacy] {run_dir}: no {MANIFEST_NAME} (written before manifests); files not verified",
+        file=sys.stderr,
+    )
 
 
 def load_run(
@@ -288,7 +332,7 @@ def load_run(
             ``load_run`` reads), or a folder holding only ``adapter/``.
         device: ``cpu``, ``cuda``, ``auto`` or a torch device.
         dtype: base dtype (default: the run's ``model.dtype``).
-        trust_remote_code: default: the run's ``model.trust_remote_code``.
+        trust_remote_code: the caller's choice (default False); a run folder never turns it on.
 
     Raises:
         RunLoadError: not a finished run, no trained adapter (ICL, Task-Arithmetic and LoRAHub
@@ -299,6 +343,7 @@ def load_run(
         raise RunLoadError(f"{run_dir}: no such run directory")
     config = read_run_config(run_dir)
     _check_finished(run_dir)
+    _check_files(run_dir)
     hook = _run_hook(config)
     if hook is not None:
         return hook(

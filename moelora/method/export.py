@@ -22,6 +22,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from moelora.method.model import get_router, moelora_layers
+from moelora.method.tasks import check_task_name
 
 BUILDER = "moelora.method.model.build"
 
@@ -103,7 +104,7 @@ def export_task_adapters(
             base_model_name_or_path=str(base_name_or_path),
             init_lora_weights=True,
         )
-        path = out_dir / task
+        path = out_dir / check_task_name(task)  # a task name never leaves out_dir
         path.mkdir(parents=True, exist_ok=True)
         config.save_pretrained(str(path))
         save_file(state, str(path / "adapter_model.safetensors"), metadata={"format": "pt"})

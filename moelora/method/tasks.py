@@ -7,6 +7,7 @@ from ``conf/data/*.yaml`` (``data.tasks``) and is saved with every adapter.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 PAPER_TASKS: tuple[str, ...] = (
@@ -63,6 +64,39 @@ AUTHORS_TASK_IDS: dict[str, int] = {
 }
 
 
+MAX_TASK_NAME = 64
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_task_name(task: object) -> str:
+    """A task name, refused unless it is safe as a folder name: task names name adapters'
+    folders (``adapters/<task>``) and files, so a name may not hold a path separator, be
+    ``.``/``..`` or start with ``.``, hold control characters, or be longer than
+    ``MAX_TASK_NAME`` characters.
+
+    Raises:
+        ValueError: naming the task, what is wrong and the fix.
+    """
+    if not isinstance(task, str) or not task.strip():
+        problem = "is empty" if isinstance(task, str) else f"is a {type(task).__name__}"
+    elif "/" in task or "\\" in task:
+        problem = "contains a path separator"
+    elif task.startswith("."):
+        problem = "starts with '.' ('..' would leave the run folder)"
+    elif _CONTROL.search(task):
+        problem = "contains a control character"
+    elif len(task) > MAX_TASK_NAME:
+        problem = f"is {len(task)} characters long (at most {MAX_TASK_NAME})"
+    elif task != task.strip():
+        problem = "starts or ends with whitespace"
+    else:
+        return task
+    raise ValueError(
+        f"task name {task!r} {problem}; task names become folder names, so use letters, "
+        "digits, '-' and '_' (rename it in data.tasks and in the data's task_dataset)"
+    )
+
+
 class TaskMap:
     """Maps task names to integer task ids and back.
 
@@ -73,7 +107,7 @@ class TaskMap:
     """
 
     def __init__(self, tasks: Sequence[str], scheme: str = "dense") -> None:
-        tasks = list(tasks)
+        tasks = [check_task_name(t) for t in tasks]
         if len(set(tasks)) != len(tasks):
             raise ValueError(f"data.tasks has duplicates: {tasks}")
         if not tasks:

@@ -1,9 +1,12 @@
-"""Small, careful file I/O: JSON Lines with line-numbered errors, atomic writes, job locks."""
+"""Small, careful file I/O: JSON Lines with line-numbered errors, atomic writes, job locks,
+strict JSON (no NaN or Infinity), streamed SHA-256 and paths that stay inside their folder."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -83,15 +86,89 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     _atomic_write_text(Path(path), text)
 
 
+class NonFiniteValueError(ValueError):
+    """A document to be written holds NaN or Infinity, which JSON cannot represent."""
+
+
+def non_finite_keys(obj: Any, where: str = "") -> list[str]:
+    """The dotted keys (``scores.avg``, ``train.losses[3][1]``) of NaN or infinite floats."""
+    if isinstance(obj, float):
+        return [] if math.isfinite(obj) else [where or "(the document)"]
+    if isinstance(obj, dict):
+        return [
+            k
+            for key, v in obj.items()
+            for k in non_finite_keys(v, f"{where}.{key}" if where else str(key))
+        ]
+    if isinstance(obj, (list, tuple)):
+        return [k for i, v in enumerate(obj) for k in non_finite_keys(v, f"{where}[{i}]")]
+    return []
+
+
+def _dumps(path: Path, obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that refuses NaN and Infinity (invalid JSON) with the keys that hold them."""
+    try:
+        return json.dumps(obj, ensure_ascii=False, allow_nan=False, **kwargs)
+    except ValueError:
+        bad = non_finite_keys(obj)
+        if not bad:
+            raise
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise NonFiniteValueError(
+            f"{path}: not written: {', '.join(bad[:5])}{more} is NaN or infinite, which JSON "
+            "cannot hold and no result may carry; find where the value became non-finite (a "
+            "diverged loss: lower trainer.lr or train in float32)"
+        ) from None
+
+
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> None:
-    """Write records as JSON Lines (UTF-8, no ASCII escaping), atomically."""
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-    _atomic_write_text(Path(path), text)
+    """Write records as JSON Lines (UTF-8, no ASCII escaping), atomically; NaN and Infinity
+    are refused (:class:`NonFiniteValueError`)."""
+    path = Path(path)
+    text = "".join(_dumps(path, r) + "\n" for r in records)
+    _atomic_write_text(path, text)
 
 
 def write_json(path: str | os.PathLike, obj: Any, *, indent: int = 2) -> None:
-    """Write one JSON document atomically (temp file + fsync + rename)."""
-    _atomic_write_text(Path(path), json.dumps(obj, ensure_ascii=False, indent=indent) + "\n")
+    """Write one JSON document atomically (temp file + fsync + rename). NaN and Infinity are
+    refused with the keys that hold them (:class:`NonFiniteValueError`): ``json`` would write
+    the literal ``NaN``, which is not JSON."""
+    path = Path(path)
+    _atomic_write_text(path, _dumps(path, obj, indent=indent) + "\n")
+
+
+def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file, read in 1 MiB chunks (a multi-GB checkpoint never sits in memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class UnsafePathError(ValueError):
+    """A path built from a name (a task, a file name) would leave its folder."""
+
+
+def inside(root: str | os.PathLike, *parts: str) -> Path:
+    """``root / parts...``, refused unless it stays inside ``root`` (after resolving ``..`` and
+    symbolic links): an absolute part, ``..`` or a separator hidden in a name would write or
+    delete elsewhere.
+
+    Raises:
+        UnsafePathError: naming the parts, the folder and the fix.
+    """
+    root = Path(root)
+    path = root.joinpath(*parts)
+    base = root.resolve()
+    target = path.resolve()
+    if target != base and base not in target.parents:
+        raise UnsafePathError(
+            f"{'/'.join(map(str, parts))!r} would leave {root} (it resolves to {target}); a "
+            "name used as a path may not be absolute nor contain '..' or a path separator: "
+            "rename it (task names: data.tasks and the data's task_dataset)"
+        )
+    return path
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -12,6 +12,13 @@ A key is credential-like when one of the ``_``/``-`` separated words of a dotted
 two consecutive words are ``api`` ``key``; a key ending in ``_env`` only *names* an
 environment variable and is kept (``api_key_env``). Counts such as ``max_new_tokens`` are
 not secrets.
+
+Secrets also hide inside values (:func:`redact_value`): the userinfo of any URL
+(``http://alice:pw@host/`` → ``http://***@host/``), secret-like query parameters
+(``?api_key=…``, ``token``, ``key``, ``secret``, ``password``, ``sig``, … → ``***``) and
+secret-like ``name=value`` parts of paths. :func:`redact` applies it to every string of a
+config tree, :func:`redact_override` to every override, and :func:`secret_values` collects
+such parts, so error messages and the console (:func:`redact_text`) mask them as well.
 """
 
 from __future__ import annotations
@@ -39,8 +46,61 @@ def is_secret_key(key: str) -> bool:
     return False
 
 
+# Query parameter / path part names that carry credentials besides the words above.
+_PARAM_WORDS = _WORDS | {"key", "sig", "signature", "auth", "pwd", "pass", "session", "jwt"}
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^/?#@\s]+)@")
+_PARAM = re.compile(r"(?P<lead>[?&;/])(?P<name>[A-Za-z0-9_.\-]+)=(?P<value>[^&#;/\s'\"]+)")
+
+
+def _secret_param(name: str) -> bool:
+    words = [w for w in re.split(r"[_\-.]", name.lower()) if w]
+    return (
+        is_secret_key(name)
+        or bool(_PARAM_WORDS & set(words))
+        or name.lower() in {"x-amz-signature"}
+    )
+
+
+def url_secrets(text: str) -> list[str]:
+    """The secret parts inside a value: URL userinfo (``user:password``, and the password
+    alone) and the values of secret-like query parameters or ``name=value`` path parts."""
+    found = []
+    for m in _USERINFO.finditer(str(text)):
+        found.append(m.group("user"))
+        found += [p for p in m.group("user").split(":", 1)[1:] if p]
+    for m in _PARAM.finditer(str(text)):
+        if _secret_param(m.group("name")):
+            found.append(m.group("value"))
+    return found
+
+
+def redact_value(text: str) -> str:
+    """``text`` with URL userinfo and secret-like query parameters / path parts masked:
+    ``http://alice:pw@h:9/v1?api_key=q`` → ``http://***@h:9/v1?api_key=***``."""
+    text = _USERINFO.sub(lambda m: f"{m.group('scheme')}{MASK}@", str(text))
+    return _PARAM.sub(
+        lambda m: (
+            f"{m.group('lead')}{m.group('name')}={MASK}"
+            if _secret_param(m.group("name"))
+            else m.group(0)
+        ),
+        text,
+    )
+
+
+def redact_strings(obj: Any) -> Any:
+    """A copy of a document with :func:`redact_value` applied to every string (keys kept:
+    for records such as results.json, whose keys are not config keys)."""
+    if isinstance(obj, dict):
+        return {k: redact_strings(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_strings(v) for v in obj]
+    return redact_value(obj) if isinstance(obj, str) else obj
+
+
 def redact(obj: Any) -> Any:
-    """A copy of a config tree with credential-like values replaced by ``"***"``."""
+    """A copy of a config tree with credential-like values replaced by ``"***"`` and the
+    secrets inside every other string masked (:func:`redact_value`)."""
     if isinstance(obj, dict):
         return {
             k: (MASK if is_secret_key(str(k)) and v not in (None, "") else redact(v))
@@ -48,6 +108,8 @@ def redact(obj: Any) -> Any:
         }
     if isinstance(obj, list):
         return [redact(v) for v in obj]
+    if isinstance(obj, str):
+        return redact_value(obj)
     return obj
 
 
@@ -58,9 +120,13 @@ def split_override(item: str) -> tuple[str, str]:
 
 
 def redact_override(item: str) -> str:
-    """``"+logger.api_key=sk-1"`` → ``"+logger.api_key=***"``; other overrides unchanged."""
+    """``"+logger.api_key=sk-1"`` → ``"+logger.api_key=***"``; secrets inside other values
+    masked (:func:`redact_value`); other overrides unchanged."""
     key, value = split_override(item)
-    return f"{key}={MASK}" if value and is_secret_key(key) else str(item)
+    if value and is_secret_key(key):
+        return f"{key}={MASK}"
+    masked = redact_value(value)
+    return f"{key}={masked}" if masked != value else str(item)
 
 
 def secret_values(overrides: Iterable[str]) -> list[str]:
@@ -68,6 +134,7 @@ def secret_values(overrides: Iterable[str]) -> list[str]:
     values: list[str] = []
     for item in overrides:
         key, value = split_override(item)
+        values += url_secrets(value)
         if not value or not is_secret_key(key):
             continue
         values.append(value)
