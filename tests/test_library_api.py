@@ -27,7 +27,7 @@ def _model(**kw) -> MoeLoraModel:
     model = get_moelora_model(_base(), MoeLoraConfig(**{**CONFIG, **kw}))
     torch.manual_seed(1)
     with torch.no_grad():  # a trained-looking adapter: B != 0, a gate that differs per task
-        for _, layer in moelora_layers(model.base_model):
+        for _, layer in moelora_layers(model.model):
             layer.lora_B.normal_(std=0.5)
         for p in model.router.parameters():
             p.normal_()
@@ -75,8 +75,8 @@ def test_forward_routes_by_task_ids_as_task_context_does():
     with torch.no_grad():
         got = model(input_ids=ids, task_ids=task_ids).logits
         by_name = model(input_ids=ids, task_ids=["t2", "t0", "t1"]).logits
-        with task_context(model.base_model, task_ids):
-            want = model.base_model(input_ids=ids).logits
+        with task_context(model.model, task_ids):
+            want = model.model(input_ids=ids).logits
             inside = model(input_ids=ids).logits  # no ids: the caller's routing
         other = model(input_ids=ids, task_ids=torch.tensor([0, 0, 0])).logits
     torch.testing.assert_close(got, want, rtol=0, atol=0)
@@ -95,8 +95,8 @@ def test_generate_routes_and_expands_rows():
     ids = _inputs(2, 4)
     kw = dict(max_new_tokens=3, do_sample=False, pad_token_id=0)
     out = model.generate(input_ids=ids, task_ids=torch.tensor([0, 2]), **kw)
-    with task_context(model.base_model, torch.tensor([0, 2])):
-        want = model.base_model.generate(input_ids=ids, **kw)
+    with task_context(model.model, torch.tensor([0, 2])):
+        want = model.model.generate(input_ids=ids, **kw)
     assert torch.equal(out, want)
     beams = model.generate(
         input_ids=ids, task_ids=[0, 2], num_beams=2, num_return_sequences=2, **kw
@@ -125,7 +125,7 @@ def test_checkpointing_recomputes_with_the_forwards_routing(interleave):
     plain = _grads(_model(), checkpointing=False, interleave=interleave)
     model = _model()
     ckpt = _grads(model, checkpointing=True, interleave=interleave)
-    assert model.base_model.model.gradient_checkpointing
+    assert model.model.model.gradient_checkpointing
     assert plain.keys() == ckpt.keys() and any("w_t" in n for n in plain)
     for name in plain:
         assert plain[name].abs().sum() > 0, name
@@ -141,9 +141,10 @@ def test_reentrant_checkpointing_is_refused():
 
 def test_keeps_the_hf_interface(capsys):
     model = _model()
-    assert model.config is model.base_model.config
-    assert model.generation_config is model.base_model.generation_config
-    assert model.get_base_model() is model.base_model
+    assert model.config is model.model.config
+    assert model.generation_config is model.model.generation_config
+    assert model.get_base_model() is model.model
+    assert model.base_model is model.model.model  # the backbone, as transformers names it
     trainable, total = model.get_nb_trainable_parameters()
     assert trainable == sum(p.numel() for p in model.parameters() if p.requires_grad) > 0
     model.print_trainable_parameters()
@@ -228,7 +229,7 @@ def test_a_harness_adapter_loads(tmp_path):
         "target_modules": TARGETS,
         "base_model": {"name_or_path": "tiny"},
     }
-    save_adapter(model.base_model, tmp_path, meta=meta)
+    save_adapter(model.model, tmp_path, meta=meta)
     loaded = MoeLoraModel.from_pretrained(_base(), tmp_path)
     ids, t = _inputs(), torch.tensor([0, 1, 2])
     with torch.no_grad():
@@ -240,6 +241,6 @@ def test_a_harness_adapter_loads(tmp_path):
 def test_get_moelora_model_refuses_a_built_model():
     model = _model()
     with pytest.raises(ValueError, match="fresh base model"):
-        get_moelora_model(model.base_model, MoeLoraConfig(**CONFIG))
+        get_moelora_model(model.model, MoeLoraConfig(**CONFIG))
     with pytest.raises(TypeError, match="MoeLoraConfig"):
         get_moelora_model(copy.deepcopy(_base()), dict(CONFIG))

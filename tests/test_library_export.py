@@ -43,7 +43,7 @@ def _trained(arch: str, **kw):
     model = get_moelora_model(_stock(arch), config)
     torch.manual_seed(3)
     with torch.no_grad():
-        for _, layer in moelora_layers(model.base_model):
+        for _, layer in moelora_layers(model.model):
             layer.lora_B.normal_(std=0.3)
         for p in model.router.parameters():
             p.normal_()

@@ -61,9 +61,10 @@ def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 class MoeLoraModel(nn.Module):
     """A HF causal LM with MOELoRA (Eqs. 4-8), used like a ``peft.PeftModel``.
 
-    Build it with :func:`get_moelora_model` or :meth:`from_pretrained`. ``base_model`` is the
-    adapted HF model (its parameter names are the adapter's keys); ``moelora_config`` its
-    :class:`moelora.method.config.MoeLoraConfig`.
+    Build it with :func:`get_moelora_model` or :meth:`from_pretrained`. ``model`` (also
+    ``get_base_model()``) is the adapted HF model (its parameter names are the adapter's keys),
+    ``moelora_config`` its :class:`moelora.method.config.MoeLoraConfig`; other attributes are
+    the HF model's (``base_model`` is its backbone, as in transformers).
     """
 
     def __init__(self, model: nn.Module, config: MoeLoraConfig) -> None:
@@ -72,7 +73,7 @@ class MoeLoraModel(nn.Module):
             build(
                 model, tasks=config.tasks, target_modules=config.target_modules, **config.hparams()
             )
-        self.base_model = model
+        self.model = model
         self.moelora_config = config
         flag = "is_activation_checkpointing"
         if getattr(
@@ -84,13 +85,13 @@ class MoeLoraModel(nn.Module):
         try:
             return super().__getattr__(name)
         except AttributeError:
-            if name == "base_model":
+            if name == "model":
                 raise
-            return getattr(self.base_model, name)
+            return getattr(self.model, name)
 
     @property
     def router(self) -> MoELoRARouter:
-        return get_router(self.base_model)
+        return get_router(self.model)
 
     @property
     def tasks(self) -> list[str]:
@@ -104,7 +105,8 @@ class MoeLoraModel(nn.Module):
         return int(self.router.check_task_ids(torch.tensor([int(task)]))[0])
 
     def get_base_model(self) -> nn.Module:
-        return self.base_model
+        """The adapted HF model (``self.model``; its parameter names are the adapter's keys)."""
+        return self.model
 
     # ---- routing ---------------------------------------------------------------------
     @contextmanager
@@ -126,6 +128,12 @@ class MoeLoraModel(nn.Module):
         finally:
             router.restore_routing(previous)
 
+    def __call__(self, *args: Any, task_ids: Any = None, **kwargs: Any) -> Any:
+        # Routing around the whole call, not only inside forward(): trainers may replace the
+        # instance's forward (TRL's fused LM head), and the call still routes.
+        with self.routing(task_ids):
+            return super().__call__(*args, **kwargs)
+
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -136,7 +144,7 @@ class MoeLoraModel(nn.Module):
     ) -> Any:
         """The wrapped model's forward, routed by ``task_ids`` (one id per example)."""
         with self.routing(task_ids):
-            return self.base_model(
+            return self.model(
                 input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs
             )
 
@@ -144,7 +152,7 @@ class MoeLoraModel(nn.Module):
         """The wrapped model's ``generate``, routed by ``task_ids`` (one id per prompt; rows
         are repeated for ``num_return_sequences`` and beams)."""
         with self.routing(task_ids):
-            return self.base_model.generate(*args, **kwargs)
+            return self.model.generate(*args, **kwargs)
 
     # ---- gradient checkpointing --------------------------------------------------------
     def _checkpoint_contexts(self) -> tuple[Any, Any]:
@@ -177,7 +185,7 @@ class MoeLoraModel(nn.Module):
             )
         ckpt["use_reentrant"] = False
         ckpt["context_fn"] = self._checkpoint_contexts
-        base = self.base_model
+        base = self.model
         if hasattr(base, "activation_checkpointing_enable"):
             base.activation_checkpointing_enable(activation_checkpointing_kwargs=ckpt, **kwargs)
         else:
@@ -221,7 +229,7 @@ class MoeLoraModel(nn.Module):
         if not is_main_process:
             return directory
         directory.mkdir(parents=True, exist_ok=True)
-        base = self.base_model
+        base = self.model
         state = {k: v.cpu() for k, v in adapter_state_dict(base).items()}
         name = getattr(getattr(base, "config", None), "name_or_path", "") or ""
         meta = self.moelora_config.to_dict()
@@ -304,9 +312,9 @@ class MoeLoraModel(nn.Module):
         if check_base and recorded is not None:
             saved_dtype = data.get("base_dtype")
             current = (
-                base_fingerprint(wrapped.base_model, dtype=saved_dtype)
+                base_fingerprint(wrapped.model, dtype=saved_dtype)
                 if int(data.get("format_version", 1)) >= 2
-                else base_fingerprint(wrapped.base_model, weights=False)
+                else base_fingerprint(wrapped.model, weights=False)
             )
             if current != recorded:
                 raise MoeLoraLoadError(
@@ -317,14 +325,14 @@ class MoeLoraModel(nn.Module):
                     "trained on (check_base=False skips this check)"
                 )
         state = load_file(str(weights_path))
-        own = adapter_state_dict(wrapped.base_model)
+        own = adapter_state_dict(wrapped.model)
         missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
         if missing or unexpected:
             raise MoeLoraLoadError(
                 f"{weights_path}: keys do not match the model built from {CONFIG_NAME}: missing "
                 f"{missing[:3]}, unexpected {unexpected[:3]}; is this the base it was trained on?"
             )
-        params = dict(wrapped.base_model.named_parameters())
+        params = dict(wrapped.model.named_parameters())
         with torch.no_grad():
             for name, tensor in state.items():
                 p = params[name]
@@ -345,7 +353,7 @@ class MoeLoraModel(nn.Module):
         """Fold ``task``'s update ``ΔW_j`` into every adapted weight (Eq. 8) and return the
         plain base model (its own modules, no adapter, no gate). This wrapper is spent."""
         task_id = self.task_id(task)
-        base = self.base_model
+        base = self.model
         layers = [m for _, m in moelora_layers(base)]
         for layer in layers:
             layer.merge(task_id=task_id)
@@ -365,13 +373,13 @@ class MoeLoraModel(nn.Module):
         """Write ``out_dir/<task>/`` as one stock PEFT LoRA per task (exact; rank r, or K·r/N
         for a sparse gate) and return the folders with the ``vllm serve`` and SGLang
         commands that serve them (moelora.method.export)."""
-        base = base_model_name_or_path or getattr(self.base_model.config, "name_or_path", "")
+        base = base_model_name_or_path or getattr(self.model.config, "name_or_path", "")
         if not base:
             raise ValueError(
                 "the base model has no config.name_or_path; pass base_model_name_or_path="
             )
         paths = export_task_adapters(
-            self.base_model, out_dir, tasks=list(tasks or self.tasks), base_name_or_path=base
+            self.model, out_dir, tasks=list(tasks or self.tasks), base_name_or_path=base
         )
         return serving_commands(paths, base_model=base)
 
