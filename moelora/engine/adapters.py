@@ -18,7 +18,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from moelora.method.fingerprint import SAMPLES_PER_TENSOR, base_dtype, base_fingerprint
+from moelora.method.fingerprint import (
+    SAMPLES_PER_TENSOR,
+    AdapterMismatchError,
+    base_dtype,
+    base_fingerprint,
+)
 from moelora.utils.io import read_json, write_json
 
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -37,10 +42,6 @@ __all__ = [
     "trainable_state_dict",
 ]
 FORMAT_VERSION = 2  # 2: base_fingerprint covers sampled weights (1: names and shapes)
-
-
-class AdapterMismatchError(ValueError):
-    """The saved adapter does not fit the model or the task list it is loaded into."""
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -17,6 +17,10 @@ from torch import nn
 SAMPLES_PER_TENSOR = 16
 
 
+class AdapterMismatchError(ValueError):
+    """The saved adapter does not fit the model or the task list it is loaded into."""
+
+
 def _frozen(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
     return [(name, p) for name, p in model.named_parameters() if not p.requires_grad]
 

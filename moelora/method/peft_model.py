@@ -35,7 +35,7 @@ from torch import nn
 
 from moelora.method.config import MoeLoraConfig
 from moelora.method.export import TaskAdapters, export_task_adapters, serving_commands
-from moelora.method.fingerprint import base_dtype, base_fingerprint
+from moelora.method.fingerprint import AdapterMismatchError, base_dtype, base_fingerprint
 from moelora.method.gate import MoELoRARouter
 from moelora.method.merge import _swap_in_base_layers
 from moelora.method.model import ROUTER_NAME, build, get_router, moelora_layers
@@ -45,7 +45,7 @@ WEIGHTS_NAME = "adapter_model.safetensors"
 FORMAT_VERSION = 2  # as moelora.engine.adapters: the fingerprint covers sampled weights
 
 
-class MoeLoraLoadError(ValueError):
+class MoeLoraLoadError(AdapterMismatchError):
     """A saved adapter does not fit the base model or the task list it is loaded with."""
 
 
