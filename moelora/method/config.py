@@ -1,6 +1,6 @@
 """``MoeLoraConfig``: MOELoRA's settings in the PEFT idiom (docs/library.md).
 
-One dataclass holds what :func:`moelora.method.model.build` takes (Eqs. 4-7: ``N`` experts of
+One dataclass holds what :func:`moelora.method.model.inject` takes (Eqs. 4-7: ``N`` experts of
 total rank ``r``, scaling ``α``, the task gate and its ``d_T``) plus the ordered task list, whose
 order defines the task ids. Every field carries a help text (``dataclasses.fields(...)[i]
 .metadata["help"]``); ``__post_init__`` refuses a bad value with a message that names the field
@@ -111,8 +111,8 @@ class MoeLoraConfig:
             lower = max(self.num_experts, self.rank - self.rank % self.num_experts)
             raise bad(
                 "rank",
-                f"the total rank must be a multiple of num_experts={self.num_experts} "
-                f"(each expert has rank r/N); use e.g. rank={lower}",
+                f"rank={self.rank} is not divisible by num_experts={self.num_experts} (each "
+                f"expert has rank r/N); use a multiple of {self.num_experts}, e.g. rank={lower}",
             )
         if not 0.0 <= float(self.dropout) < 1.0:
             raise bad("dropout", "use a probability in [0, 1)")

@@ -1,6 +1,6 @@
 """``get_moelora_model`` and ``MoeLoraModel``: MOELoRA for any training stack (docs/library.md).
 
-``get_moelora_model(model, config)`` applies :func:`moelora.method.model.build` (the layers of
+``get_moelora_model(model, config)`` applies :func:`moelora.method.model.inject` (the layers of
 Eq. 4 and the one shared gate of Eq. 5) to a HF causal LM and wraps it, PEFT-style:
 
 * ``forward(..., task_ids=...)`` and ``generate(..., task_ids=...)`` route each example by its
@@ -38,7 +38,7 @@ from moelora.method.export import TaskAdapters, export_task_adapters, serving_co
 from moelora.method.fingerprint import AdapterMismatchError, base_dtype, base_fingerprint
 from moelora.method.gate import MoELoRARouter
 from moelora.method.merge import _swap_in_base_layers
-from moelora.method.model import ROUTER_NAME, build, get_router, moelora_layers
+from moelora.method.model import ROUTER_NAME, get_router, inject, moelora_layers
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -70,7 +70,7 @@ class MoeLoraModel(nn.Module):
     def __init__(self, model: nn.Module, config: MoeLoraConfig) -> None:
         super().__init__()
         if not hasattr(model, ROUTER_NAME):
-            build(
+            inject(
                 model, tasks=config.tasks, target_modules=config.target_modules, **config.hparams()
             )
         self.model = model
