@@ -181,8 +181,16 @@ def test_load_refuses_another_base_other_tasks_and_pickles(tmp_path):
     other = _base()
     with torch.no_grad():
         other.model.layers[0].mlp.up_proj.weight.add_(1.0)  # same shapes, other weights
+    reference = copy.deepcopy(other)
     with pytest.raises(MoeLoraLoadError, match="adapter_config.json: field 'base_fingerprint'"):
         MoeLoraModel.from_pretrained(other, tmp_path)
+    # the refused base is left as given: its own layers, no gate, trainable flags, weights
+    assert type(other.model.layers[0].self_attn.q_proj) is torch.nn.Linear
+    assert not hasattr(other, "moelora_router")
+    assert all(p.requires_grad for p in other.parameters())
+    assert other.state_dict().keys() == reference.state_dict().keys()
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(other.state_dict()[name], tensor), name
     with pytest.raises(MoeLoraLoadError, match="field 'tasks'.*pass the saved task list"):
         MoeLoraModel.from_pretrained(_base(), tmp_path, tasks=["t1", "t0", "t2"])
     (tmp_path / "adapter_model.safetensors").rename(tmp_path / "adapter_model.bin")

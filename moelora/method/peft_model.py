@@ -158,6 +158,8 @@ class MoeLoraModel(nn.Module):
     def _checkpoint_contexts(self) -> tuple[Any, Any]:
         """``context_fn`` of ``torch.utils.checkpoint``: called in each checkpointed forward,
         it keeps that forward's routing and restores it around the recomputation."""
+        if not hasattr(self.model, ROUTER_NAME):  # merged and unloaded, or a refused load
+            return nullcontext(), nullcontext()
         router = self.router
         state = router.routing_state()
 
@@ -301,6 +303,7 @@ class MoeLoraModel(nn.Module):
             raise MoeLoraLoadError(
                 f"{directory}: the model given already carries MOELoRA; pass a fresh base model"
             )
+        flags = [(p, p.requires_grad) for p in model.parameters()]
         try:
             wrapped = cls(model, config)
         except ValueError as err:
@@ -308,40 +311,11 @@ class MoeLoraModel(nn.Module):
                 f"{config_path}: field 'target_modules' ({config.target_modules}) does not fit "
                 f"this {type(model).__name__}: {err}"
             ) from None
-        recorded = data.get("base_fingerprint")
-        if check_base and recorded is not None:
-            saved_dtype = data.get("base_dtype")
-            current = (
-                base_fingerprint(wrapped.model, dtype=saved_dtype)
-                if int(data.get("format_version", 1)) >= 2
-                else base_fingerprint(wrapped.model, weights=False)
-            )
-            if current != recorded:
-                raise MoeLoraLoadError(
-                    f"{config_path}: field 'base_fingerprint' is {recorded} (base "
-                    f"{data.get('base_model_name_or_path') or data.get('base_model')}), but the "
-                    f"model given has {current} (names, shapes and sampled weights of its frozen "
-                    f"parameters, in {saved_dtype}); load the adapter into the base it was "
-                    "trained on (check_base=False skips this check)"
-                )
-        state = load_file(str(weights_path))
-        own = adapter_state_dict(wrapped.model)
-        missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
-        if missing or unexpected:
-            raise MoeLoraLoadError(
-                f"{weights_path}: keys do not match the model built from {CONFIG_NAME}: missing "
-                f"{missing[:3]}, unexpected {unexpected[:3]}; is this the base it was trained on?"
-            )
-        params = dict(wrapped.model.named_parameters())
-        with torch.no_grad():
-            for name, tensor in state.items():
-                p = params[name]
-                if p.shape != tensor.shape:
-                    raise MoeLoraLoadError(
-                        f"{weights_path}: {name} has shape {tuple(tensor.shape)} but "
-                        f"{tuple(p.shape)} in the model built from {CONFIG_NAME}"
-                    )
-                p.copy_(tensor.to(device=p.device, dtype=p.dtype))
+        try:
+            _load_weights(wrapped, data, config_path, weights_path, check_base=check_base)
+        except MoeLoraLoadError:
+            _remove(model, flags)  # the caller's base is left as it was given
+            raise
         if not is_trainable:
             wrapped.requires_grad_(False)
             wrapped.eval()
@@ -382,6 +356,57 @@ class MoeLoraModel(nn.Module):
             self.model, out_dir, tasks=list(tasks or self.tasks), base_name_or_path=base
         )
         return serving_commands(paths, base_model=base)
+
+
+def _load_weights(
+    wrapped: MoeLoraModel, data: dict, config_path: Path, weights_path: Path, *, check_base: bool
+) -> None:
+    """Check the base fingerprint, then copy the saved weights into ``wrapped``."""
+    model = wrapped.model
+    recorded = data.get("base_fingerprint")
+    if check_base and recorded is not None:
+        saved_dtype = data.get("base_dtype")
+        current = (
+            base_fingerprint(model, dtype=saved_dtype)
+            if int(data.get("format_version", 1)) >= 2
+            else base_fingerprint(model, weights=False)
+        )
+        if current != recorded:
+            raise MoeLoraLoadError(
+                f"{config_path}: field 'base_fingerprint' is {recorded} (base "
+                f"{data.get('base_model_name_or_path') or data.get('base_model')}), but the "
+                f"model given has {current} (names, shapes and sampled weights of its frozen "
+                f"parameters, in {saved_dtype}); load the adapter into the base it was "
+                "trained on (check_base=False skips this check)"
+            )
+    state = load_file(str(weights_path))
+    own = adapter_state_dict(model)
+    missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+    if missing or unexpected:
+        raise MoeLoraLoadError(
+            f"{weights_path}: keys do not match the model built from {CONFIG_NAME}: missing "
+            f"{missing[:3]}, unexpected {unexpected[:3]}; is this the base it was trained on?"
+        )
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in state.items():
+            p = params[name]
+            if p.shape != tensor.shape:
+                raise MoeLoraLoadError(
+                    f"{weights_path}: {name} has shape {tuple(tensor.shape)} but "
+                    f"{tuple(p.shape)} in the model built from {CONFIG_NAME}"
+                )
+            p.copy_(tensor.to(device=p.device, dtype=p.dtype))
+
+
+def _remove(model: nn.Module, flags: list[tuple[nn.Parameter, bool]]) -> None:
+    """Undo the injection: the base layers back in place, no gate, the trainable flags as given."""
+    layers = {m for _, m in moelora_layers(model)}
+    _swap_in_base_layers(model, layers, [])
+    if hasattr(model, ROUTER_NAME):
+        delattr(model, ROUTER_NAME)
+    for p, flag in flags:
+        p.requires_grad_(flag)
 
 
 def get_moelora_model(model: nn.Module, config: MoeLoraConfig) -> MoeLoraModel:
