@@ -195,12 +195,13 @@ class MoELoRARouter(nn.Module):
         """The current batch's gate output and per-layer cache, to put back later with
         :meth:`restore_routing` (a forward's routing for its recomputation under gradient
         checkpointing; the caller's routing around a nested call)."""
-        return self._weights, dict(self._cache)
+        return self._weights, self._cache  # the dict itself: set_task_ids starts a new one
 
     def restore_routing(self, state: tuple[torch.Tensor | None, dict[tuple, torch.Tensor]]) -> None:
-        """Put back a :meth:`routing_state`: the very same tensors, so gradients reach the gate."""
-        self._weights, cache = state
-        self._cache = dict(cache)
+        """Put back a :meth:`routing_state`: the very same tensors (the gate output and the
+        per-layer expanded weights the forward cached), so a recomputation builds the same graph
+        and the gradients reach the gate as without checkpointing."""
+        self._weights, self._cache = state
 
     def _uniform(self, batch: int, device: torch.device) -> torch.Tensor:
         return torch.full((batch, self.num_experts), 1.0 / self.num_experts, device=device)
