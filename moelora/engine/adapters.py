@@ -10,9 +10,7 @@ absolute path and a fingerprint of its weights (names, shapes and a fixed sample
 
 from __future__ import annotations
 
-import hashlib
 import os
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -21,17 +19,31 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from moelora.engine.finite import check_tensors
+from moelora.method.fingerprint import (
+    SAMPLES_PER_TENSOR,
+    AdapterMismatchError,
+    base_dtype,
+    base_fingerprint,
+)
 from moelora.utils.io import read_json, write_json
 from moelora.utils.redaction import redact
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 CONFIG_NAME = "adapter_config.json"
+__all__ = [
+    "CONFIG_NAME",
+    "FORMAT_VERSION",
+    "SAMPLES_PER_TENSOR",
+    "WEIGHTS_NAME",
+    "AdapterMismatchError",
+    "base_dtype",
+    "base_fingerprint",
+    "load_adapter",
+    "read_adapter_config",
+    "save_adapter",
+    "trainable_state_dict",
+]
 FORMAT_VERSION = 2  # 2: base_fingerprint covers sampled weights (1: names and shapes)
-SAMPLES_PER_TENSOR = 16
-
-
-class AdapterMismatchError(ValueError):
-    """The saved adapter does not fit the model or the task list it is loaded into."""
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -39,41 +51,6 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {
         name: p.detach().contiguous() for name, p in model.named_parameters() if p.requires_grad
     }
-
-
-def _frozen(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    return [(name, p) for name, p in model.named_parameters() if not p.requires_grad]
-
-
-def base_dtype(model: nn.Module) -> str | None:
-    """The most common dtype of the frozen parameters (``"float32"``, ``"bfloat16"``, ...)."""
-    counts = Counter(str(p.dtype).removeprefix("torch.") for _, p in _frozen(model))
-    return counts.most_common(1)[0][0] if counts else None
-
-
-def base_fingerprint(model: nn.Module, *, dtype: str | None = None, weights: bool = True) -> str:
-    """A hash of the frozen parameters: names, shapes and a fixed sample of their values.
-
-    Each tensor contributes ``SAMPLES_PER_TENSOR`` evenly spaced elements (a few kB for a 6B
-    model, so it is cheap), cast to ``dtype`` (default: :func:`base_dtype`) and then to fp32:
-    a base saved in fp32 and loaded in bf16 for training, then in fp32 for export, gives the
-    same fingerprint when ``dtype`` is the training dtype. ``weights=False`` is the format-1
-    fingerprint (names and shapes only)."""
-    h = hashlib.sha256()
-    cast = getattr(torch, dtype) if dtype else None
-    for name, p in _frozen(model):
-        h.update(f"{name}:{tuple(p.shape)};".encode())
-        if not weights or p.numel() == 0:
-            continue
-        if p.is_meta:
-            h.update(b"meta;")
-            continue
-        n, k = p.numel(), min(p.numel(), SAMPLES_PER_TENSOR)
-        idx = torch.tensor([i * (n - 1) // max(k - 1, 1) for i in range(k)], device=p.device)
-        sample = p.detach().reshape(-1)[idx]
-        sample = sample.to(cast) if cast is not None else sample
-        h.update(sample.float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def save_adapter(model: nn.Module, directory: str | os.PathLike, *, meta: dict[str, Any]) -> Path:

@@ -5,9 +5,10 @@ Command line (RUN_DIR as written by the trainer, ``RUN_DIR/adapter/``)::
     python -m moelora.inference.export RUN_DIR --out DIR [--dtype float32] [--trust-remote-code]
 
 writes ``DIR/<task>/adapter_config.json`` and ``DIR/<task>/adapter_model.safetensors`` (the run
-is rebuilt by moelora.inference.load.load_run; the factors come from
-:func:`moelora.method.export.export_task_adapters`), loadable with
-``peft.PeftModel.from_pretrained(base, DIR/<task>)``.
+is rebuilt by moelora.inference.load.load_run; the export is the library API's,
+``moelora.method.peft_model.MoeLoraModel.export_task_adapters``), loadable with
+``peft.PeftModel.from_pretrained(base, DIR/<task>)``, and prints the ``vllm serve`` and SGLang
+commands that serve them (docs/library.md).
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from pathlib import Path
 
 from torch import nn
 
-from moelora.method.export import BUILDER, export_task_adapters
+from moelora.method.config import MoeLoraConfig
+from moelora.method.export import BUILDER
+from moelora.method.peft_model import MoeLoraModel
 from moelora.utils.names import current_name
 
 
@@ -66,12 +69,12 @@ def main(argv: Sequence[str] | None = None) -> list[Path]:
     model, meta = load_run_model(
         args.run_dir, dtype=args.dtype, trust_remote_code=args.trust_remote_code
     )
-    paths = export_task_adapters(
-        model, args.out, tasks=meta["tasks"], base_name_or_path=meta["base_model"]["name_or_path"]
+    wrapped = MoeLoraModel(model, MoeLoraConfig.from_dict(meta, source=f"{args.run_dir}/adapter"))
+    exported = wrapped.export_task_adapters(
+        args.out, tasks=meta["tasks"], base_model_name_or_path=meta["base_model"]["name_or_path"]
     )
-    for p in paths:
-        print(p)
-    return paths
+    print(exported)
+    return list(exported.paths.values())
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@
   (``builder``, the ``_target_`` of the method's ``adapter``), its hyper-parameters, the ordered
   task list and the base model; the base is loaded, the builder re-applied with the saved
   hyper-parameters and the saved weights loaded into it (moelora.engine.adapters.load_adapter, which
-  refuses a mismatched base, task list or parameter set). This covers MOELoRA (every gate),
-  LoRA (Full), LoRA (Full+TP), MoLoRA and P-Tuning.
+  refuses a mismatched base, task list or parameter set). This covers LoRA (Full),
+  LoRA (Full+TP), MoLoRA and P-Tuning; MOELoRA (every gate) loads through the library API,
+  ``moelora.method.peft_model.MoeLoraModel.from_pretrained`` (the same files, the same checks);
 * a pipeline that stores its weights another way provides ``load_run(run_dir, *, config,
   device, dtype, trust_remote_code) -> LoadedRun`` in its own module (the module of
   ``method.pipeline`` in the run's ``config.yaml``), e.g. ``baselines.lora_single.load_run``
@@ -45,7 +46,9 @@ from moelora.harness.allowlist import (
 )
 from moelora.harness.context import RunContext
 from moelora.harness.results import read_results
+from moelora.method.config import BUILDER as MOELORA_BUILDER
 from moelora.method.merge import supports_merge
+from moelora.method.peft_model import MoeLoraModel
 from moelora.method.tasks import TaskMap
 from moelora.utils.manifest import MANIFEST_NAME, ManifestError, verify_manifest
 
@@ -242,11 +245,10 @@ def build_from_adapter(
             "no method.adapter._target_; cannot rebuild the adapter"
         )
     try:
-        builder = get_method(
-            check_name(name, kind="method", source=adapter_dir / "adapter_config.json")
-        )
+        name = check_name(name, kind="method", source=adapter_dir / "adapter_config.json")
     except UntrustedNameError as e:
         raise RunLoadError(str(e)) from None
+    builder = get_method(name)
     base_path = (meta.get("base_model") or {}).get("name_or_path")
     if not base_path:
         raise RunLoadError(f"{adapter_dir}: adapter_config.json has no base_model.name_or_path")
@@ -261,13 +263,19 @@ def build_from_adapter(
         attn_implementation=model_cfg.get("attn_implementation"),
     )
     targets = meta["target_modules"]  # a list of suffixes, or a keyword ("all-linear")
-    model = builder(
-        model,
-        tasks=list(meta["tasks"]),
-        target_modules=targets if isinstance(targets, str) else list(targets),
-        **_builder_kwargs(builder, meta, adapter_dir),
-    )
-    load_adapter(model, adapter_dir, expected_tasks=list(meta["tasks"]))
+    if name == MOELORA_BUILDER:  # MOELoRA loads through the library API
+        loaded = MoeLoraModel.from_pretrained(
+            model, adapter_dir, tasks=list(meta["tasks"]), is_trainable=True
+        )
+        model = loaded.get_base_model()
+    else:
+        model = builder(
+            model,
+            tasks=list(meta["tasks"]),
+            target_modules=targets if isinstance(targets, str) else list(targets),
+            **_builder_kwargs(builder, meta, adapter_dir),
+        )
+        load_adapter(model, adapter_dir, expected_tasks=list(meta["tasks"]))
     meta = {**meta, "trust_remote_code": trust_remote_code}
     return model.to(_device(device)).eval(), base_dir, meta
 

@@ -9,12 +9,15 @@ blocks are dropped (``r' = K·r/N``). Layers that wrap transformers' ``Conv1D`` 
 exported with peft's ``fan_in_fan_out`` (the factors are the same; peft transposes ΔW when
 it merges).
 
-Command line: ``python -m moelora.inference.export`` (moelora/inference/export.py).
+Command line: ``python -m moelora.inference.export`` (moelora/inference/export.py). The
+adapters are served per request by vLLM and SGLang; :func:`serving_commands` writes the commands.
 """
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -116,3 +119,59 @@ def _omega_support(layer: nn.Module, task_id: int) -> torch.Tensor:
     """Boolean ``(r,)``: rank coordinates with a non-zero expert weight for this task."""
     omega = layer.weight_source.task_weights(layer, task_id).float()
     return (omega != 0).repeat_interleave(layer.rank // layer.num_experts).to(layer.lora_A.device)
+
+
+# vLLM's accepted --max-lora-rank values (``MaxLoRARanks`` of vllm/config/lora.py,
+# https://docs.vllm.ai/api/vllm/config/lora.html); its default is 16, and max_loras defaults to 1.
+VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+@dataclass
+class TaskAdapters:
+    """Exported task adapters (``paths``: task → folder) and the commands that serve them."""
+
+    paths: dict[str, Path]
+    base_model: str
+    max_lora_rank: int
+    vllm_command: str
+    sglang_command: str
+
+    def __str__(self) -> str:
+        lines = [f"{task}: {path}" for task, path in self.paths.items()]
+        return "\n".join([*lines, "# vLLM", self.vllm_command, "# SGLang", self.sglang_command])
+
+
+def serving_commands(paths: Sequence[Path], *, base_model: str) -> TaskAdapters:
+    """The ``vllm serve`` and SGLang ``launch_server`` commands that serve every exported task
+    adapter (folder name = task name = the adapter's name in requests), with ``--max-loras``
+    set to the number of tasks and ``--max-lora-rank`` to the smallest value vLLM accepts that
+    holds the largest exported rank."""
+    import json
+
+    paths = [Path(p) for p in paths]
+    ranks = [json.loads((p / "adapter_config.json").read_text())["r"] for p in paths]
+    fits = [r for r in VLLM_MAX_LORA_RANKS if r >= max(ranks)]
+    if not fits:
+        raise ValueError(
+            f"exported rank {max(ranks)} exceeds vLLM's largest --max-lora-rank "
+            f"{VLLM_MAX_LORA_RANKS[-1]}; train with a smaller rank"
+        )
+    max_rank = fits[0]
+    modules = " ".join(shlex.quote(f"{p.name}={p}") for p in paths)
+    base = shlex.quote(base_model)
+    n = len(paths)
+    vllm = (
+        f"vllm serve {base} --enable-lora --lora-modules {modules} "
+        f"--max-loras {n} --max-lora-rank {max_rank}"
+    )
+    sglang = (
+        f"python -m sglang.launch_server --model-path {base} --enable-lora --lora-paths {modules} "
+        f"--max-loras-per-batch {n} --max-lora-rank {max_rank}"
+    )
+    return TaskAdapters(
+        paths={p.name: p for p in paths},
+        base_model=base_model,
+        max_lora_rank=max_rank,
+        vllm_command=vllm,
+        sglang_command=sglang,
+    )

@@ -191,6 +191,18 @@ class MoELoRARouter(nn.Module):
         else:
             self._weights = self.gate(task_ids)  # (batch, N)
 
+    def routing_state(self) -> tuple[torch.Tensor | None, dict[tuple, torch.Tensor]]:
+        """The current batch's gate output and per-layer cache, to put back later with
+        :meth:`restore_routing` (a forward's routing for its recomputation under gradient
+        checkpointing; the caller's routing around a nested call)."""
+        return self._weights, self._cache  # the dict itself: set_task_ids starts a new one
+
+    def restore_routing(self, state: tuple[torch.Tensor | None, dict[tuple, torch.Tensor]]) -> None:
+        """Put back a :meth:`routing_state`: the very same tensors (the gate output and the
+        per-layer expanded weights the forward cached), so a recomputation builds the same graph
+        and the gradients reach the gate as without checkpointing."""
+        self._weights, self._cache = state
+
     def _uniform(self, batch: int, device: torch.device) -> torch.Tensor:
         return torch.full((batch, self.num_experts), 1.0 / self.num_experts, device=device)
 
@@ -211,8 +223,10 @@ class MoELoRARouter(nn.Module):
         else:
             if self._weights is None:
                 raise RuntimeError(
-                    f"{type(layer).__name__} got no task ids: run the forward (and backward) and "
-                    "generate() inside `with moelora.method.gate.task_context(model, task_ids):`"
+                    f"{type(layer).__name__} got no task ids: pass task_ids= (one per example) "
+                    "to the forward and generate() of the MoeLoraModel (moelora.get_moelora_model), "
+                    "or run them (and the backward) inside "
+                    "`with moelora.method.gate.task_context(model, task_ids):`"
                 )
             w = self._weights[layer_index] if layer_index >= 0 else self._weights
             if batch_x != w.shape[0]:

@@ -1,7 +1,8 @@
 """Build MOELoRA on any HF causal LM: inject layers by name suffix, attach one gate.
 
 ``build(model, tasks=..., target_modules=..., **hparams)`` is the method's adapter builder
-(``conf/method/moelora_*.yaml``). It swaps every linear layer (``nn.Linear``, or transformers'
+(``conf/method/moelora_*.yaml``); it goes through the library API (moelora.method.peft_model),
+whose :class:`~moelora.method.peft_model.MoeLoraModel` applies :func:`inject`. It swaps every linear layer (``nn.Linear``, or transformers'
 ``Conv1D`` as in GPT-2) whose name ends with one of ``target_modules`` (or every one but the
 output head for ``all-linear``) for a :class:`moelora.method.layer.MoELoRALinear`, attaches a single
 :class:`moelora.method.gate.MoELoRARouter` as ``model.moelora_router`` (the gate of Eq. 5, shared
@@ -113,7 +114,62 @@ def build(
     task_id_scheme: str = "dense",
     batch_axis: int = 0,
 ) -> nn.Module:
-    """Turn ``model`` into MOELoRA in place (Eqs. 4-5; docs/methods.md §6) and return it.
+    """The method's adapter builder (``conf/method/moelora_*.yaml``): the library API,
+    ``get_moelora_model(model, MoeLoraConfig(...))`` (moelora.method.peft_model), with these
+    settings, returning the adapted model itself rather than its wrapper (the harness routes
+    with ``moelora.method.gate.task_context``). The arguments are the fields of
+    :class:`moelora.method.config.MoeLoraConfig` (see :func:`inject` for each); a bad value is
+    refused naming the field and the fix.
+
+    Returns:
+        the same ``model``: only the ``lora_A``/``lora_B`` of the adapted linears and the
+        gate's ``E``/``W_T`` require grad.
+    """
+    from moelora.method.config import MoeLoraConfig
+    from moelora.method.peft_model import get_moelora_model
+
+    config = MoeLoraConfig(
+        tasks=list(tasks),
+        target_modules=target_modules if isinstance(target_modules, str) else list(target_modules),
+        num_experts=num_experts,
+        rank=rank,
+        alpha=alpha,
+        dropout=dropout,
+        task_embed_dim=task_embed_dim,
+        gate=gate,
+        top_k=top_k,
+        sparse_mode=sparse_mode,
+        expert_init=expert_init,
+        dropout_mode=dropout_mode,
+        scaling_rank=scaling_rank,
+        task_id_scheme=task_id_scheme,
+        batch_axis=batch_axis,
+    )
+    return get_moelora_model(model, config).get_base_model()
+
+
+def inject(
+    model: nn.Module,
+    *,
+    tasks: Sequence[str],
+    target_modules: str | Sequence[str],
+    num_experts: int = 8,
+    rank: int = 16,
+    alpha: float = 32,
+    dropout: float = 0.1,
+    task_embed_dim: int = 64,
+    gate: str = "dense",
+    top_k: int = 2,
+    sparse_mode: str = "mask_neg_inf",
+    expert_init: str = "normal_0.01",
+    dropout_mode: str = "shared",
+    scaling_rank: str = "total",
+    task_id_scheme: str = "dense",
+    batch_axis: int = 0,
+) -> nn.Module:
+    """Turn ``model`` into MOELoRA in place (Eqs. 4-5; docs/methods.md §6) and return it: the
+    injection itself, which :class:`moelora.method.peft_model.MoeLoraModel` applies (use
+    :func:`build` or ``moelora.get_moelora_model``, which validate the settings first).
 
     Args:
         model: a HF causal LM (any architecture whose projections are ``nn.Linear`` or
