@@ -42,6 +42,7 @@ from moelora.harness.context import PipelineOutput, RunContext
 from moelora.harness.identity import IdentityMismatchError, check_previous, job_identity
 from moelora.harness.inputs import check_input_paths, describe_inputs, prepare_inputs
 from moelora.harness.loggers import NoneLogger
+from moelora.harness.recipe import check_schedule
 from moelora.harness.results import provenance, read_results, redact, write_results
 from moelora.harness.schema import ConfigError, check_config
 from moelora.method.tasks import TaskMap
@@ -198,6 +199,7 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
         lr_note = lr_protocol.apply(cfg)  # this method's lr under lr_protocol=dev
         check_config(cfg, choices or None)
         check_input_paths(cfg)
+        check_schedule(cfg)  # a large model never trains at the CPU schedule's lr
     except (ConfigError, FileNotFoundError) as e:
         return _refuse(cfg, run_dir, "config", e)
     if lr_note and distributed.is_main_rank():
