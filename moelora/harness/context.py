@@ -27,7 +27,7 @@ from torch import nn
 from moelora.data.encoding import Encoder, token_warnings
 from moelora.data.samplers import StepSampler
 from moelora.engine.adapters import save_adapter
-from moelora.engine.distributed import effective_batch_size
+from moelora.engine.distributed import effective_batch_size, frozen_dtype
 from moelora.engine.generation import DecodingSettings, GenerationResult, generate_predictions
 from moelora.engine.train import TrainResult, TrainSettings, train
 from moelora.harness.identity import ADDED_KEYS
@@ -61,9 +61,13 @@ class RunContext:
     def load_base(self) -> tuple[nn.Module, Any]:
         m = self.cfg.model
         tokenizer = load_tokenizer(m.path, trust_remote_code=m.trust_remote_code)
+        mixed = str(self.accelerator.mixed_precision)
+        dtype = frozen_dtype(m.dtype, mixed)  # frozen weights in the compute dtype
+        if dtype != m.dtype and m.dtype != "auto":
+            self.accelerator.print(f"[precision] model.dtype={m.dtype} stored as {dtype} ({mixed})")
         model = load_base_model(
             m.path,
-            dtype=m.dtype,
+            dtype=dtype,
             trust_remote_code=m.trust_remote_code,
             gradient_checkpointing=m.gradient_checkpointing,
             attn_implementation=m.get("attn_implementation"),

@@ -47,10 +47,19 @@ def check_model_dir(path: str | Path) -> Path:
     return path
 
 
+def native_bf16() -> bool:
+    """Whether the current CUDA card computes bf16 natively (compute capability ≥ 8.0: A100,
+    H100, RTX 30xx/40xx). ``torch.cuda.is_bf16_supported()`` is true on a V100 as well, where
+    bf16 is emulated (slow, no tensor cores), so it is not asked."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
+
+
 def resolve_dtype(name: str) -> torch.dtype:
+    """``model.dtype`` → a torch dtype; ``auto``: bf16 on a card with native bf16
+    (:func:`native_bf16`), fp16 on an older card (V100), fp32 on the CPU."""
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.bfloat16 if native_bf16() else torch.float16
         return torch.float32
     try:
         return DTYPES[name]
