@@ -185,3 +185,63 @@ def test_cli_prints_the_table(capsys):
     assert memory.main(["--table"]) == 0
     out = capsys.readouterr().out
     assert out.count("\n") >= 10 and "qwen2.5-7b" in out and "80 GB" in out
+
+
+def _big_model_dir(tmp_path):
+    import json
+
+    spec = dict(memory.PRESETS["qwen2.5-7b"])
+    (tmp_path / "config.json").write_text(json.dumps(spec))
+    return tmp_path
+
+
+def _job_cfg(path, *extra):
+    from tests.conftest import compose
+
+    return compose(
+        [
+            "model=hf",
+            f"model.path={path}",
+            "trainer=paper",
+            "method=moelora_dense",
+            "data.max_source_length=1024",
+            "data.max_target_length=196",
+            *extra,
+        ]
+    )
+
+
+def test_a_gpu_job_records_its_plan(tmp_path, monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    cfg = _job_cfg(_big_model_dir(tmp_path))
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda d: SimpleNamespace(total_memory=80e9)
+    )
+    acc = SimpleNamespace(
+        device=torch.device("cuda"), num_processes=4, mixed_precision="bf16", print=print
+    )
+    record = memory.gpu_memory_plan(cfg, acc)
+    assert record["world"] * record["micro_batch"] * record["grad_accum"] == 64
+    assert record["configured"]["micro_batch"] == 4 and record["card_bytes"] == 80e9
+    assert "[memory] memory plan" in capsys.readouterr().out
+    cpu = SimpleNamespace(device=torch.device("cpu"))
+    assert memory.gpu_memory_plan(cfg, cpu) is None
+
+
+def test_a_gpu_job_whose_micro_batch_does_not_fit_is_refused_with_the_fix(tmp_path):
+    cfg = _job_cfg(_big_model_dir(tmp_path), "trainer.per_device_batch_size=64")
+    with pytest.raises(memory.MemoryPlanError, match="trainer.per_device_batch_size=") as err:
+        memory.check_job(cfg, world=1, mixed_precision="bf16", card_bytes=int(24e9))
+    assert "GiB" in str(err.value)
+
+
+def test_an_unknown_layout_is_skipped_not_guessed(tmp_path):
+    import json
+
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 2})
+    )
+    cfg = _job_cfg(tmp_path)
+    record = memory.check_job(cfg, world=1, mixed_precision="bf16", card_bytes=int(80e9))
+    assert "gpt2" in record["skipped"]

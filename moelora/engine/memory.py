@@ -40,6 +40,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
+
 GiB = 1024**3
 # What a CUDA process holds beyond max_memory_allocated: its context, the caching allocator's
 # fragmentation. A plan "fits" when predicted × (1 + FRAGMENTATION) + CONTEXT ≤ the card.
@@ -136,7 +138,7 @@ def shape_of(config: Any) -> Shape:
     if mtype not in LAYOUTS:
         raise ValueError(
             f"model_type {mtype!r}: the memory plan knows {', '.join(sorted(LAYOUTS))}; add its "
-            "block layout to moelora.engine.memory.LAYOUTS, or run with trainer.memory_plan=false"
+            "block layout to moelora.engine.memory.LAYOUTS"
         )
     heads = config.num_attention_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
@@ -310,6 +312,9 @@ class Plan:
         )
 
 
+PLAN_FIELDS = tuple(Plan.__dataclass_fields__)
+
+
 def usable_bytes(gpu_mem_gb: float) -> float:
     """The part of a card a predicted peak may take (see CONTEXT_BYTES, FRAGMENTATION)."""
     return (gpu_mem_gb * 1e9 - CONTEXT_BYTES) / (1 + FRAGMENTATION)
@@ -448,6 +453,87 @@ def plan(model: str | Path | dict[str, Any], method: MethodSpec, settings: Setti
     """The :class:`Plan` for ``model`` (preset, folder or config dict); raises
     :class:`MemoryPlanError` with the numbers and the fix when nothing fits."""
     return Estimator(model, method, settings).plan()
+
+
+def check_job(cfg: Any, *, world: int, mixed_precision: str, card_bytes: int) -> dict[str, Any]:
+    """The plan of a GPU job (``cfg``: the composed config), before its model loads.
+
+    Returns the plan as recorded in ``results.json`` (``memory_plan``), or ``{"skipped": why}``
+    for a model type the plan does not know. Raises :class:`MemoryPlanError` with the numbers
+    and the fix when the configured micro-batch or evaluation batch does not fit the card."""
+    from moelora.engine.distributed import effective_batch_size
+    from moelora.models.loading import resolve_target_modules
+
+    adapter = cfg.method.get("adapter") or {}
+    experts = adapter.get("num_experts")
+    method = MethodSpec(
+        kind="moelora" if experts else "lora",
+        rank=int(adapter.get("rank") or 16),
+        num_experts=int(experts or 1),
+        dropout=float(adapter.get("dropout") or 0.0),
+        target_modules=resolve_target_modules(cfg.model, cfg.method.target_modules),
+    )
+    settings = Settings(
+        source_len=int(cfg.data.max_source_length),
+        target_len=int(cfg.data.max_target_length),
+        effective_batch=effective_batch_size(world, cfg.trainer),
+        world=world,
+        eval_batch=int(cfg.trainer.eval.batch_size),
+        precision={"bf16": "bf16", "fp16": "fp16"}.get(mixed_precision, "fp32"),
+        gradient_checkpointing=bool(cfg.model.gradient_checkpointing),
+        attn_implementation=str(cfg.model.get("attn_implementation") or "sdpa"),
+        gpu_mem_gb=card_bytes / 1e9,
+    )
+    try:
+        est = Estimator(Path(str(cfg.model.path)), method, settings)
+    except ValueError as err:  # a layout the plan does not know
+        return {"skipped": str(err)}
+    room = usable_bytes(settings.gpu_mem_gb)
+    micro, evb = int(cfg.trainer.per_device_batch_size), settings.eval_batch
+    chosen = est.plan()  # raises when not even micro-batch 1 fits
+    if est.train_peak(micro) > room:
+        raise MemoryPlanError(
+            f"memory plan: trainer.per_device_batch_size={micro} needs "
+            f"{est.train_peak(micro) / GiB:.1f} GiB, {room / GiB:.1f} GiB usable on this "
+            f"{settings.gpu_mem_gb:.0f} GB card; use trainer.per_device_batch_size="
+            f"{chosen.micro_batch} (the accumulation follows with trainer=paper). {chosen.summary()}"
+        )
+    if est.eval_peak(evb, merged=False) > room:
+        raise MemoryPlanError(
+            f"memory plan: trainer.eval.batch_size={evb} needs "
+            f"{est.eval_peak(evb, merged=False) / GiB:.1f} GiB, {room / GiB:.1f} GiB usable; "
+            f"use trainer.eval.batch_size={chosen.eval_batch}"
+        )
+    record = chosen.as_dict()
+    record.update(
+        configured={
+            "micro_batch": micro,
+            "train_bytes": est.train_peak(micro),
+            "eval_batch": evb,
+            "merged_eval_bytes": est.eval_peak(evb, merged=True),
+            "unmerged_eval_bytes": est.eval_peak(evb, merged=False),
+        },
+        card_bytes=int(card_bytes),
+    )
+    return record
+
+
+def gpu_memory_plan(cfg: Any, accelerator: Any) -> dict[str, Any] | None:
+    """:func:`check_job` for a job on a CUDA device (None on the CPU); printed once."""
+    if accelerator.device.type != "cuda":
+        return None
+    card = torch.cuda.get_device_properties(accelerator.device).total_memory
+    record = check_job(
+        cfg,
+        world=accelerator.num_processes,
+        mixed_precision=str(accelerator.mixed_precision),
+        card_bytes=card,
+    )
+    if "skipped" in record:
+        accelerator.print(f"[memory] no plan: {record['skipped']}")
+    else:
+        accelerator.print(f"[memory] {Plan(**{k: record[k] for k in PLAN_FIELDS}).summary()}")
+    return record
 
 
 def table(

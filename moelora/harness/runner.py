@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from moelora.data.encoding import apply_task_prompt, load_split
 from moelora.engine import distributed
+from moelora.engine.memory import MemoryPlanError, gpu_memory_plan
 from moelora.harness import lr_protocol
 from moelora.harness.context import PipelineOutput, RunContext
 from moelora.harness.identity import IdentityMismatchError, check_previous, job_identity
@@ -327,6 +328,11 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
         **distributed.describe(accelerator, cfg.trainer),
         "choices": choices,
     }
+    try:  # GPU jobs: the memory plan, before the model loads
+        if plan := gpu_memory_plan(cfg, accelerator):
+            recorded["memory_plan"] = plan
+    except MemoryPlanError as e:
+        return _refuse(cfg, run_dir, "memory", e)
     adopted, trained_by = _reuse(cfg, run_dir, resolved, identity, accelerator, recorded)
     if adopted:
         return 0
