@@ -31,6 +31,7 @@ from transformers import get_linear_schedule_with_warmup
 from moelora.data.encoding import IGNORE_INDEX, Encoder
 from moelora.data.samplers import StepSampler
 from moelora.engine.checkpoint import last_checkpoint, load_checkpoint, save_checkpoint
+from moelora.engine.throughput import Throughput
 from moelora.method.dropout import check_masks, mask_sampling, use_in
 from moelora.method.gate import task_context
 
@@ -66,6 +67,7 @@ class TrainResult:
     step_seconds: float | None = None  # None: no step ran here (resumed at the end)
     peak_memory_bytes: int | None = None
     resumed_from: int | None = None
+    throughput: dict[str, Any] | None = None  # moelora.engine.throughput.Throughput.summary
 
 
 def supervised_tokens(example: dict[str, Any]) -> int:
@@ -190,6 +192,7 @@ def train(
     if accelerator.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
+    meter = Throughput(unwrapped, accelerator)
     bar = tqdm(
         range(start, settings.max_steps),
         initial=start,
@@ -211,6 +214,7 @@ def train(
         step_loss = torch.zeros((), device=accelerator.device)
         for i, idx in enumerate(micro):
             batch = encoder.collate_train([examples[j] for j in idx])
+            meter.add(sum(lengths[j] for j in idx))
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             task_ids = batch.pop("task_ids")
             sync = i == len(micro) - 1
@@ -237,7 +241,7 @@ def train(
                 accelerator.backward(loss * accelerator.gradient_accumulation_steps)
             step_loss += loss.detach()
         if settings.max_grad_norm:
-            accelerator.clip_grad_norm_(params, settings.max_grad_norm)
+            meter.grad_norm = accelerator.clip_grad_norm_(params, settings.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -249,8 +253,9 @@ def train(
             value = accelerator.reduce(step_loss, reduction="mean").item()
             result.losses.append((done, value))
             bar.set_postfix(loss=f"{value:.4f}")
+            speed = meter.metrics()  # every process: it sums the tokens over them
             if log is not None:
-                log({"train/loss": value, "train/lr": scheduler.get_last_lr()[0]}, done)
+                log({"train/loss": value, "train/lr": scheduler.get_last_lr()[0], **speed}, done)
         if (
             ckpt_dir is not None
             and accelerator.is_main_process
@@ -271,6 +276,7 @@ def train(
     result.seconds = time.perf_counter() - t0
     ran = settings.max_steps - start
     result.step_seconds = result.seconds / ran if ran else None
+    result.throughput = meter.summary()
     if accelerator.device.type == "cuda":
         result.peak_memory_bytes = int(torch.cuda.max_memory_allocated())
     model.eval()

@@ -480,6 +480,7 @@ def _finish(
             "losses": out.train.losses,
             "resumed_from": out.train.resumed_from,
             "peak_memory_bytes": out.train.peak_memory_bytes,
+            "throughput": out.train.throughput,
         }
     if out.generation is not None:
         timing.update(
