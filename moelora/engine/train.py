@@ -177,6 +177,8 @@ def train(
             optimizer=optimizer,
             scheduler=scheduler,
             expected_tasks=adapter_meta.get("tasks"),
+            rank=accelerator.process_index,
+            world_size=accelerator.num_processes,
         )
         start = state["step"]
         result.losses = [tuple(x) for x in state["extra"].get("losses", [])]
@@ -258,10 +260,13 @@ def train(
                 log({"train/loss": value, "train/lr": scheduler.get_last_lr()[0], **speed}, done)
         if (
             ckpt_dir is not None
-            and accelerator.is_main_process
             and settings.save_every
             and (done % settings.save_every == 0 or done == settings.max_steps)
         ):
+            rank_rng = gather_rng(accelerator)  # every process takes part
+        else:
+            rank_rng = None
+        if rank_rng is not None and accelerator.is_main_process:
             save_checkpoint(
                 ckpt_dir,
                 step=done,
@@ -271,6 +276,7 @@ def train(
                 adapter_meta=adapter_meta,
                 extra={"losses": result.losses},
                 keep_last=settings.keep_checkpoints,
+                rank_rng=rank_rng or None,
             )
     accelerator.wait_for_everyone()
     result.seconds = time.perf_counter() - t0
@@ -281,6 +287,19 @@ def train(
         result.peak_memory_bytes = int(torch.cuda.max_memory_allocated())
     model.eval()
     return result
+
+
+def gather_rng(accelerator: Any) -> list[tuple[dict[str, torch.Tensor], dict]]:
+    """Every process's RNG state in rank order (multi-process jobs; [] for one process)."""
+    if accelerator.num_processes == 1:
+        return []
+    from accelerate.utils import gather_object
+
+    from moelora.utils.seed import process_rng_state
+
+    tensors, meta = process_rng_state()
+    tensors = {k: v.cpu() for k, v in tensors.items()}
+    return gather_object([(tensors, meta)])
 
 
 class _null:
