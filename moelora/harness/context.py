@@ -34,7 +34,12 @@ from moelora.harness.identity import ADDED_KEYS
 from moelora.harness.lr_protocol import check_trains
 from moelora.method.merge import supports_merge
 from moelora.method.tasks import TaskMap
-from moelora.models.loading import load_base_model, load_tokenizer, resolve_target_modules
+from moelora.models.loading import (
+    load_base_model,
+    load_tokenizer,
+    resolve_special_tokens,
+    resolve_target_modules,
+)
 
 
 @dataclass
@@ -126,7 +131,7 @@ class RunContext:
             max_source_length=d.max_source_length,
             max_target_length=d.max_target_length,
             truncation_side=d.truncation_side,
-            add_special_tokens=self.cfg.model.add_special_tokens,
+            add_special_tokens=resolve_special_tokens(self.cfg.model.add_special_tokens, tokenizer),
         )
         if not self.token_stats:
             for split, records in self.splits.items():

@@ -79,8 +79,7 @@ def register_native_models() -> None:
 
 
 def _is_native(path: Path) -> bool:
-    import json
-
+    check_native_version(path)
     return (
         json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
         in NATIVE_MODEL_TYPES
@@ -146,6 +145,48 @@ def load_base_model(
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
     return model
+
+
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether ``tokenizer``'s own encoding adds exactly a leading BOS to a text (Llama-2/3,
+    Mistral: the families trained with one), and nothing else (no EOS at the end)."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    plain = tokenizer("a b", add_special_tokens=False)["input_ids"]
+    special = tokenizer("a b", add_special_tokens=True)["input_ids"]
+    return special == [bos, *plain]
+
+
+def resolve_special_tokens(setting: bool | str, tokenizer: Any) -> bool:
+    """``model.add_special_tokens``: true | false, or ``auto``: :func:`adds_bos` (a BOS where
+    the family expects one, e.g. Llama-3's ``<|begin_of_text|>``; nothing for Qwen2)."""
+    if setting == "auto":
+        return adds_bos(tokenizer)
+    if not isinstance(setting, bool):
+        raise ValueError(f"model.add_special_tokens={setting!r}; use true, false or auto")
+    return setting
+
+
+# config.json fields of ChatGLM2/3 and the original GLM-4 folders (model_type: chatglm too)
+CHATGLM2_FIELDS = ("multi_query_attention", "kv_channels", "ffn_hidden_size", "padded_vocab_size")
+
+
+def check_native_version(path: str | Path) -> None:
+    """Refuse a ChatGLM2/3 or original GLM-4 folder, which says ``model_type: chatglm`` like
+    ChatGLM-6B (v1) but is another architecture, with the fix."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return
+    fields = json.loads(config.read_text(encoding="utf-8"))
+    found = [f for f in CHATGLM2_FIELDS if f in fields]
+    if fields.get("model_type") == "chatglm" and found:
+        raise ValueError(
+            f"{config}: model_type chatglm with the fields {found} is ChatGLM2/ChatGLM3 or the "
+            "original GLM-4-9B, not ChatGLM-6B (v1), the only chatglm the harness implements. "
+            "For GLM-4 use its transformers-format folder (THUDM/glm-4-9b-hf or glm-4-9b-chat-hf, "
+            "model_type glm/glm4) with model=hf; ChatGLM2/3 are not supported"
+        )
 
 
 def model_type(path: str | Path) -> str | None:
