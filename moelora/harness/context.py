@@ -28,7 +28,7 @@ from moelora.data.encoding import Encoder, token_warnings
 from moelora.data.samplers import StepSampler
 from moelora.engine.adapters import save_adapter
 from moelora.engine.distributed import effective_batch_size, frozen_dtype
-from moelora.engine.generation import DecodingSettings, GenerationResult, generate_predictions
+from moelora.engine.generation import DecodingSettings, GenerationResult, generate_sharded
 from moelora.engine.train import TrainResult, TrainSettings, train
 from moelora.harness.identity import ADDED_KEYS
 from moelora.harness.lr_protocol import check_trains
@@ -247,10 +247,11 @@ class RunContext:
             )
             merge = False
         self.infer_mode = "merged_per_task" if merge else "unmerged"
-        return generate_predictions(
+        return generate_sharded(  # each process its share; all get every prediction back
             self.accelerator.unwrap_model(model),
             encoder,
             records,
+            accelerator=self.accelerator,
             decoding=self.decoding(),
             seed=self.cfg.seed,
             merge=merge,
