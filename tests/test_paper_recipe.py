@@ -84,3 +84,8 @@ def test_real_models_checkpoint_and_take_flash_attention():
     assert compose(["model=chatglm_6b", "model.path=/x"]).model.gradient_checkpointing is True
     bad = compose(["model=hf", "model.path=/x", "model.attn_implementation=flash"])
     assert any("attn_implementation" in p for p in check_values(bad))
+
+
+def test_a_method_without_an_optimiser_is_not_checked(tmp_path):
+    path = _model_dir(tmp_path, **BIG)
+    check_schedule(compose(["model=hf", f"model.path={path}", "method=icl"]))

@@ -33,8 +33,9 @@ def estimated_params(config: dict[str, Any]) -> float:
 def check_schedule(cfg: Any) -> None:
     """Raise :class:`ConfigError` when a large model would train above ``model.max_lr``."""
     max_lr = cfg.model.get("max_lr")
-    if max_lr is None or cfg.trainer.get("lr") is not None or cfg.method.get("optim") is None:
-        return
+    optim = cfg.method.get("optim") or {}
+    if max_lr is None or cfg.trainer.get("lr") is not None or optim.get("lr") is None:
+        return  # an explicit lr, or a method that does not train
     lr = float(cfg.method.optim.lr) * float(cfg.trainer.lr_scale)
     if lr <= float(max_lr):
         return
