@@ -73,6 +73,9 @@ bench-serving: base ## serving mixed-task traffic (#16) on the bench's tiny Llam
 	$(PY) experiments/bench_serving.py --out $(REPORTS)/bench_serving_tiny.json
 	$(PY) experiments/bench_serving.py --base medsynth --out $(REPORTS)/bench_serving_medsynth.json
 
+gpu-check: $(STAMP) ## one-shot GPU check (memory plan vs peak, MOELoRA vs LoRA, generation): $(REPORTS)/gpu_check
+	$(PY) experiments/gpu_check.py --out $(REPORTS)/gpu_check $(if $(TINY),--tiny,)
+
 smoke: base ## one trainer=smoke run of the default method
 	$(PY) run.py trainer=smoke logger=none
 
