@@ -97,7 +97,6 @@ def tiny_overrides(tiny_world, out_dir: Path, *extra: str) -> list[str]:
         "model=hf",
         f"model.path={model_dir}",
         "model.dtype=float32",
-        "model.gradient_checkpointing=false",  # tiny: nothing to save (model=hf turns it on)
         "trainer=smoke",
         "logger=none",
         "progress=false",

@@ -79,7 +79,7 @@ def test_real_models_checkpoint_and_take_flash_attention():
     from moelora.harness.schema import check_values
 
     cfg = compose(["model=hf", "model.path=/x", "model.attn_implementation=flash_attention_2"])
-    assert cfg.model.gradient_checkpointing is True
+    assert cfg.model.gradient_checkpointing == "auto"
     assert check_values(cfg) == []
     assert compose(["model=chatglm_6b", "model.path=/x"]).model.gradient_checkpointing is True
     bad = compose(["model=hf", "model.path=/x", "model.attn_implementation=flash"])
@@ -89,3 +89,16 @@ def test_real_models_checkpoint_and_take_flash_attention():
 def test_a_method_without_an_optimiser_is_not_checked(tmp_path):
     path = _model_dir(tmp_path, **BIG)
     check_schedule(compose(["model=hf", f"model.path={path}", "method=icl"]))
+
+
+def test_checkpointing_auto_is_on_for_real_models_only(tmp_path):
+    from moelora.models.loading import resolve_checkpointing
+
+    big, small = tmp_path / "big", tmp_path / "small"
+    _model_dir(big.mkdir() or big, **BIG)
+    _model_dir(small.mkdir() or small, hidden_size=32, num_hidden_layers=2, vocab_size=100)
+    assert resolve_checkpointing("auto", big) is True
+    assert resolve_checkpointing("auto", small) is False
+    assert resolve_checkpointing(True, small) is True
+    with pytest.raises(ValueError, match="true, false or auto"):
+        resolve_checkpointing("on", big)

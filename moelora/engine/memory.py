@@ -462,7 +462,7 @@ def check_job(cfg: Any, *, world: int, mixed_precision: str, card_bytes: int) ->
     for a model type the plan does not know. Raises :class:`MemoryPlanError` with the numbers
     and the fix when the configured micro-batch or evaluation batch does not fit the card."""
     from moelora.engine.distributed import effective_batch_size
-    from moelora.models.loading import resolve_target_modules
+    from moelora.models.loading import resolve_checkpointing, resolve_target_modules
 
     adapter = cfg.method.get("adapter") or {}
     experts = adapter.get("num_experts")
@@ -480,7 +480,9 @@ def check_job(cfg: Any, *, world: int, mixed_precision: str, card_bytes: int) ->
         world=world,
         eval_batch=int(cfg.trainer.eval.batch_size),
         precision={"bf16": "bf16", "fp16": "fp16"}.get(mixed_precision, "fp32"),
-        gradient_checkpointing=bool(cfg.model.gradient_checkpointing),
+        gradient_checkpointing=resolve_checkpointing(
+            cfg.model.gradient_checkpointing, cfg.model.path
+        ),
         attn_implementation=str(cfg.model.get("attn_implementation") or "sdpa"),
         gpu_mem_gb=card_bytes / 1e9,
     )

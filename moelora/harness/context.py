@@ -37,6 +37,7 @@ from moelora.method.tasks import TaskMap
 from moelora.models.loading import (
     load_base_model,
     load_tokenizer,
+    resolve_checkpointing,
     resolve_special_tokens,
     resolve_target_modules,
 )
@@ -74,7 +75,7 @@ class RunContext:
             m.path,
             dtype=dtype,
             trust_remote_code=m.trust_remote_code,
-            gradient_checkpointing=m.gradient_checkpointing,
+            gradient_checkpointing=resolve_checkpointing(m.gradient_checkpointing, m.path),
             attn_implementation=m.get("attn_implementation"),
         )
         return model.to(self.accelerator.device), tokenizer

@@ -15,19 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from moelora.harness.schema import ConfigError
-
-LARGE_PARAMS = 1e9
-
-
-def estimated_params(config: dict[str, Any]) -> float:
-    """Parameters of a decoder from its ``config.json`` fields (embeddings + blocks)."""
-    h = config.get("hidden_size") or config.get("n_embd") or 0
-    layers = (
-        config.get("num_hidden_layers") or config.get("num_layers") or config.get("n_layer") or 0
-    )
-    ffn = config.get("intermediate_size") or config.get("inner_hidden_size") or 4 * h
-    vocab = config.get("vocab_size") or 0
-    return float(layers * (4 * h * h + 3 * h * ffn) + vocab * h)
+from moelora.models.loading import LARGE_PARAMS, estimated_params
 
 
 def check_schedule(cfg: Any) -> None:

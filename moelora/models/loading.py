@@ -147,6 +147,38 @@ def load_base_model(
     return model
 
 
+LARGE_PARAMS = 1e9  # a "real" model: gradient checkpointing on by default, the paper's lr
+
+
+def estimated_params(config: dict[str, Any]) -> float:
+    """Parameters of a decoder from its ``config.json`` fields (embeddings + blocks)."""
+    h = config.get("hidden_size") or config.get("n_embd") or 0
+    layers = (
+        config.get("num_hidden_layers") or config.get("num_layers") or config.get("n_layer") or 0
+    )
+    ffn = config.get("intermediate_size") or config.get("inner_hidden_size") or 4 * h
+    vocab = config.get("vocab_size") or 0
+    return float(layers * (4 * h * h + 3 * h * ffn) + vocab * h)
+
+
+def model_params(path: str | Path) -> float:
+    """:func:`estimated_params` of the model folder ``path`` (0 without a config.json)."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return 0.0
+    return estimated_params(json.loads(config.read_text(encoding="utf-8")))
+
+
+def resolve_checkpointing(setting: bool | str, path: str | Path) -> bool:
+    """``model.gradient_checkpointing``: true | false, or ``auto``: on for a model of at least
+    :data:`LARGE_PARAMS` parameters (a 7B model at 1,220 tokens needs it), off below."""
+    if setting == "auto":
+        return model_params(path) >= LARGE_PARAMS
+    if not isinstance(setting, bool):
+        raise ValueError(f"model.gradient_checkpointing={setting!r}; use true, false or auto")
+    return setting
+
+
 def adds_bos(tokenizer: Any) -> bool:
     """Whether ``tokenizer``'s own encoding adds exactly a leading BOS to a text (Llama-2/3,
     Mistral: the families trained with one), and nothing else (no EOS at the end)."""
