@@ -1,4 +1,4 @@
-"""Sharded evaluation: under ``torchrun --nproc_per_node 2 run.py device=cpu`` each process
+"""Sharded evaluation (and per-rank RNG checkpoints): under ``torchrun --nproc_per_node 2 run.py device=cpu`` each process
 generates its share of the test set, rank 0 gathers, scores and writes once; under greedy
 decoding the predictions are exactly one process's."""
 
@@ -19,7 +19,7 @@ JOB = (
     "decoding=greedy",
     "trainer.lr=0.0",
     "trainer.max_steps=1",
-    "trainer.save_every=0",
+    "trainer.save_every=1",
     "trainer.eval.limit_per_task=2",
     "device=cpu",
 )
@@ -55,3 +55,10 @@ def test_two_processes_predict_what_one_predicts(tiny_world, tmp_path):
     ]
     assert len(lines[0]) == 16 and lines[0] == lines[1]
     assert one["scores"] == two["scores"]
+    # the step-1 checkpoint of the 2-process run holds each rank's RNG state (resume)
+    ckpts = [d / "checkpoints" / "step-000001" for d in (tmp_path / "one", two_dir)]
+    assert [p.name for p in sorted(ckpts[1].glob("rng-rank*"))] == [
+        "rng-rank0.safetensors",
+        "rng-rank1.safetensors",
+    ]
+    assert not list(ckpts[0].glob("rng-rank*")) and (ckpts[0] / "rng.safetensors").is_file()
