@@ -34,6 +34,7 @@ from baselines.icl.packing import (
 )
 from moelora.engine.generation import GenerationResult
 from moelora.harness.context import PipelineOutput, RunContext
+from moelora.models.loading import resolve_special_tokens
 from moelora.utils.io import write_jsonl
 
 PROMPTS_NAME = "icl_prompts.jsonl"
@@ -152,7 +153,8 @@ def pipeline(ctx: RunContext) -> PipelineOutput:
         model, tokenizer = ctx.load_base()
         max_context = icfg.max_context_tokens or _model_context(model)
         counter: TokenCounter = TokenizerCounter(
-            tokenizer, add_special_tokens=bool(ctx.cfg.model.add_special_tokens)
+            tokenizer,
+            add_special_tokens=resolve_special_tokens(ctx.cfg.model.add_special_tokens, tokenizer),
         )
         prompt_room = (
             effective_budget(int(max_context), float(icfg.local.margin)) - decoding.max_new_tokens

@@ -24,7 +24,7 @@ from moelora.engine.adapters import load_adapter, save_adapter
 from moelora.engine.finite import check_tensors
 from moelora.utils.io import read_json, write_json
 from moelora.utils.manifest import ManifestError, verify_manifest, write_manifest
-from moelora.utils.seed import rng_state, set_rng_state
+from moelora.utils.seed import rng_state, set_process_rng_state, set_rng_state
 
 
 def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -59,7 +59,11 @@ def save_checkpoint(
     adapter_meta: dict[str, Any],
     extra: dict[str, Any] | None = None,
     keep_last: int = 2,
+    rank_rng: list[tuple[dict[str, torch.Tensor], dict]] | None = None,
 ) -> Path:
+    """Write a checkpoint (rank 0). ``rank_rng``: every process's
+    ``moelora.utils.seed.process_rng_state()`` in rank order (a multi-process job), saved as
+    ``rng-rank<r>.safetensors`` so that each rank resumes its own random streams."""
     ckpt_dir = Path(ckpt_dir)
     final = ckpt_dir / f"step-{step:06d}"
     tmp = ckpt_dir / f".tmp-step-{step:06d}"
@@ -70,6 +74,8 @@ def save_checkpoint(
     save_file(opt_tensors, str(tmp / "optimizer.safetensors")) if opt_tensors else None
     rng_tensors, rng_meta = rng_state()
     save_file(rng_tensors, str(tmp / "rng.safetensors"))
+    for r, (tensors, _) in enumerate(rank_rng or []):
+        save_file(tensors, str(tmp / f"rng-rank{r}.safetensors"))
     write_json(
         tmp / "state.json",
         {
@@ -77,6 +83,7 @@ def save_checkpoint(
             "optimizer": opt_meta,
             "scheduler": scheduler.state_dict(),
             "rng": rng_meta,
+            "rng_ranks": [meta for _, meta in rank_rng or []],
             "extra": extra or {},
         },
     )
@@ -122,8 +129,13 @@ def load_checkpoint(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     expected_tasks: list[str] | None = None,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict[str, Any]:
-    """Restore everything saved by :func:`save_checkpoint`; returns ``state.json``."""
+    """Restore everything saved by :func:`save_checkpoint`; returns ``state.json``.
+
+    The RNG state is this ``rank``'s own when the checkpoint has one per rank for the same
+    ``world_size``; otherwise rank 0's (a checkpoint of one process, or of an older version)."""
     path = Path(path)
     load_adapter(model, path, expected_tasks=expected_tasks)
     state = read_json(path / "state.json")
@@ -132,5 +144,10 @@ def load_checkpoint(
     check_tensors(tensors, f"{opt_file}: optimizer state not loaded")
     optimizer.load_state_dict(_unflatten_optimizer(tensors, state["optimizer"]))
     scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(load_file(str(path / "rng.safetensors")), state["rng"])
+    ranks = state.get("rng_ranks") or []
+    own = path / f"rng-rank{rank}.safetensors"
+    if world_size > 1 and len(ranks) == world_size and own.is_file():
+        set_process_rng_state(load_file(str(own)), ranks[rank])
+    else:
+        set_rng_state(load_file(str(path / "rng.safetensors")), state["rng"])
     return state

@@ -39,17 +39,39 @@ class LaunchError(RuntimeError):
 
 
 def precision(name: str) -> str:
-    """``trainer.precision`` → accelerate's ``mixed_precision`` (``auto``: bf16, or fp16 without
-    bf16 support, on GPU; none on CPU)."""
+    """``trainer.precision`` → accelerate's ``mixed_precision``. ``auto``: bf16 on a card with
+    native bf16 (compute capability ≥ 8.0), fp16 with loss scaling on an older one (the
+    paper's V100), none on the CPU. bf16 asked on a card that only emulates it is refused.
+    """
     import torch
 
-    if name == "auto":
-        if not torch.cuda.is_available():
-            return "no"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if name not in ("no", "fp16", "bf16"):
+    from moelora.models.loading import native_bf16
+
+    if name not in ("auto", "no", "fp16", "bf16"):
         raise ValueError(f"trainer.precision={name!r}; use auto, no, fp16 or bf16")
+    if not torch.cuda.is_available():
+        return "no" if name == "auto" else name
+    native = native_bf16()
+    if name == "auto":
+        return "bf16" if native else "fp16"
+    if name == "bf16" and not native:
+        major, minor = torch.cuda.get_device_capability()
+        raise ValueError(
+            f"trainer.precision=bf16 on {torch.cuda.get_device_name()} (compute capability "
+            f"{major}.{minor}): bf16 would be emulated, not native (needs 8.0); use "
+            "trainer.precision=fp16 (loss scaling) or trainer.precision=auto"
+        )
     return name
+
+
+COMPUTE_DTYPES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def frozen_dtype(model_dtype: str, mixed_precision: str) -> str:
+    """The dtype the frozen base weights are stored in: the compute dtype under mixed
+    precision (so autocast makes no copy of any frozen weight, and a ChatGLM-6B fp16 checkpoint
+    runs under bf16), else ``model.dtype``. The adapters keep fp32 master weights either way."""
+    return COMPUTE_DTYPES.get(mixed_precision, model_dtype)
 
 
 def check_launch(num_processes: int, env: Mapping[str, str] | None = None) -> None:
@@ -134,13 +156,39 @@ def make_accelerator(cfg: Any) -> Any:
         mixed_precision=precision(cfg.trainer.precision), cpu=cfg.device == "cpu"
     )
     check_launch(accelerator.num_processes)
+    if cfg.trainer.get("effective_batch") is not None:  # trainer=paper: 64 on any world size
+        cfg.trainer.grad_accum = grad_accum_for(accelerator.num_processes, cfg.trainer)
     configure_deepspeed(accelerator, cfg.trainer)
     return accelerator
 
 
+def grad_accum_for(num_processes: int, trainer_cfg: Any) -> int:
+    """``trainer.grad_accum``; with ``trainer.effective_batch`` set (trainer=paper: 64), the
+    accumulation that reaches it: effective batch / (processes × ``per_device_batch_size``).
+
+    Raises:
+        LaunchError: the processes × micro-batch do not divide the effective batch (the fix).
+    """
+    target = trainer_cfg.get("effective_batch")
+    if target is None:
+        return int(trainer_cfg.grad_accum)
+    micro = int(trainer_cfg.per_device_batch_size)
+    per_step = int(num_processes) * micro
+    if int(target) % per_step:
+        fits = [m for m in range(micro, 0, -1) if int(target) % (int(num_processes) * m) == 0]
+        raise LaunchError(
+            f"trainer.effective_batch={target} is not a multiple of {num_processes} processes × "
+            f"trainer.per_device_batch_size={micro}; use trainer.per_device_batch_size="
+            f"{fits[0] if fits else 1}, or a number of processes that divides {target}"
+        )
+    return int(target) // per_step
+
+
 def effective_batch_size(num_processes: int, trainer_cfg: Any) -> int:
-    """Examples per optimiser step: processes × ``per_device_batch_size`` × ``grad_accum``."""
-    return int(num_processes) * int(trainer_cfg.per_device_batch_size) * int(trainer_cfg.grad_accum)
+    """Examples per optimiser step: processes × ``per_device_batch_size`` × ``grad_accum``
+    (:func:`grad_accum_for`)."""
+    accum = grad_accum_for(num_processes, trainer_cfg)
+    return int(num_processes) * int(trainer_cfg.per_device_batch_size) * accum
 
 
 def describe(accelerator: Any, trainer_cfg: Any) -> dict[str, Any]:

@@ -5,6 +5,12 @@ seed (the authors' settings), or greedy decoding. ``group_by_task`` runs one tas
 time, merging that task's weights into the base first when the model supports it (Eq. 8,
 ``infer: merged_per_task``): then generation is plain base-model compute.
 
+Under a multi-process launch, :func:`generate_sharded` gives each process its share of the
+records (every ``world``-th of them in prompt-length order, so the shares cost alike); rank 0
+gets them all back in input order, and the job scores and writes once. Greedy predictions are
+those of one process; sampled ones depend on the share each sample falls in (every process
+seeds its generator with the run seed).
+
 Models whose task weights are not selected by task ids alone (several named adapters, as a
 rebuilt LoRA (Single) run, see moelora/inference/load.py) pass two hooks: ``task_scope(task_id)``, a
 context that selects one task's weights for a task group, and ``batch_kwargs(task_ids)``,
@@ -143,3 +149,39 @@ def generate_predictions(
     seconds = time.perf_counter() - t0 - merge_seconds
     predictions = [{**r, "target": texts[i]} for i, r in enumerate(records)]
     return GenerationResult(predictions, seconds, seconds / max(1, len(records)), merge_seconds)
+
+
+def shard_indices(records: Sequence[dict[str, Any]], rank: int, world: int) -> list[int]:
+    """This process's records: every ``world``-th from ``rank``, in prompt-length order."""
+    order = sorted(range(len(records)), key=lambda i: (len(records[i]["input"]), i))
+    return order[rank::world]
+
+
+def generate_sharded(
+    model: nn.Module,
+    encoder: Encoder,
+    records: Sequence[dict[str, Any]],
+    *,
+    accelerator: Any,
+    **kwargs: Any,
+) -> GenerationResult:
+    """:func:`generate_predictions` over the processes of ``accelerator``: each generates its
+    share (:func:`shard_indices`); every process returns all predictions, in input order
+    (rank 0 is the one that scores and writes). ``seconds``: the slowest process's."""
+    world = accelerator.num_processes
+    if world == 1:
+        return generate_predictions(model, encoder, records, **kwargs)
+    from accelerate.utils import gather_object
+
+    mine = shard_indices(records, accelerator.process_index, world)
+    part = generate_predictions(model, encoder, [records[i] for i in mine], **kwargs)
+    texts = dict(gather_object([(i, p["target"]) for i, p in zip(mine, part.predictions)]))
+    times = gather_object([(part.seconds, part.merge_seconds)])
+    seconds = max(t for t, _ in times)
+    predictions = [{**r, "target": texts[i]} for i, r in enumerate(records)]
+    return GenerationResult(
+        predictions,
+        seconds,
+        seconds * world / max(1, len(records)),
+        max(m for _, m in times),
+    )

@@ -31,8 +31,13 @@ from transformers import get_linear_schedule_with_warmup
 from moelora.data.encoding import IGNORE_INDEX, Encoder
 from moelora.data.samplers import StepSampler
 from moelora.engine import progress
-from moelora.engine.checkpoint import load_checkpoint, save_checkpoint, verified_checkpoint
+from moelora.engine.checkpoint import (
+    load_checkpoint,
+    save_checkpoint,
+    verified_checkpoint,
+)
 from moelora.engine.finite import check_step
+from moelora.engine.throughput import Throughput
 from moelora.method.dropout import check_masks, mask_sampling, use_in
 from moelora.method.gate import task_context
 
@@ -68,6 +73,7 @@ class TrainResult:
     step_seconds: float | None = None  # None: no step ran here (resumed at the end)
     peak_memory_bytes: int | None = None
     resumed_from: int | None = None
+    throughput: dict[str, Any] | None = None  # moelora.engine.throughput.Throughput.summary
 
 
 def supervised_tokens(example: dict[str, Any]) -> int:
@@ -182,6 +188,8 @@ def train(
             optimizer=optimizer,
             scheduler=scheduler,
             expected_tasks=adapter_meta.get("tasks"),
+            rank=accelerator.process_index,
+            world_size=accelerator.num_processes,
         )
         start = state["step"]
         result.losses = [tuple(x) for x in state["extra"].get("losses", [])]
@@ -198,6 +206,7 @@ def train(
     if accelerator.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
+    meter = Throughput(unwrapped, accelerator)
     bar = tqdm(
         range(start, settings.max_steps),
         initial=start,
@@ -219,6 +228,7 @@ def train(
         step_loss = torch.zeros((), device=accelerator.device)
         for i, idx in enumerate(micro):
             batch = encoder.collate_train([examples[j] for j in idx])
+            meter.add(sum(lengths[j] for j in idx))
             batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             task_ids = batch.pop("task_ids")
             sync = i == len(micro) - 1
@@ -249,6 +259,7 @@ def train(
             if settings.max_grad_norm
             else None
         )
+        meter.grad_norm = norm
         # a NaN/Inf loss or gradient norm stops the job before the update (moelora.engine.finite)
         last_finite = (step + 1, check_step(step + 1, step_loss, norm, last_finite))
         optimizer.step()
@@ -263,14 +274,18 @@ def train(
             value = accelerator.reduce(step_loss, reduction="mean").item()
             result.losses.append((done, value))
             bar.set_postfix(loss=f"{value:.4f}")
+            speed = meter.metrics()  # every process: it sums the tokens over them
             if log is not None:
-                log({"train/loss": value, "train/lr": scheduler.get_last_lr()[0]}, done)
+                log({"train/loss": value, "train/lr": scheduler.get_last_lr()[0], **speed}, done)
         if (
             ckpt_dir is not None
-            and accelerator.is_main_process
             and settings.save_every
             and (done % settings.save_every == 0 or done == settings.max_steps)
         ):
+            rank_rng = gather_rng(accelerator)  # every process takes part
+        else:
+            rank_rng = None
+        if rank_rng is not None and accelerator.is_main_process:
             save_checkpoint(
                 ckpt_dir,
                 step=done,
@@ -280,15 +295,30 @@ def train(
                 adapter_meta=adapter_meta,
                 extra={"losses": result.losses},
                 keep_last=settings.keep_checkpoints,
+                rank_rng=rank_rng or None,
             )
     accelerator.wait_for_everyone()
     result.seconds = time.perf_counter() - t0
     ran = settings.max_steps - start
     result.step_seconds = result.seconds / ran if ran else None
+    result.throughput = meter.summary()
     if accelerator.device.type == "cuda":
         result.peak_memory_bytes = int(torch.cuda.max_memory_allocated())
     model.eval()
     return result
+
+
+def gather_rng(accelerator: Any) -> list[tuple[dict[str, torch.Tensor], dict]]:
+    """Every process's RNG state in rank order (multi-process jobs; [] for one process)."""
+    if accelerator.num_processes == 1:
+        return []
+    from accelerate.utils import gather_object
+
+    from moelora.utils.seed import process_rng_state
+
+    tensors, meta = process_rng_state()
+    tensors = {k: v.cpu() for k, v in tensors.items()}
+    return gather_object([(tensors, meta)])
 
 
 class _null:

@@ -27,14 +27,20 @@ from torch import nn
 from moelora.data.encoding import Encoder, token_warnings
 from moelora.data.samplers import StepSampler
 from moelora.engine.adapters import save_adapter
-from moelora.engine.distributed import effective_batch_size
-from moelora.engine.generation import DecodingSettings, GenerationResult, generate_predictions
+from moelora.engine.distributed import effective_batch_size, frozen_dtype
+from moelora.engine.generation import DecodingSettings, GenerationResult, generate_sharded
 from moelora.engine.train import TrainResult, TrainSettings, train
 from moelora.harness.identity import ADDED_KEYS
 from moelora.harness.lr_protocol import check_trains
 from moelora.method.merge import supports_merge
 from moelora.method.tasks import TaskMap
-from moelora.models.loading import load_base_model, load_tokenizer, resolve_target_modules
+from moelora.models.loading import (
+    load_base_model,
+    load_tokenizer,
+    resolve_checkpointing,
+    resolve_special_tokens,
+    resolve_target_modules,
+)
 
 
 @dataclass
@@ -61,11 +67,15 @@ class RunContext:
     def load_base(self) -> tuple[nn.Module, Any]:
         m = self.cfg.model
         tokenizer = load_tokenizer(m.path, trust_remote_code=m.trust_remote_code)
+        mixed = str(self.accelerator.mixed_precision)
+        dtype = frozen_dtype(m.dtype, mixed)  # frozen weights in the compute dtype
+        if dtype != m.dtype and m.dtype != "auto":
+            self.accelerator.print(f"[precision] model.dtype={m.dtype} stored as {dtype} ({mixed})")
         model = load_base_model(
             m.path,
-            dtype=m.dtype,
+            dtype=dtype,
             trust_remote_code=m.trust_remote_code,
-            gradient_checkpointing=m.gradient_checkpointing,
+            gradient_checkpointing=resolve_checkpointing(m.gradient_checkpointing, m.path),
             attn_implementation=m.get("attn_implementation"),
         )
         return model.to(self.accelerator.device), tokenizer
@@ -122,7 +132,7 @@ class RunContext:
             max_source_length=d.max_source_length,
             max_target_length=d.max_target_length,
             truncation_side=d.truncation_side,
-            add_special_tokens=self.cfg.model.add_special_tokens,
+            add_special_tokens=resolve_special_tokens(self.cfg.model.add_special_tokens, tokenizer),
         )
         if not self.token_stats:
             for split, records in self.splits.items():
@@ -238,10 +248,11 @@ class RunContext:
             )
             merge = False
         self.infer_mode = "merged_per_task" if merge else "unmerged"
-        return generate_predictions(
+        return generate_sharded(  # each process its share; all get every prediction back
             self.accelerator.unwrap_model(model),
             encoder,
             records,
+            accelerator=self.accelerator,
             decoding=self.decoding(),
             seed=self.cfg.seed,
             merge=merge,

@@ -48,12 +48,16 @@ IGNORED_KEYS = (
     "lr_protocol",
 )
 # Dotted keys that do not either: whether a missing input may be built (its content counts).
-NOT_COMPUTED = ("data.build", "model.build")
+NOT_COMPUTED = ("data.build", "model.build", "model.max_lr")
 # Keys that change only how a trained model is evaluated, not the trained weights.
 INFERENCE_KEYS = ("decoding", "scorer", "method.infer", "trainer.eval")
 # Keys added after identity version 1, with the value that computes what a job computed before
 # the key existed: dropped at that value, so that earlier finished jobs keep their identity.
-ADDED_KEYS = {"trainer.loss_weighting": "token", "trainer.dropout_masks": "torch"}
+ADDED_KEYS = {
+    "trainer.loss_weighting": "token",
+    "trainer.dropout_masks": "torch",
+    "trainer.effective_batch": None,
+}
 # Inputs given as paths: compared as absolute paths (their content is fingerprinted as well).
 PATH_KEYS = ("model.path", "data.root")
 FIX = (

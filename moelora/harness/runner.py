@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from moelora.data.encoding import apply_task_prompt, check_tasks_present, load_split
 from moelora.engine import distributed, progress
+from moelora.engine.memory import MemoryPlanError, gpu_memory_plan
 from moelora.harness import lr_protocol
 from moelora.harness.context import PipelineOutput, RunContext
 from moelora.harness.identity import (
@@ -48,6 +49,7 @@ from moelora.harness.identity import (
 from moelora.harness.inputs import check_input_paths, describe_inputs, prepare_inputs
 from moelora.harness.interrupt import interrupted_record, raise_on_sigterm
 from moelora.harness.loggers import NoneLogger
+from moelora.harness.recipe import check_schedule
 from moelora.harness.results import (
     provenance,
     read_results,
@@ -191,6 +193,7 @@ def run(cfg: DictConfig, run_dir: Path) -> int:
         lr_note = lr_protocol.apply(cfg)  # this method's lr under lr_protocol=dev
         check_config(cfg, choices or None)
         check_input_paths(cfg)
+        check_schedule(cfg)  # a large model never trains at the CPU schedule's lr
     except (ConfigError, FileNotFoundError) as e:
         return _refuse(cfg, run_dir, "config", e)
     if lr_note and distributed.is_main_rank():
@@ -332,6 +335,11 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
         **distributed.describe(accelerator, cfg.trainer),
         "choices": choices,
     }
+    try:  # GPU jobs: the memory plan, before the model loads
+        if plan := gpu_memory_plan(cfg, accelerator):
+            recorded["memory_plan"] = plan
+    except MemoryPlanError as e:
+        return _refuse(cfg, run_dir, "memory", e)
     adopted, trained_by = _reuse(cfg, run_dir, resolved, identity, accelerator, recorded)
     if adopted:
         return 0
@@ -505,6 +513,7 @@ def _finish(
             "losses": out.train.losses,
             "resumed_from": out.train.resumed_from,
             "peak_memory_bytes": out.train.peak_memory_bytes,
+            "throughput": out.train.throughput,
         }
     if out.generation is not None:
         timing.update(

@@ -51,6 +51,7 @@ VALUES: dict[str, tuple[str, Any, str]] = {
     "trainer.max_steps": ("int", 1, "trainer.max_steps=500"),
     "trainer.per_device_batch_size": ("int", 1, "trainer.per_device_batch_size=16"),
     "trainer.grad_accum": ("int", 1, "trainer.grad_accum=1"),
+    "trainer.effective_batch": ("int?", 1, "trainer.effective_batch=64 (null: grad_accum as set)"),
     "trainer.length_groups": ("int", 1, "trainer.length_groups=4 (1: sampler order)"),
     "trainer.loss_weighting": ("str", ("token", "example"), "trainer.loss_weighting=example"),
     "trainer.dropout_masks": ("str", ("bits16", "torch"), "trainer.dropout_masks=torch"),
@@ -76,6 +77,12 @@ VALUES: dict[str, tuple[str, Any, str]] = {
     "data.max_truncated_fraction": ("float", None, "data.max_truncated_fraction=0.5"),
     "data.build": ("bool", None, "data.build=true"),
     "model.build": ("bool", None, "model.build=true"),
+    "model.attn_implementation": (
+        "str",
+        ("sdpa", "flash_attention_2", "eager"),
+        "model.attn_implementation=flash_attention_2",
+    ),
+    "model.max_lr": ("float?", None, "model.max_lr=1e-3 (or null: no limit)"),
     "method.infer": ("str", ("unmerged", "merged_per_task"), "method.infer=merged_per_task"),
 }
 

@@ -196,7 +196,8 @@ class MoELoRALinear(nn.Module):
         if self.merged_task is not None:
             self.unmerge()
         weight = self.base_layer.weight
-        self._original_weight = weight.detach().clone()
+        # kept in host memory: on a GPU the merged model is the only copy there
+        self._original_weight = weight.detach().to("cpu", copy=True)
         delta = self.delta_weight(task_id)
         if self.fan_in_fan_out:
             delta = delta.T  # Conv1D: (d_in, d_out)
@@ -207,7 +208,7 @@ class MoELoRALinear(nn.Module):
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        """Restore the kept copy of the base weight exactly (no subtraction)."""
+        """Restore the kept (host-memory) copy of the base weight exactly (no subtraction)."""
         if self.merged_task is None:
             return
         self.base_layer.weight.copy_(self._original_weight)

@@ -3,7 +3,9 @@
 ``with merged_for_task(model, task_id): model.generate(...)`` folds task ``task_id``'s update
 into every adapted base weight (fp32 compute, one cast), puts the base layers back in place of
 the adapter wrappers (the base model's modules and compute, nothing more), and on exit puts
-the wrappers back and restores the kept original weights. It knows no
+the wrappers back and restores the kept original weights, bit for bit. The originals are kept
+in host memory, so a GPU holds one copy of the model while merged (in place), plus one fp32
+``ΔW`` at a time while merging. It knows no
 method by name; it works on:
 
 * task-mergeable modules: ``merge(task_id)``, ``unmerge()`` and a ``merged_task`` attribute
@@ -96,7 +98,7 @@ def merged_for_task(model: nn.Module, task_id: int) -> Iterator[nn.Module]:
         for m in task_layers:
             m.merge(task_id=task_id)
         for m in peft_layers:
-            kept.append((m, m.get_base_layer().weight.detach().clone()))
+            kept.append((m, m.get_base_layer().weight.detach().to("cpu", copy=True)))
             m.merge()
         _swap_in_base_layers(model, set(task_layers) | set(peft_layers), swapped)
         yield model

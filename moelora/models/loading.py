@@ -47,10 +47,19 @@ def check_model_dir(path: str | Path) -> Path:
     return path
 
 
+def native_bf16() -> bool:
+    """Whether the current CUDA card computes bf16 natively (compute capability ≥ 8.0: A100,
+    H100, RTX 30xx/40xx). ``torch.cuda.is_bf16_supported()`` is true on a V100 as well, where
+    bf16 is emulated (slow, no tensor cores), so it is not asked."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
+
+
 def resolve_dtype(name: str) -> torch.dtype:
+    """``model.dtype`` → a torch dtype; ``auto``: bf16 on a card with native bf16
+    (:func:`native_bf16`), fp16 on an older card (V100), fp32 on the CPU."""
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.bfloat16 if native_bf16() else torch.float16
         return torch.float32
     try:
         return DTYPES[name]
@@ -70,8 +79,7 @@ def register_native_models() -> None:
 
 
 def _is_native(path: Path) -> bool:
-    import json
-
+    check_native_version(path)
     return (
         json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type")
         in NATIVE_MODEL_TYPES
@@ -137,6 +145,80 @@ def load_base_model(
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
     return model
+
+
+LARGE_PARAMS = 1e9  # a "real" model: gradient checkpointing on by default, the paper's lr
+
+
+def estimated_params(config: dict[str, Any]) -> float:
+    """Parameters of a decoder from its ``config.json`` fields (embeddings + blocks)."""
+    h = config.get("hidden_size") or config.get("n_embd") or 0
+    layers = (
+        config.get("num_hidden_layers") or config.get("num_layers") or config.get("n_layer") or 0
+    )
+    ffn = config.get("intermediate_size") or config.get("inner_hidden_size") or 4 * h
+    vocab = config.get("vocab_size") or 0
+    return float(layers * (4 * h * h + 3 * h * ffn) + vocab * h)
+
+
+def model_params(path: str | Path) -> float:
+    """:func:`estimated_params` of the model folder ``path`` (0 without a config.json)."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return 0.0
+    return estimated_params(json.loads(config.read_text(encoding="utf-8")))
+
+
+def resolve_checkpointing(setting: bool | str, path: str | Path) -> bool:
+    """``model.gradient_checkpointing``: true | false, or ``auto``: on for a model of at least
+    :data:`LARGE_PARAMS` parameters (a 7B model at 1,220 tokens needs it), off below."""
+    if setting == "auto":
+        return model_params(path) >= LARGE_PARAMS
+    if not isinstance(setting, bool):
+        raise ValueError(f"model.gradient_checkpointing={setting!r}; use true, false or auto")
+    return setting
+
+
+def adds_bos(tokenizer: Any) -> bool:
+    """Whether ``tokenizer``'s own encoding adds exactly a leading BOS to a text (Llama-2/3,
+    Mistral: the families trained with one), and nothing else (no EOS at the end)."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    plain = tokenizer("a b", add_special_tokens=False)["input_ids"]
+    special = tokenizer("a b", add_special_tokens=True)["input_ids"]
+    return special == [bos, *plain]
+
+
+def resolve_special_tokens(setting: bool | str, tokenizer: Any) -> bool:
+    """``model.add_special_tokens``: true | false, or ``auto``: :func:`adds_bos` (a BOS where
+    the family expects one, e.g. Llama-3's ``<|begin_of_text|>``; nothing for Qwen2)."""
+    if setting == "auto":
+        return adds_bos(tokenizer)
+    if not isinstance(setting, bool):
+        raise ValueError(f"model.add_special_tokens={setting!r}; use true, false or auto")
+    return setting
+
+
+# config.json fields of ChatGLM2/3 and the original GLM-4 folders (model_type: chatglm too)
+CHATGLM2_FIELDS = ("multi_query_attention", "kv_channels", "ffn_hidden_size", "padded_vocab_size")
+
+
+def check_native_version(path: str | Path) -> None:
+    """Refuse a ChatGLM2/3 or original GLM-4 folder, which says ``model_type: chatglm`` like
+    ChatGLM-6B (v1) but is another architecture, with the fix."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return
+    fields = json.loads(config.read_text(encoding="utf-8"))
+    found = [f for f in CHATGLM2_FIELDS if f in fields]
+    if fields.get("model_type") == "chatglm" and found:
+        raise ValueError(
+            f"{config}: model_type chatglm with the fields {found} is ChatGLM2/ChatGLM3 or the "
+            "original GLM-4-9B, not ChatGLM-6B (v1), the only chatglm the harness implements. "
+            "For GLM-4 use its transformers-format folder (THUDM/glm-4-9b-hf or glm-4-9b-chat-hf, "
+            "model_type glm/glm4) with model=hf; ChatGLM2/3 are not supported"
+        )
 
 
 def model_type(path: str | Path) -> str | None:

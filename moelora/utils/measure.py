@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,16 +40,19 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def saved_tensor_bytes(fn: Callable[[], object]) -> int:
+def saved_tensor_bytes(fn: Callable[[], object], exclude: Iterable[torch.Tensor] = ()) -> int:
     """Bytes of the distinct storages autograd saves for backward while ``fn`` runs
     (parameters excluded: they exist anyway). Storages are told apart by address, so ``fn``
     must run one forward and one backward: a second forward may reuse the freed addresses of
-    the first one's activations."""
+    the first one's activations. ``exclude``: tensors whose storages are not counted either
+    (a model's parameters, which a linear saves as a transposed view, not a Parameter)."""
     seen: dict[int, int] = {}
+    skip = {t.untyped_storage().data_ptr() for t in exclude}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
-        if not isinstance(t, nn.Parameter):
-            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        ptr = t.untyped_storage().data_ptr()
+        if not isinstance(t, nn.Parameter) and ptr not in skip:
+            seen[ptr] = t.untyped_storage().nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

@@ -40,6 +40,26 @@ def rng_state() -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, meta
 
 
+def process_rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    """This process's RNG states (CPU, its current CUDA device, python, numpy): what one rank
+    of a multi-process job draws from, for a per-rank checkpoint."""
+    tensors, meta = rng_state()
+    tensors = {"torch_cpu": tensors["torch_cpu"]}
+    if torch.cuda.is_available():
+        tensors["torch_cuda"] = torch.cuda.get_rng_state()
+    return tensors, meta
+
+
+def set_process_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    """Restore what :func:`process_rng_state` saved."""
+    torch.set_rng_state(tensors["torch_cpu"])
+    if torch.cuda.is_available() and "torch_cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["torch_cuda"])
+    random.setstate(_from_json(meta["python"]))
+    kind, keys, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
 def set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
     torch.set_rng_state(tensors["torch_cpu"])
     if torch.cuda.is_available():
