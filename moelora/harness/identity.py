@@ -57,6 +57,7 @@ ADDED_KEYS = {
     "trainer.loss_weighting": "token",
     "trainer.dropout_masks": "torch",
     "trainer.effective_batch": None,
+    "model.attn_implementation": None,  # null: transformers' default, what ran before the key
 }
 # Inputs given as paths: compared as absolute paths (their content is fingerprinted as well).
 PATH_KEYS = ("model.path", "data.root")

@@ -15,7 +15,37 @@ from pathlib import Path
 from typing import Any
 
 from moelora.harness.schema import ConfigError
-from moelora.models.loading import LARGE_PARAMS, estimated_params
+from moelora.models.loading import (
+    LARGE_PARAMS,
+    estimated_params,
+    load_tokenizer,
+    resolve_checkpointing,
+    resolve_special_tokens,
+)
+
+
+def resolve_auto_switches(cfg: Any) -> list[str]:
+    """Write the concrete value of the model's ``auto`` switches into ``cfg`` (in place), once
+    its folder exists and before the job's identity is taken: ``gradient_checkpointing`` (on
+    from :data:`LARGE_PARAMS` parameters) and ``add_special_tokens`` (a BOS where the
+    tokenizer adds one itself). The identity then records what the job computes, so a job whose
+    ``auto`` comes out as the value it had before ``auto`` existed keeps its identity, and its
+    finished runs stay done.
+
+    Returns:
+        one line per switch it resolved.
+    """
+    model, notes = cfg.model, []
+    if model.get("gradient_checkpointing") == "auto":
+        model.gradient_checkpointing = resolve_checkpointing("auto", str(model.path))
+        notes.append(f"model.gradient_checkpointing=auto → {model.gradient_checkpointing}")
+    if model.get("add_special_tokens") == "auto":
+        tokenizer = load_tokenizer(
+            str(model.path), trust_remote_code=bool(model.get("trust_remote_code") or False)
+        )
+        model.add_special_tokens = resolve_special_tokens("auto", tokenizer)
+        notes.append(f"model.add_special_tokens=auto → {model.add_special_tokens}")
+    return notes
 
 
 def check_schedule(cfg: Any) -> None:

@@ -49,7 +49,7 @@ from moelora.harness.identity import (
 from moelora.harness.inputs import check_input_paths, describe_inputs, prepare_inputs
 from moelora.harness.interrupt import interrupted_record, raise_on_sigterm
 from moelora.harness.loggers import NoneLogger
-from moelora.harness.recipe import check_schedule
+from moelora.harness.recipe import check_schedule, resolve_auto_switches
 from moelora.harness.results import (
     provenance,
     read_results,
@@ -267,6 +267,8 @@ def _run(cfg: DictConfig, run_dir: Path, accelerator: Any, choices: dict[str, st
         if problem is not None:
             raise problem
         inputs = describe_inputs(cfg, world_size=accelerator.num_processes)
+        for note in resolve_auto_switches(cfg):  # before the identity: what the job computes
+            accelerator.print(f"[model] {note}")
     except Exception as e:  # noqa: BLE001 - a build or a fingerprint failed: reported, not raised
         return _refuse(cfg, run_dir, "inputs", e)
     resolved = redact(OmegaConf.to_container(cfg, resolve=True))

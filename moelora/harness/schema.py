@@ -78,7 +78,7 @@ VALUES: dict[str, tuple[str, Any, str]] = {
     "data.build": ("bool", None, "data.build=true"),
     "model.build": ("bool", None, "model.build=true"),
     "model.attn_implementation": (
-        "str",
+        "str?",
         ("sdpa", "flash_attention_2", "eager"),
         "model.attn_implementation=flash_attention_2",
     ),
