@@ -87,6 +87,9 @@ bench-serving: base ##@ serving mixed-task traffic on the bench's tiny Llama and
 gpu-check: $(STAMP) ##@ one-shot GPU check (memory plan vs peak, MOELoRA vs LoRA, generation): $(REPORTS)/gpu_check
 	$(PY) experiments/gpu_check.py --out $(REPORTS)/gpu_check $(if $(TINY),--tiny,)
 
+memory-plan: $(STAMP) ##@ docs/results/memory-plan.md: the memory plan of ChatGLM-6B, Qwen2.5-7B, Llama-3-8B on 24/40/80 GB cards
+	$(PY) -m moelora.engine.memory --table --out docs/results/memory-plan.md
+
 smoke: base ##@ one trainer=smoke run of the default method
 	$(PY) run.py trainer=smoke logger=none
 
@@ -137,4 +140,4 @@ decode-noise: $(STAMP) ##@ the decoding's share of a row's spread: NOISE_METHODS
 clean: ## remove outputs and reports (keeps artifacts and .venv)
 	rm -rf outputs multirun $(REPORTS) analysis/out
 
-.PHONY: help env data base demo test test-all test-gpu lint format golden bench bench-serving gpu-check efficiency smoke collect tables figures claims report publish publish-demo reproduce-smoke reproduce-mini lr-sweep lr-select decode-noise clean
+.PHONY: help env data base demo test test-all test-gpu lint format golden bench bench-serving gpu-check memory-plan efficiency smoke collect tables figures claims report publish publish-demo reproduce-smoke reproduce-mini lr-sweep lr-select decode-noise clean

@@ -15,6 +15,7 @@ from moelora.engine import memory
 from moelora.method.gate import task_context
 from moelora.method.model import build
 from moelora.utils.measure import saved_tensor_bytes
+from tests.conftest import REPO_ROOT
 
 NARROW = {  # the same layouts at a fraction of the width: the default suite's variant
     "chatglm-6b": {"hidden_size": 512, "inner_hidden_size": 2048, "num_attention_heads": 8},
@@ -245,3 +246,15 @@ def test_an_unknown_layout_is_skipped_not_guessed(tmp_path):
     cfg = _job_cfg(tmp_path)
     record = memory.check_job(cfg, world=1, mixed_precision="bf16", card_bytes=int(80e9))
     assert "gpt2" in record["skipped"]
+
+
+def test_the_committed_memory_plan_page_is_what_the_code_renders(tmp_path):
+    """docs/results/memory-plan.md is generated (make memory-plan), never typed."""
+    from moelora.engine.memory import main
+
+    out = tmp_path / "memory-plan.md"
+    assert main(["--table", "--out", str(out)]) == 0
+    committed = REPO_ROOT / "docs" / "results" / "memory-plan.md"
+    assert committed.read_text(encoding="utf-8") == out.read_text(encoding="utf-8"), (
+        "docs/results/memory-plan.md differs from the code's plan: run make memory-plan"
+    )
