@@ -104,3 +104,17 @@ def test_precision_matrix_through_the_runner(tiny_world, tiny_chatglm, tmp_path,
     with safe_open(str(adapter), "pt") as f:
         dtypes = {f.get_tensor(k).dtype for k in f.keys() if "lora" in k}
     assert dtypes == {torch.float32}, dtypes  # fp32 master weights
+
+
+def test_a_launch_asking_for_another_precision_is_refused_not_overridden():
+    """``accelerate launch --config_file experiments/accelerate/*.yaml`` (mixed_precision: bf16)
+    must not be silently overridden by trainer.precision."""
+    from moelora.engine.distributed import LaunchError, check_launch_precision
+
+    check_launch_precision("bf16", {"ACCELERATE_MIXED_PRECISION": "bf16"})
+    check_launch_precision("bf16", {"ACCELERATE_MIXED_PRECISION": "no"})  # launch's default
+    check_launch_precision("no", {})
+    with pytest.raises(LaunchError, match="trainer.precision=bf16"):
+        check_launch_precision("no", {"ACCELERATE_MIXED_PRECISION": "bf16"})
+    with pytest.raises(LaunchError, match="mixed_precision=fp16"):
+        check_launch_precision("bf16", {"ACCELERATE_MIXED_PRECISION": "fp16"})

@@ -148,13 +148,30 @@ def configure_deepspeed(accelerator: Any, trainer_cfg: Any) -> None:
         config["gradient_accumulation_steps"] = int(trainer_cfg.grad_accum)
 
 
+def check_launch_precision(mixed_precision: str, env: Mapping[str, str] | None = None) -> None:
+    """Refuse a launch whose ``accelerate`` config or ``--mixed_precision`` asks for bf16 or fp16
+    when ``trainer.precision`` gives another precision on this machine: ``accelerate launch``
+    puts it into ``ACCELERATE_MIXED_PRECISION``, which the job's own setting would otherwise
+    override in silence. ``no`` (also what ``accelerate launch`` sets when nothing was asked)
+    leaves the choice to ``trainer.precision``."""
+    asked = (os.environ if env is None else env).get("ACCELERATE_MIXED_PRECISION", "no")
+    if asked not in ("no", "", mixed_precision):
+        raise LaunchError(
+            f"the launch asks for mixed_precision={asked} (accelerate config or "
+            f"--mixed_precision), but trainer.precision gives {mixed_precision} on this "
+            f"machine; set trainer.precision={asked}, or change the launch's mixed_precision, "
+            "so that the job runs in the precision that was asked for"
+        )
+
+
 def make_accelerator(cfg: Any) -> Any:
-    """The job's ``accelerate.Accelerator``, after :func:`check_launch` and DeepSpeed set-up."""
+    """The job's ``accelerate.Accelerator``, after :func:`check_launch`,
+    :func:`check_launch_precision` and DeepSpeed set-up."""
     from accelerate import Accelerator
 
-    accelerator = Accelerator(
-        mixed_precision=precision(cfg.trainer.precision), cpu=cfg.device == "cpu"
-    )
+    mixed_precision = precision(cfg.trainer.precision)
+    check_launch_precision(mixed_precision)
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=cfg.device == "cpu")
     check_launch(accelerator.num_processes)
     if cfg.trainer.get("effective_batch") is not None:  # trainer=paper: 64 on any world size
         cfg.trainer.grad_accum = grad_accum_for(accelerator.num_processes, cfg.trainer)
