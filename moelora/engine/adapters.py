@@ -24,6 +24,7 @@ from moelora.method.fingerprint import (
     AdapterMismatchError,
     base_dtype,
     base_fingerprint,
+    recorded_way,
 )
 from moelora.utils.io import read_json, write_json
 from moelora.utils.redaction import redact
@@ -115,11 +116,7 @@ def load_adapter(
     recorded = config.get("base_fingerprint")
     if check_base and recorded is not None:
         saved_dtype = config.get("base_dtype")
-        current = (
-            base_fingerprint(model, dtype=saved_dtype)
-            if int(config.get("format_version", 1)) >= 2
-            else base_fingerprint(model, weights=False)
-        )
+        current = recorded_way(model, config)
         if current != recorded:
             dtype_note = ""
             if saved_dtype and base_dtype(model) not in (saved_dtype, "float32"):

@@ -54,3 +54,12 @@ def base_fingerprint(model: nn.Module, *, dtype: str | None = None, weights: boo
         sample = sample.to(cast) if cast is not None else sample
         h.update(sample.float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def recorded_way(model: nn.Module, saved: dict) -> str:
+    """The fingerprint of ``model`` computed the way an adapter config ``saved`` recorded its
+    ``base_fingerprint``: from format version 2 the weights in the recorded ``base_dtype``,
+    before it the parameter names and shapes only."""
+    if int(saved.get("format_version", 1)) >= 2:
+        return base_fingerprint(model, dtype=saved.get("base_dtype"))
+    return base_fingerprint(model, weights=False)

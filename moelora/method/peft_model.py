@@ -35,7 +35,12 @@ from torch import nn
 
 from moelora.method.config import MoeLoraConfig
 from moelora.method.export import TaskAdapters, export_task_adapters, serving_commands
-from moelora.method.fingerprint import AdapterMismatchError, base_dtype, base_fingerprint
+from moelora.method.fingerprint import (
+    AdapterMismatchError,
+    base_dtype,
+    base_fingerprint,
+    recorded_way,
+)
 from moelora.method.gate import MoELoRARouter
 from moelora.method.merge import _swap_in_base_layers
 from moelora.method.model import ROUTER_NAME, get_router, inject, moelora_layers
@@ -366,11 +371,7 @@ def _load_weights(
     recorded = data.get("base_fingerprint")
     if check_base and recorded is not None:
         saved_dtype = data.get("base_dtype")
-        current = (
-            base_fingerprint(model, dtype=saved_dtype)
-            if int(data.get("format_version", 1)) >= 2
-            else base_fingerprint(model, weights=False)
-        )
+        current = recorded_way(model, data)
         if current != recorded:
             raise MoeLoraLoadError(
                 f"{config_path}: field 'base_fingerprint' is {recorded} (base "
