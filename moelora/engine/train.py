@@ -31,6 +31,7 @@ from transformers import get_linear_schedule_with_warmup
 from moelora.data.encoding import IGNORE_INDEX, Encoder
 from moelora.data.samplers import StepSampler
 from moelora.engine.checkpoint import last_checkpoint, load_checkpoint, save_checkpoint
+from moelora.engine.compile import compile_for_training, mark_dynamic_lengths
 from moelora.method.dropout import check_masks, mask_sampling, use_in
 from moelora.method.gate import task_context
 
@@ -53,6 +54,9 @@ class TrainSettings:
     dropout_masks: str = (
         "torch"  # moelora.method.dropout.MASKS; conf/trainer/default.yaml says bits16
     )
+    compile: str = "off"  # moelora.engine.compile: off | on (torch.compile of forward + backward)
+    compile_backend: str = "inductor"
+    compile_cache_dir: str | None = None  # inductor's on-disk caches, shared by a grid's jobs
 
 
 LOSS_WEIGHTINGS = ("token", "example")
@@ -162,6 +166,12 @@ def train(
     )
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
+    model = compile_for_training(  # trainer.compile; `unwrapped` stays the plain module
+        model,
+        settings.compile,
+        backend=settings.compile_backend,
+        cache_dir=settings.compile_cache_dir,
+    )
     examples = [encoder.train_example(r) for r in records]
     tokens = [supervised_tokens(e) for e in examples]
     lengths = [len(e["input_ids"]) for e in examples]
@@ -211,7 +221,7 @@ def train(
         step_loss = torch.zeros((), device=accelerator.device)
         for i, idx in enumerate(micro):
             batch = encoder.collate_train([examples[j] for j in idx])
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            batch = mark_dynamic_lengths({k: v.to(accelerator.device) for k, v in batch.items()})
             task_ids = batch.pop("task_ids")
             sync = i == len(micro) - 1
             # DDP averages the devices' gradients, hence × num_processes

@@ -52,7 +52,11 @@ NOT_COMPUTED = ("data.build", "model.build")
 INFERENCE_KEYS = ("decoding", "scorer", "method.infer", "trainer.eval")
 # Keys added after identity version 1, with the value that computes what a job computed before
 # the key existed: dropped at that value, so that earlier finished jobs keep their identity.
-ADDED_KEYS = {"trainer.loss_weighting": "token", "trainer.dropout_masks": "torch"}
+ADDED_KEYS = {
+    "trainer.loss_weighting": "token",
+    "trainer.dropout_masks": "torch",
+    "trainer.compile": "off",
+}
 # Inputs given as paths: compared as absolute paths (their content is fingerprinted as well).
 PATH_KEYS = ("model.path", "data.root")
 FIX = (

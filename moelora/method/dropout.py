@@ -14,10 +14,12 @@ expectation is exactly 1):
   Only tensors on the CPU take this path; on an accelerator torch's fused kernel is faster, so
   ``bits16`` uses it there.
 
-Both draw from torch's default generator, so ``seed`` and checkpoint resume (which restores
-the RNG state) cover them, and non-reentrant gradient checkpointing replays them. The mode is
-process-wide for the duration of :func:`mask_sampling` (the shared trainer opens it from
-``trainer.dropout_masks``); outside it, ``torch``. Modules that hold a plain ``nn.Dropout``
+Under ``torch.compile`` (``trainer.compile=on``, moelora.engine.compile) every mask is torch's
+own dropout, which the compiler generates inside the graph: ``bits16``'s in-place draw would
+break the graph at every adapter. Both draw from torch's default generator, so ``seed`` and
+checkpoint resume (which restores the RNG state) cover them, and non-reentrant gradient
+checkpointing replays them. The mode is process-wide for the duration of :func:`mask_sampling`
+(the shared trainer opens it from ``trainer.dropout_masks``); outside it, ``torch``. Modules that hold a plain ``nn.Dropout``
 (peft's ``lora_dropout``; a base model's own dropout, as GPT-2's) take part after
 :func:`use_in` swaps them for :class:`Dropout`, which the trainer does for the model it trains.
 """
@@ -92,7 +94,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """``drop(x)``: dropout with probability ``p`` while ``training``, drawn as :func:`mode` says."""
     if not training or p <= 0.0:
         return x
-    if _mode == "bits16" and x.device.type == "cpu":
+    if _mode == "bits16" and x.device.type == "cpu" and not torch.compiler.is_compiling():
         return x * bits16_mask(x.shape, p, dtype=x.dtype, device=x.device)
     return F.dropout(x, p, True)
 
