@@ -174,9 +174,15 @@ def test_check_compile_and_the_config_key(tiny_world, tmp_path):
 def test_off_returns_the_model_and_the_cache_dir_is_shared(tmp_path, monkeypatch):
     model = _tiny_llama()
     assert compile_for_training(model, "off") is model
-    monkeypatch.delenv(CACHE_ENV, raising=False)
-    assert use_cache_dir(tmp_path / "cache") == str((tmp_path / "cache").resolve())
-    assert (tmp_path / "cache").is_dir()
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    for unset in (None, default_cache_dir()):  # importing inductor sets its default
+        if unset is None:
+            monkeypatch.delenv(CACHE_ENV, raising=False)
+        else:
+            monkeypatch.setenv(CACHE_ENV, unset)
+        assert use_cache_dir(tmp_path / "cache") == str((tmp_path / "cache").resolve())
+        assert (tmp_path / "cache").is_dir()
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "mine"))  # the user's setting wins
     assert use_cache_dir(tmp_path / "cache") == str(tmp_path / "mine")
 
@@ -249,3 +255,21 @@ def test_compiled_and_eager_losses_agree_through_the_shared_loop(tiny_world, tmp
 def test_inductor_losses_agree_over_60_steps(tiny_world, tmp_path):
     """The same with inductor, the backend trainer.compile=on uses, over 60 steps."""
     _agree(tiny_world, tmp_path, steps=60, backend="inductor")
+
+
+def test_bench_steps_have_the_default_jobs_shapes():
+    """experiments/bench_compile.py: steps of 8 examples in 2 length-sorted micro-batches of 4,
+    loss on the answer tokens only, as moelora.engine.train cuts and collates them."""
+    from experiments.bench_compile import make_steps
+
+    lengths, answers = [30, 12, 50, 20, 44, 9, 27, 61, 15, 33], [5, 3, 9, 4, 8, 2, 6, 10, 3, 7]
+    steps = make_steps(3, lengths, answers, vocab=50)
+    for micro in steps:
+        assert [m["input_ids"].shape[0] for m in micro] == [4, 4]
+        short, long = (m["attention_mask"].sum(1) for m in micro)
+        assert short.max() <= long.min() and micro[0]["input_ids"].shape[1] == short.max()
+        for m in micro:
+            assert int((m["labels"] != -100).sum()) == m["tokens"]
+            kept = m["labels"] != -100
+            assert (m["labels"][kept] == m["input_ids"][kept]).all()
+            assert (m["attention_mask"][kept] == 1).all()

@@ -51,9 +51,12 @@ def check_compile(value: Any) -> str:
 
 
 def use_cache_dir(cache_dir: str | Path | None) -> str | None:
-    """Point inductor's on-disk caches at ``cache_dir`` unless ``TORCHINDUCTOR_CACHE_DIR`` is
-    set already; returns the directory in force (None: torch's default under the temp dir)."""
-    if cache_dir is not None and not os.environ.get(CACHE_ENV):
+    """Point inductor's on-disk caches at ``cache_dir`` unless the user set
+    ``TORCHINDUCTOR_CACHE_DIR`` (importing inductor sets it to torch's default, a folder under
+    the temp dir, which does not count); returns the directory in force."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    if cache_dir is not None and os.environ.get(CACHE_ENV) in (None, "", default_cache_dir()):
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
         os.environ[CACHE_ENV] = str(Path(cache_dir).resolve())
     return os.environ.get(CACHE_ENV)
