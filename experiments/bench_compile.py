@@ -158,11 +158,12 @@ class Variant:
         method: str,
         compiled: bool,
         *,
+        dropout: float = 0.1,
         cache_dir: Path | None = None,
         backend: str = "inductor",
     ) -> None:
         self.method, self.compiled = method, compiled
-        self.model = make_method(method).train()
+        self.model = make_method(method, dropout=dropout).train()
         use_in(self.model)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=3.5e-3)
@@ -194,11 +195,11 @@ class Variant:
         return step_loss
 
 
-def step_flops(method: str, steps: list[list[dict[str, torch.Tensor]]]) -> float:
+def step_flops(method: str, steps: list[list[dict[str, torch.Tensor]]], dropout: float) -> float:
     """Mean FLOPs (forward + backward; 2 per multiply-add) of the steps, counted eagerly."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    v = Variant(method, compiled=False)
+    v = Variant(method, compiled=False, dropout=dropout)
     with FlopCounterMode(display=False) as counter:
         for micro in steps:
             v.step(micro)
@@ -250,6 +251,7 @@ def run(
     num_steps: int,
     artifacts: Path,
     cache_dir: Path | None,
+    dropout: float = 0.1,
 ) -> dict:
     real = default_job_lengths(artifacts)
     if real is None:  # a fixed synthetic range (MedSynth-8 prompts and answers span about this)
@@ -261,8 +263,10 @@ def run(
         lengths, answers, source = real
     steps = make_steps(num_steps, lengths, answers, vocab=BaseConfig().vocab_size)
     log(f"lengths: {source}; counting FLOPs")
-    flops = {m: step_flops(m, steps) for m in methods}  # the steps the rounds time
-    variants = [Variant(m, c, cache_dir=cache_dir) for m in methods for c in (False, True)]
+    flops = {m: step_flops(m, steps, dropout) for m in methods}  # the steps the rounds time
+    variants = [
+        Variant(m, c, dropout=dropout, cache_dir=cache_dir) for m in methods for c in (False, True)
+    ]
     compile_s = {}
     for v in variants:  # compilation (first steps) and warm-up, not timed as steps
         compile_s[v.name] = timed(lambda v=v: [v.step(steps[i]) for i in range(2)])
@@ -301,6 +305,7 @@ def run(
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "lengths": source,
+        "adapter_dropout": dropout,
         "rounds": rounds,
         "steps_cycled": len(steps),
         "matmul_peak_gflops": peak / 1e9,
@@ -332,6 +337,7 @@ def table(result: dict) -> str:
         f"Matmul peak (512×512 fp32, {result['threads']} thread(s)): "
         f"{result['matmul_peak_gflops']:.1f} GFLOP/s (median of {result['rounds']}, "
         f"range {lo:.1f}–{hi:.1f}). CPU: {result['cpu']}. torch {result['torch']}. "
+        f"Adapter dropout {result['adapter_dropout']}. "
         f"Lengths: {result['lengths']}."
     )
     return "\n".join(lines)
@@ -342,6 +348,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--dropout", type=float, default=0.1, help="adapter dropout (default job)")
     parser.add_argument("--artifacts", type=Path, default=REPO / "artifacts")
     parser.add_argument("--out", type=Path, default=None, help="also write the result as JSON")
     parser.add_argument(
@@ -361,6 +368,7 @@ def main() -> None:
             num_steps=rounds,
             artifacts=args.artifacts,
             cache_dir=args.cache_dir or Path(tmp),
+            dropout=args.dropout,
         )
     print(table(result))
     print(

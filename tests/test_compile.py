@@ -143,19 +143,33 @@ def test_unmarked_lengths_recompile_and_a_new_batch_size_recompiles_once():
     assert backend.graphs == 2
 
 
-def test_dropout_is_in_the_graph_with_its_distribution():
-    """Under the compiler ``bits16`` masks give way to torch's dropout: no graph break, an
-    entry dropped with probability p, kept entries scaled by 1 / (1 − p)."""
+def test_dropout_masks_are_in_the_graph_and_drawn_as_eager_draws_them():
+    """Under the compiler a ``bits16`` mask is one op of the graph: no graph break, and with the
+    same seed the same masks as eager, one per call (two calls on the same input are not merged);
+    ``torch`` masks are torch's dropout in the graph, an entry dropped with probability p."""
     torch._dynamo.reset()
     counters.clear()
     backend = CountingBackend("aot_eager")
-    fn = torch.compile(lambda x: dropout(x, 0.1), backend=backend)
+
+    def two(x):
+        return dropout(x, 0.1), dropout(x, 0.1)
+
+    fn = torch.compile(two, backend=backend)
     x = torch.ones(400, 500)
     with mask_sampling("bits16"):
-        y = fn(x)
+        torch.manual_seed(3)
+        eager = two(x)
+        torch.manual_seed(3)
+        compiled = fn(x)
     assert dict(counters["graph_break"]) == {} and backend.graphs == 1
-    dropped = (y == 0).float().mean().item()
-    assert dropped == pytest.approx(0.1, abs=0.005)  # 200k draws: 5 sd ≈ 0.0034
+    for e, c in zip(eager, compiled, strict=True):
+        assert torch.equal(c, e)
+    assert not torch.equal(compiled[0], compiled[1])
+
+    fn = torch.compile(lambda x: dropout(x, 0.1), backend=CountingBackend("aot_eager"))
+    with mask_sampling("torch"):
+        y = fn(x)
+    assert (y == 0).float().mean().item() == pytest.approx(0.1, abs=0.005)  # 5 sd ≈ 0.0034
     assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.9))
 
 
@@ -224,12 +238,12 @@ def _losses(ctx, *, steps: int, compile: str, backend: str) -> tuple[list[float]
     return [loss for _, loss in out.losses], trained
 
 
-def _agree(tiny_world, tmp_path, *, steps: int, backend: str) -> None:
+def _agree(tiny_world, tmp_path, *, steps: int, backend: str, dropout_p: float = 0.0) -> None:
     ctx = _ctx(
         tiny_world,
         tmp_path,
         "method=moelora_dense",
-        "method.adapter.dropout=0.0",
+        f"method.adapter.dropout={dropout_p}",
         "trainer.per_device_batch_size=8",
         "trainer.length_groups=2",
     )
@@ -249,6 +263,12 @@ def test_compiled_and_eager_losses_agree_through_the_shared_loop(tiny_world, tmp
     (aot_eager: the compiled forward and backward graphs, without C++ code generation) equal
     the eager ones within 1e-4 at every step."""
     _agree(tiny_world, tmp_path, steps=6, backend="aot_eager")
+
+
+def test_compiled_and_eager_losses_agree_with_dropout(tiny_world, tmp_path):
+    """With dropout 0.1 and the CPU default's bits16 masks the compiled step draws the eager
+    step's masks: equal losses, not only equal in distribution."""
+    _agree(tiny_world, tmp_path, steps=4, backend="aot_eager", dropout_p=0.1)
 
 
 @pytest.mark.slow

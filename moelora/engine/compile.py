@@ -9,10 +9,11 @@ What keeps it one graph and one compilation for a whole run:
 * **The adapter layers are graph-break free.** The task gate (Eqs. 5-7) is evaluated once
   per micro-batch by the router, outside the graph (moelora.method.gate.task_context), and the
   layers read its ``(batch, N)`` output as a graph input; the expert mixing is two matmuls
-  (moelora.method.layer, Eq. 4). Dropout (Eq. 4: ``drop(x)``) is torch's own under the compiler
-  (moelora.method.dropout.dropout), which inductor generates inside the graph from its own
-  seeds, drawn from torch's default generator: ``trainer.dropout_masks`` applies to eager
-  steps only. The same dropout distribution, not the same masks as an eager run.
+  (moelora.method.layer, Eq. 4). Dropout (Eq. 4: ``drop(x)``) stays in the graph
+  (moelora.method.dropout.dropout): a ``bits16`` mask (the CPU default) is one custom op that
+  draws what the eager step draws, in the same order, so compiled and eager steps see the same
+  masks; ``torch`` masks are torch's dropout, which the compiler generates (same distribution,
+  other masks).
 * **No recompilation per step.** :func:`mark_dynamic_lengths` marks the sequence axis of
   every batch tensor dynamic before the call, so that one graph with a symbolic length
   serves every length the collator produces (``length_groups`` vary it at every step).
