@@ -113,7 +113,8 @@ def default_job_lengths(artifacts: Path) -> tuple[list[int], list[int], str] | N
     encoder = Encoder(AutoTokenizer.from_pretrained(str(base)), TaskMap(tasks), 256, 128)
     examples = [encoder.train_example(r) for r in records]
     lengths = [len(e["input_ids"]) for e in examples]
-    return lengths, [supervised_tokens(e) for e in examples], f"{data} ({len(records)} examples)"
+    shown = data.relative_to(REPO) if data.is_relative_to(REPO) else data
+    return lengths, [supervised_tokens(e) for e in examples], f"{shown} ({len(records)} examples)"
 
 
 def make_steps(
