@@ -293,3 +293,9 @@ def test_bench_steps_have_the_default_jobs_shapes():
             kept = m["labels"] != -100
             assert (m["labels"][kept] == m["input_ids"][kept]).all()
             assert (m["attention_mask"][kept] == 1).all()
+
+
+@pytest.mark.slow
+def test_inductor_losses_agree_with_dropout_over_60_steps(tiny_world, tmp_path):
+    """Inductor, dropout 0.1, bits16 masks: the compiled step draws the eager step's masks."""
+    _agree(tiny_world, tmp_path, steps=60, backend="inductor", dropout_p=0.1)
