@@ -76,8 +76,9 @@ format: $(STAMP) ##@ ruff format and the safe lint fixes
 golden: $(STAMP) ##@ regenerate tests/golden/losses.json (review the diff, say why in the commit)
 	$(PY) -m tests.make_golden
 
-bench: $(STAMP) ##@ efficiency benchmarks (ratios measured in one run): the fused layer, then serving mixed-task traffic
+bench: $(STAMP) ##@ efficiency benchmarks (ratios measured in one run): the fused layer, eager vs compiled steps, then serving mixed-task traffic
 	$(PY) experiments/bench_moelora.py
+	$(PY) experiments/bench_compile.py --out $(REPORTS)/bench_compile.json
 	$(PY) experiments/bench_serving.py
 
 bench-serving: base ##@ serving mixed-task traffic on the bench's tiny Llama and on the MedSynth-8 base

@@ -36,6 +36,7 @@ from moelora.engine.checkpoint import (
     save_checkpoint,
     verified_checkpoint,
 )
+from moelora.engine.compile import compile_for_training, mark_dynamic_lengths
 from moelora.engine.finite import check_step
 from moelora.engine.throughput import Throughput
 from moelora.method.dropout import check_masks, mask_sampling, use_in
@@ -60,6 +61,9 @@ class TrainSettings:
     dropout_masks: str = (
         "torch"  # moelora.method.dropout.MASKS; conf/trainer/default.yaml says bits16
     )
+    compile: str = "off"  # moelora.engine.compile: off | on (torch.compile of forward + backward)
+    compile_backend: str = "inductor"
+    compile_cache_dir: str | None = None  # inductor's on-disk caches, shared by a grid's jobs
 
 
 LOSS_WEIGHTINGS = ("token", "example")
@@ -170,6 +174,12 @@ def train(
     )
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
+    model = compile_for_training(  # trainer.compile; `unwrapped` stays the plain module
+        model,
+        settings.compile,
+        backend=settings.compile_backend,
+        cache_dir=settings.compile_cache_dir,
+    )
     examples = [encoder.train_example(r) for r in records]
     tokens = [supervised_tokens(e) for e in examples]
     lengths = [len(e["input_ids"]) for e in examples]
@@ -229,7 +239,7 @@ def train(
         for i, idx in enumerate(micro):
             batch = encoder.collate_train([examples[j] for j in idx])
             meter.add(sum(lengths[j] for j in idx))
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            batch = mark_dynamic_lengths({k: v.to(accelerator.device) for k, v in batch.items()})
             task_ids = batch.pop("task_ids")
             sync = i == len(micro) - 1
             # DDP averages the devices' gradients, hence × num_processes

@@ -176,6 +176,8 @@ class RunContext:
             loss_weighting=t.loss_weighting,
             # a run saved before the key existed drew its masks as the key's earlier value
             dropout_masks=t.get("dropout_masks", ADDED_KEYS["trainer.dropout_masks"]),
+            compile=t.get("compile", ADDED_KEYS["trainer.compile"]),
+            compile_cache_dir=f"{self.cfg.paths.artifacts_dir}/torch_compile",
         )
 
     def train(

@@ -58,6 +58,7 @@ ADDED_KEYS = {
     "trainer.dropout_masks": "torch",
     "trainer.effective_batch": None,
     "model.attn_implementation": None,  # null: transformers' default, what ran before the key
+    "trainer.compile": "off",
 }
 # Inputs given as paths: compared as absolute paths (their content is fingerprinted as well).
 PATH_KEYS = ("model.path", "data.root")

@@ -55,6 +55,7 @@ VALUES: dict[str, tuple[str, Any, str]] = {
     "trainer.length_groups": ("int", 1, "trainer.length_groups=4 (1: sampler order)"),
     "trainer.loss_weighting": ("str", ("token", "example"), "trainer.loss_weighting=example"),
     "trainer.dropout_masks": ("str", ("bits16", "torch"), "trainer.dropout_masks=torch"),
+    "trainer.compile": ("str", ("off", "on"), "trainer.compile=on"),
     "trainer.lr": ("float?", None, "trainer.lr=5e-3 (or null: method.optim.lr × lr_scale)"),
     "trainer.lr_scale": ("float", None, "trainer.lr_scale=1.0"),
     "trainer.weight_decay": ("float", None, "trainer.weight_decay=0.0"),

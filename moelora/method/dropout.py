@@ -14,10 +14,12 @@ expectation is exactly 1):
   Only tensors on the CPU take this path; on an accelerator torch's fused kernel is faster, so
   ``bits16`` uses it there.
 
-Both draw from torch's default generator, so ``seed`` and checkpoint resume (which restores
-the RNG state) cover them, and non-reentrant gradient checkpointing replays them. The mode is
-process-wide for the duration of :func:`mask_sampling` (the shared trainer opens it from
-``trainer.dropout_masks``); outside it, ``torch``. Modules that hold a plain ``nn.Dropout``
+Under ``torch.compile`` (``trainer.compile=on``, moelora.engine.compile) a ``bits16`` mask is
+one custom op of the graph (``moelora::bits16_mask``: no graph break, the same draws in the same
+order as eager), ``torch`` masks are torch's dropout, which the compiler generates. Both draw from torch's default generator, so ``seed`` and
+checkpoint resume (which restores the RNG state) cover them, and non-reentrant gradient
+checkpointing replays them. The mode is process-wide for the duration of :func:`mask_sampling`
+(the shared trainer opens it from ``trainer.dropout_masks``); outside it, ``torch``. Modules that hold a plain ``nn.Dropout``
 (peft's ``lora_dropout``; a base model's own dropout, as GPT-2's) take part after
 :func:`use_in` swaps them for :class:`Dropout`, which the trainer does for the model it trains.
 """
@@ -88,11 +90,31 @@ def bits16_mask(
     return keep.mul_(LEVELS / (LEVELS - t)).to(dtype)
 
 
+# Under torch.compile the bits16 mask is one opaque op of the graph (inductor's own random
+# numbers cost one Philox evaluation an entry on the CPU: slower than eager torch masks). The op
+# mutates a counter so that the compiler neither merges two draws (q, k and v read the same
+# input) nor reorders them: the graph draws the masks in eager order, from the same generator.
+_DRAWS = torch.zeros((), dtype=torch.int64)
+
+
+@torch.library.custom_op("moelora::bits16_mask", mutates_args=("draws",), device_types="cpu")
+def _bits16_mask_op(draws: torch.Tensor, like: torch.Tensor, p: float) -> torch.Tensor:
+    draws.add_(1)
+    return bits16_mask(like.shape, p, dtype=like.dtype, device=like.device)
+
+
+@_bits16_mask_op.register_fake
+def _(draws: torch.Tensor, like: torch.Tensor, p: float) -> torch.Tensor:
+    return torch.empty_like(like)
+
+
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """``drop(x)``: dropout with probability ``p`` while ``training``, drawn as :func:`mode` says."""
     if not training or p <= 0.0:
         return x
     if _mode == "bits16" and x.device.type == "cpu":
+        if torch.compiler.is_compiling():
+            return x * _bits16_mask_op(_DRAWS, x.detach(), p)
         return x * bits16_mask(x.shape, p, dtype=x.dtype, device=x.device)
     return F.dropout(x, p, True)
 

@@ -215,8 +215,11 @@ class MoELoRARouter(nn.Module):
         """
         batch_x = x.shape[layer.batch_axis] if x.dim() > 1 else 1
         layer_index = getattr(layer, "layer_index", 0) if self.gate_type == "per_layer" else -1
+        # eager: one expansion per batch for all layers; under torch.compile the graph shares
+        # it anyway, and a dict keyed by the batch size would specialise the graph on it
+        cached = not torch.compiler.is_compiling()
         key = (layer_index, batch_x, x.device)
-        if key in self._cache:
+        if cached and key in self._cache:
             return self._cache[key]
         if self.gate_type == "uniform":
             w = self._uniform(batch_x, x.device)
@@ -239,7 +242,8 @@ class MoELoRARouter(nn.Module):
                 w = w.repeat_interleave(batch_x // w.shape[0], dim=0)
             w = w.to(x.device)
         out = w.repeat_interleave(self.rank // self.num_experts, dim=-1)  # (batch_x, r)
-        self._cache[key] = out
+        if cached:
+            self._cache[key] = out
         return out
 
     @torch.no_grad()
