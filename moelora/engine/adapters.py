@@ -15,22 +15,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from moelora.engine.finite import check_tensors
 from moelora.method.fingerprint import (
+    CONFIG_NAME,
+    FORMAT_VERSION,
     SAMPLES_PER_TENSOR,
+    WEIGHTS_NAME,
     AdapterMismatchError,
     base_dtype,
     base_fingerprint,
     recorded_way,
+    write_adapter_files,
 )
-from moelora.utils.io import read_json, write_json
+from moelora.utils.io import read_json
 from moelora.utils.redaction import redact
 
-WEIGHTS_NAME = "adapter_model.safetensors"
-CONFIG_NAME = "adapter_config.json"
 __all__ = [
     "CONFIG_NAME",
     "FORMAT_VERSION",
@@ -44,7 +46,6 @@ __all__ = [
     "save_adapter",
     "trainable_state_dict",
 ]
-FORMAT_VERSION = 2  # 2: base_fingerprint covers sampled weights (1: names and shapes)
 
 
 def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -63,22 +64,12 @@ def save_adapter(model: nn.Module, directory: str | os.PathLike, *, meta: dict[s
         meta: method name, hyper-parameters, ordered ``tasks``, ``target_modules`` and
             ``base_model`` info. A base fingerprint and the format version are added.
     """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.to("cpu") for k, v in trainable_state_dict(model).items()}
+    state = trainable_state_dict(model)
     if not state:
         raise ValueError("the model has no trainable parameters; nothing to save as an adapter")
     check_tensors(state, f"{directory}: adapter not saved")
-    tmp = directory / f".{WEIGHTS_NAME}.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, directory / WEIGHTS_NAME)
-    config = redact(dict(meta))  # a token in a model path or URL never lands in the file
-    config["format_version"] = FORMAT_VERSION
-    config["base_dtype"] = base_dtype(model)
-    config["base_fingerprint"] = base_fingerprint(model, dtype=config["base_dtype"])
-    config["num_parameters"] = int(sum(v.numel() for v in state.values()))
-    write_json(directory / CONFIG_NAME, config)
-    return directory
+    # a token in a model path or URL never lands in the file
+    return write_adapter_files(directory, state, redact(dict(meta)), base=model)
 
 
 def read_adapter_config(directory: str | os.PathLike) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""A fingerprint of the frozen base model an adapter was trained on.
+"""An adapter's files: the fingerprint of the frozen base it was trained on, and the writer.
 
 An adapter file is only meaningful on the base it was trained on: the same parameter names, the
 same shapes, the same weights. :func:`base_fingerprint` hashes the frozen parameters (names,
@@ -9,12 +9,20 @@ shapes and a fixed sample of values) so that loading an adapter into another bas
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from collections import Counter
+from pathlib import Path
+from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 SAMPLES_PER_TENSOR = 16
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+FORMAT_VERSION = 2  # 2: base_fingerprint covers sampled weights (1: names and shapes)
 
 
 class AdapterMismatchError(ValueError):
@@ -63,3 +71,36 @@ def recorded_way(model: nn.Module, saved: dict) -> str:
     if int(saved.get("format_version", 1)) >= 2:
         return base_fingerprint(model, dtype=saved.get("base_dtype"))
     return base_fingerprint(model, weights=False)
+
+
+def write_adapter_files(
+    directory: str | os.PathLike,
+    state: dict[str, torch.Tensor],
+    config: dict[str, Any],
+    *,
+    base: nn.Module,
+) -> Path:
+    """Write ``adapter_model.safetensors`` (``state``) and ``adapter_config.json`` (``config``
+    plus the format version, the base's dtype and fingerprint and the parameter count), each to
+    a temporary name first and then renamed: the one writer of MOELoRA's adapter files, for the
+    library (``MoeLoraModel.save_pretrained``) and the harness
+    (``moelora.engine.adapters.save_adapter``) alike. NaN or Infinity in the config is refused.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    dtype = base_dtype(base)
+    config = {
+        **config,
+        "format_version": FORMAT_VERSION,
+        "base_dtype": dtype,
+        "base_fingerprint": base_fingerprint(base, dtype=dtype),
+        "num_parameters": int(sum(v.numel() for v in state.values())),
+    }
+    text = json.dumps(config, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    tmp = directory / f".{WEIGHTS_NAME}.tmp"
+    save_file({k: v.to("cpu") for k, v in state.items()}, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, directory / WEIGHTS_NAME)
+    tmp = directory / f".{CONFIG_NAME}.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, directory / CONFIG_NAME)
+    return directory

@@ -30,24 +30,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from moelora.method.config import MoeLoraConfig
 from moelora.method.export import TaskAdapters, export_task_adapters, serving_commands
 from moelora.method.fingerprint import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
     AdapterMismatchError,
-    base_dtype,
-    base_fingerprint,
     recorded_way,
+    write_adapter_files,
 )
 from moelora.method.gate import MoELoRARouter
 from moelora.method.merge import _swap_in_base_layers
 from moelora.method.model import ROUTER_NAME, get_router, inject, moelora_layers
-
-CONFIG_NAME = "adapter_config.json"
-WEIGHTS_NAME = "adapter_model.safetensors"
-FORMAT_VERSION = 2  # as moelora.engine.adapters: the fingerprint covers sampled weights
 
 
 class MoeLoraLoadError(AdapterMismatchError):
@@ -232,31 +229,17 @@ class MoeLoraModel(nn.Module):
             raise ValueError(
                 "MOELoRA adapters are saved as safetensors only; drop safe_serialization"
             )
-        directory = Path(save_directory)
         if not is_main_process:
-            return directory
-        directory.mkdir(parents=True, exist_ok=True)
+            return Path(save_directory)
         base = self.model
-        state = {k: v.cpu() for k, v in adapter_state_dict(base).items()}
         name = getattr(getattr(base, "config", None), "name_or_path", "") or ""
         meta = self.moelora_config.to_dict()
-        dtype = base_dtype(base)
         meta.update(
             task_type="CAUSAL_LM",
             base_model_name_or_path=name,
             base_model={"name_or_path": name},
-            format_version=FORMAT_VERSION,
-            base_dtype=dtype,
-            base_fingerprint=base_fingerprint(base, dtype=dtype),
-            num_parameters=int(sum(v.numel() for v in state.values())),
         )
-        tmp = directory / f".{WEIGHTS_NAME}.tmp"
-        save_file(state, str(tmp), metadata={"format": "pt"})
-        os.replace(tmp, directory / WEIGHTS_NAME)
-        tmp = directory / f".{CONFIG_NAME}.tmp"
-        tmp.write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(tmp, directory / CONFIG_NAME)
-        return directory
+        return write_adapter_files(save_directory, adapter_state_dict(base), meta, base=base)
 
     @classmethod
     def from_pretrained(
