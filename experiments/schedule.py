@@ -20,6 +20,7 @@ fingerprints (moelora.harness.identity: the whole job, and the training alone), 
 
 from __future__ import annotations
 
+import copy
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +133,7 @@ def build_jobs(names: list[str], extra: list[str], results: Path) -> list[Job]:
     """Every job of the grids ``names`` (in that order), with states and dependencies."""
     from hydra import compose, initialize_config_dir
 
+    from moelora.harness.recipe import resolve_auto_switches
     from moelora.harness.results import redact
     from moelora.harness.reuse import finished_runs, job_fingerprint
 
@@ -150,7 +152,9 @@ def build_jobs(names: list[str], extra: list[str], results: Path) -> list[Job]:
             for values in _inputs_first(values_list):
                 job = Job(len(jobs), name, values, rest)
                 job.config = compose("config", job.overrides())
-                cfg = redact(OmegaConf.to_container(job.config, resolve=True))
+                resolved = copy.deepcopy(job.config)
+                resolve_auto_switches(resolved)  # as the runner does before its identity
+                cfg = redact(OmegaConf.to_container(resolved, resolve=True))
                 job.fingerprint = job_fingerprint(cfg)
                 job.trained = job_fingerprint(cfg, training_only=True)
                 reuse = cfg.get("reuse", True) and not cfg.get("overwrite")

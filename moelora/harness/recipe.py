@@ -17,6 +17,7 @@ from typing import Any
 from moelora.harness.schema import ConfigError
 from moelora.models.loading import (
     LARGE_PARAMS,
+    TOKENIZER_FILES,
     estimated_params,
     load_tokenizer,
     resolve_checkpointing,
@@ -25,25 +26,31 @@ from moelora.models.loading import (
 
 
 def resolve_auto_switches(cfg: Any) -> list[str]:
-    """Write the concrete value of the model's ``auto`` switches into ``cfg`` (in place), once
-    its folder exists and before the job's identity is taken: ``gradient_checkpointing`` (on
-    from :data:`LARGE_PARAMS` parameters) and ``add_special_tokens`` (a BOS where the
-    tokenizer adds one itself). The identity then records what the job computes, so a job whose
-    ``auto`` comes out as the value it had before ``auto`` existed keeps its identity, and its
-    finished runs stay done.
+    """Write the concrete value of the model's ``auto`` switches into ``cfg`` (in place) before
+    the job's identity is taken (the runner, and the grid planner experiments/schedule.py):
+    ``gradient_checkpointing`` (on from :data:`LARGE_PARAMS` parameters) and
+    ``add_special_tokens`` (a BOS where the tokenizer adds one itself). The identity then
+    records what the job computes, so a job whose ``auto`` comes out as the value it had before
+    ``auto`` existed keeps its identity, and its finished runs stay done. A model folder without
+    a tokenizer (a job that tokenizes nothing locally, such as in-context learning over HTTP)
+    adds no special tokens.
 
     Returns:
         one line per switch it resolved.
     """
     model, notes = cfg.model, []
+    folder = Path(str(model.get("path")))
     if model.get("gradient_checkpointing") == "auto":
-        model.gradient_checkpointing = resolve_checkpointing("auto", str(model.path))
+        model.gradient_checkpointing = resolve_checkpointing("auto", folder)
         notes.append(f"model.gradient_checkpointing=auto → {model.gradient_checkpointing}")
     if model.get("add_special_tokens") == "auto":
-        tokenizer = load_tokenizer(
-            str(model.path), trust_remote_code=bool(model.get("trust_remote_code") or False)
-        )
-        model.add_special_tokens = resolve_special_tokens("auto", tokenizer)
+        if any((folder / name).is_file() for name in TOKENIZER_FILES):
+            tokenizer = load_tokenizer(
+                folder, trust_remote_code=bool(model.get("trust_remote_code") or False)
+            )
+            model.add_special_tokens = resolve_special_tokens("auto", tokenizer)
+        else:
+            model.add_special_tokens = False
         notes.append(f"model.add_special_tokens=auto → {model.add_special_tokens}")
     return notes
 
