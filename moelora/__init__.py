@@ -20,7 +20,7 @@ _API = {
     "MoeLoraModel": "moelora.method.peft_model",
     "MoeLoraLoadError": "moelora.method.peft_model",
     "get_moelora_model": "moelora.method.peft_model",
-    "MoeLoraDataCollator": "moelora.method.collator",
+    "MoeLoraDataCollator": "moelora.method.peft_model",
     "TaskAdapters": "moelora.method.export",
 }
 __all__ = ["__version__", *_API]

@@ -7,13 +7,12 @@ LoRA), :mod:`.introspect` (expert weights, Fig. 6; parameter counts, Fig. 5), :m
 (task names and ids), :mod:`.dropout` (how the adapters' dropout masks are drawn).
 
 The library API (docs/library.md): :mod:`.config` (``MoeLoraConfig``), :mod:`.peft_model`
-(``get_moelora_model``, ``MoeLoraModel``), :mod:`.collator` (``MoeLoraDataCollator``),
-:mod:`.fingerprint` (the base-model fingerprint an adapter is checked against).
+(``get_moelora_model``, ``MoeLoraModel``, ``MoeLoraDataCollator``), :mod:`.fingerprint` (an
+adapter's files and the base-model fingerprint they are checked against).
 
 This subpackage imports nothing from the rest of ``moelora`` (tests/test_layout.py).
 """
 
-from moelora.method.collator import MoeLoraDataCollator
 from moelora.method.config import MoeLoraConfig
 from moelora.method.export import TaskAdapters, export_task_adapters, serving_commands
 from moelora.method.gate import MoELoRARouter, TaskGate, task_context
@@ -21,7 +20,12 @@ from moelora.method.introspect import count_parameters, expert_weights
 from moelora.method.layer import MoELoRALinear
 from moelora.method.merge import merged_for_task, supports_merge
 from moelora.method.model import build, get_router, moelora_layers
-from moelora.method.peft_model import MoeLoraLoadError, MoeLoraModel, get_moelora_model
+from moelora.method.peft_model import (
+    MoeLoraDataCollator,
+    MoeLoraLoadError,
+    MoeLoraModel,
+    get_moelora_model,
+)
 from moelora.method.tasks import TaskMap
 
 __all__ = [
