@@ -295,3 +295,59 @@ def test_the_memory_plan_skips_a_quantized_base_instead_of_refusing_it(tmp_path)
     cfg = _job_cfg(path, "trainer.per_device_batch_size=64", "model.quantization=4bit")
     record = memory.check_job(cfg, world=1, mixed_precision="bf16", card_bytes=int(24e9))
     assert "model.quantization=4bit" in record["skipped"]
+
+
+@needs_bnb
+@pytest.mark.parametrize("quantization", QUANTIZATIONS)
+def test_moelora_on_a_quantized_chatglm_with_checkpointing(tiny_chatglm, quantization):
+    """ChatGLM-6B's port (sequence-first, batch_axis=1) on a quantized base, with gradient
+    checkpointing: one step trains the adapters and the gate."""
+    from moelora.method.gate import task_context
+    from moelora.method.model import build
+
+    model = load_base_model(
+        tiny_chatglm,
+        dtype="float32",
+        quantization=quantization,
+        device="cpu",
+        gradient_checkpointing=True,
+    )
+    targets = ["query_key_value", "dense_4h_to_h"]
+    build(model, tasks=TASKS, target_modules=targets, num_experts=2, rank=4, batch_axis=1)
+    model.train()
+    batch = _batch(model, seq=6, batch=2)
+    with task_context(model, torch.tensor([0, 2])):
+        model(**batch).loss.backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert with_grad == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("moelora_router" in n for n in with_grad)
+    assert all(p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
+
+
+@needs_bnb
+def test_a_moelora_adapter_saved_on_a_4bit_base_loads_back_onto_it(qlora_world, tmp_path):
+    """The adapter file and the base check work on a quantized base: saved, loaded into a
+    freshly quantized base, the outputs are the same."""
+    from moelora.engine.adapters import load_adapter, save_adapter
+    from moelora.method.gate import task_context
+    from moelora.method.model import build, moelora_layers
+
+    def fresh():
+        model = _quantized(qlora_world, "4bit")
+        return build(model, tasks=TASKS, target_modules=TARGETS, num_experts=2, rank=4).eval()
+
+    model = fresh()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for _, layer in moelora_layers(model):
+            layer.lora_B.normal_(std=0.5)
+    meta = {"method": "moelora", "tasks": TASKS, "target_modules": TARGETS}
+    save_adapter(model, tmp_path / "adapter", meta=meta)
+    other = fresh()
+    load_adapter(other, tmp_path / "adapter", expected_tasks=TASKS)
+    ids = _batch(model)["input_ids"]
+    with torch.no_grad(), task_context(model, torch.tensor([0, 1, 2])):
+        a = model(input_ids=ids).logits
+    with torch.no_grad(), task_context(other, torch.tensor([0, 1, 2])):
+        b = other(input_ids=ids).logits
+    assert torch.equal(a, b)

@@ -136,6 +136,7 @@ class MoELoRALinear(nn.Module):
         self.base_layer = base_layer
         self.fan_in_fan_out = is_conv1d(base_layer)  # weight stored (d_in, d_out)
         self.in_features, self.out_features = linear_shape(base_layer)
+        self.quantized = is_quantized(base_layer)  # a bitsandbytes base (QLoRA): never merged
         self.num_experts = num_experts
         self.rank = rank
         self.alpha = alpha
@@ -190,8 +191,11 @@ class MoELoRALinear(nn.Module):
         if self.disabled or self.merged_task is not None:
             return result
         w = self._broadcast(self.weight_source.rank_weights(self, x), x)
+        delta = self.adapter_output(x, w).to(result.dtype)
+        if self.quantized:  # bitsandbytes' autograd output may be a view: never in place
+            return result + delta
         # in place: the base output is needed by no backward; saves one output-sized pass
-        return result.add_(self.adapter_output(x, w).to(result.dtype))
+        return result.add_(delta)
 
     def adapter_output(self, x: torch.Tensor, rank_weights: torch.Tensor) -> torch.Tensor:
         """``s · B_cat (rank_weights ⊙ A_cat drop(x))``; ``rank_weights`` broadcasts to ``u``."""
@@ -220,7 +224,7 @@ class MoELoRALinear(nn.Module):
         """Fold task ``task_id``'s update into the base weight; the adapter path turns off."""
         if not getattr(self.weight_source, "mergeable", False):
             raise RuntimeError("this layer's expert weights depend on the input; it cannot merge")
-        if is_quantized(self.base_layer):
+        if self.quantized:
             raise RuntimeError(f"this layer cannot merge: {NOT_MERGEABLE_QUANTIZED}")
         if self.merged_task is not None:
             self.unmerge()
