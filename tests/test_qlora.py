@@ -250,17 +250,24 @@ def test_lora_baseline_on_a_quantized_base(qlora_world, quantization):
 
 
 @needs_bnb
-def test_a_job_on_a_4bit_base_trains_and_generates_unmerged(qlora_world, tmp_path, capsys):
+@pytest.mark.parametrize("method", ["moelora_dense", "lora_full"])
+def test_a_job_on_a_4bit_base_trains_generates_unmerged_and_reloads(
+    qlora_world, tmp_path, capsys, method
+):
     """Through the harness: model.quantization=4bit with method.infer=merged_per_task trains,
-    says why it generates unmerged, and records the unmerged inference."""
+    says why it generates unmerged, records the unmerged inference; the finished run reloads
+    onto a 4-bit base (load_run) and predicts what the job predicted."""
     from moelora.harness.runner import run
+    from moelora.inference.load import load_run
+    from moelora.inference.predict import predict
+    from moelora.method.layer import is_quantized
     from tests.conftest import compose, tiny_overrides
 
     cfg = compose(
         tiny_overrides(
             qlora_world,
             tmp_path,
-            "method=moelora_dense",
+            f"method={method}",
             "model.quantization=4bit",
             "method.infer=merged_per_task",
             "trainer.max_steps=2",
@@ -276,6 +283,13 @@ def test_a_job_on_a_4bit_base_trains_and_generates_unmerged(qlora_world, tmp_pat
     timing = results["timing"]
     assert (timing["infer_requested"], timing["infer_mode"]) == ("merged_per_task", "unmerged")
     assert results["train"]["steps"] == 2 and len(results["train"]["losses"]) == 2
+
+    loaded = load_run(run_dir)
+    assert not loaded.mergeable
+    assert any(is_quantized(m) for m in loaded.model.modules())
+    job = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    again = predict(loaded, [{**r, "target": ""} for r in job], score=False)
+    assert [r["target"] for r in again.predictions] == [r["target"] for r in job]
 
 
 def test_the_memory_plan_skips_a_quantized_base_instead_of_refusing_it(tmp_path):
