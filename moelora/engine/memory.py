@@ -466,6 +466,11 @@ def check_job(cfg: Any, *, world: int, mixed_precision: str, card_bytes: int) ->
     from moelora.engine.distributed import effective_batch_size
     from moelora.models.loading import resolve_checkpointing, resolve_target_modules
 
+    if quantization := cfg.model.get("quantization"):  # the plan counts unquantized weights
+        return {
+            "skipped": f"model.quantization={quantization}: the plan knows unquantized bases "
+            "only (it would count the frozen weights at the compute dtype and refuse jobs that fit)"
+        }
     adapter = cfg.method.get("adapter") or {}
     experts = adapter.get("num_experts")
     method = MethodSpec(

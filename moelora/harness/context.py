@@ -32,7 +32,7 @@ from moelora.engine.generation import DecodingSettings, GenerationResult, genera
 from moelora.engine.train import TrainResult, TrainSettings, train
 from moelora.harness.identity import ADDED_KEYS
 from moelora.harness.lr_protocol import check_trains
-from moelora.method.merge import supports_merge
+from moelora.method.merge import merge_blocker
 from moelora.method.tasks import TaskMap
 from moelora.models.loading import (
     load_base_model,
@@ -77,6 +77,8 @@ class RunContext:
             trust_remote_code=m.trust_remote_code,
             gradient_checkpointing=resolve_checkpointing(m.gradient_checkpointing, m.path),
             attn_implementation=m.get("attn_implementation"),
+            quantization=m.get("quantization"),
+            device=self.accelerator.device,
         )
         return model.to(self.accelerator.device), tokenizer
 
@@ -243,10 +245,9 @@ class RunContext:
         if infer not in ("unmerged", "merged_per_task"):
             raise ValueError(f"method.infer={infer!r}; use 'unmerged' or 'merged_per_task'")
         merge = (infer == "merged_per_task") if merge is None else merge
-        if merge and not supports_merge(self.accelerator.unwrap_model(model)):
+        if merge and (reason := merge_blocker(self.accelerator.unwrap_model(model))):
             print(
-                f"[infer] {self.cfg.method.name} cannot be merged per task (its expert weights "
-                "depend on the input); generating unmerged"
+                f"[infer] {self.cfg.method.name} cannot be merged per task ({reason}); generating unmerged"
             )
             merge = False
         self.infer_mode = "merged_per_task" if merge else "unmerged"

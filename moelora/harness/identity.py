@@ -59,6 +59,7 @@ ADDED_KEYS = {
     "trainer.effective_batch": None,
     "model.attn_implementation": None,  # null: transformers' default, what ran before the key
     "trainer.compile": "off",
+    "model.quantization": None,  # null: the unquantized base, what ran before the key
 }
 # Inputs given as paths: compared as absolute paths (their content is fingerprinted as well).
 PATH_KEYS = ("model.path", "data.root")

@@ -83,6 +83,7 @@ VALUES: dict[str, tuple[str, Any, str]] = {
         ("sdpa", "flash_attention_2", "eager"),
         "model.attn_implementation=flash_attention_2",
     ),
+    "model.quantization": ("str?", ("4bit", "8bit"), "model.quantization=4bit"),
     "model.max_lr": ("float?", None, "model.max_lr=1e-3 (or null: no limit)"),
     "method.infer": ("str", ("unmerged", "merged_per_task"), "method.infer=merged_per_task"),
 }

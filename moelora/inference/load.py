@@ -261,6 +261,8 @@ def build_from_adapter(
         dtype=dtype,
         trust_remote_code=trust_remote_code,
         attn_implementation=model_cfg.get("attn_implementation"),
+        quantization=model_cfg.get("quantization"),
+        device=_device(device),
     )
     targets = meta["target_modules"]  # a list of suffixes, or a keyword ("all-linear")
     if name == MOELORA_BUILDER:  # MOELoRA loads through the library API

@@ -12,6 +12,7 @@ task gate (moelora.method.gate.MoELoRARouter, per example) or a token router (Mo
 from __future__ import annotations
 
 import math
+import sys
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -51,8 +52,32 @@ def is_conv1d(module: nn.Module) -> bool:
     return isinstance(module, Conv1D)
 
 
+# bitsandbytes' quantized linears (a k-bit base, QLoRA): their weight is packed, so the shape
+# comes from the module's attributes, the frozen path is the module's own forward, and no
+# update can be folded into the weight (Eq. 8).
+QUANTIZED_LINEARS = ("Linear4bit", "Linear8bitLt")
+NOT_MERGEABLE_QUANTIZED = (
+    "the base weights are quantized (model.quantization: 4bit | 8bit), so a task's update "
+    "cannot be folded into them (Eq. 8); use unmerged inference (method.infer=unmerged), or "
+    "load the base unquantized (model.quantization=null) to merge"
+)
+
+
+def is_quantized(module: nn.Module) -> bool:
+    """Whether ``module`` is a bitsandbytes ``Linear4bit`` or ``Linear8bitLt``. bitsandbytes is
+    never imported here: a module of it can exist only once something else imported it."""
+    bnb = sys.modules.get("bitsandbytes")
+    if bnb is None:
+        return False
+    classes = tuple(getattr(bnb.nn, name) for name in QUANTIZED_LINEARS if hasattr(bnb.nn, name))
+    return isinstance(module, classes)
+
+
 def linear_shape(module: nn.Module) -> tuple[int, int]:
-    """``(d_in, d_out)`` of an ``nn.Linear`` or a ``Conv1D``."""
+    """``(d_in, d_out)`` of an ``nn.Linear``, a ``Conv1D`` or a quantized linear
+    (:func:`is_quantized`, whose packed weight has another shape)."""
+    if is_quantized(module):
+        return module.in_features, module.out_features
     d0, d1 = module.weight.shape
     return (d0, d1) if is_conv1d(module) else (d1, d0)
 
@@ -64,6 +89,8 @@ class MoELoRALinear(nn.Module):
         base_layer: the frozen ``nn.Linear`` (``W0``: ``d_out×d_in``), or transformers'
             ``Conv1D`` (GPT-2), which stores ``W0`` transposed (``d_in×d_out``); ``lora_A`` and
             ``lora_B`` have the same shapes either way, and merging adds ``ΔWᵀ`` to a Conv1D.
+            A bitsandbytes ``Linear4bit`` / ``Linear8bitLt`` (a quantized base, QLoRA) runs
+            its own forward for ``W0 x``; the adapters stay fp32, and it cannot merge.
         num_experts: ``N`` (``expert_num`` in MOELoRA-peft).
         rank: TOTAL rank ``r`` (``lora_r``); each expert has rank ``r/N``.
         alpha: ``α`` (``lora_alpha``); ``s = α/r`` (``scaling_rank="total"``) or
@@ -109,6 +136,7 @@ class MoELoRALinear(nn.Module):
         self.base_layer = base_layer
         self.fan_in_fan_out = is_conv1d(base_layer)  # weight stored (d_in, d_out)
         self.in_features, self.out_features = linear_shape(base_layer)
+        self.quantized = is_quantized(base_layer)  # a bitsandbytes base (QLoRA): never merged
         self.num_experts = num_experts
         self.rank = rank
         self.alpha = alpha
@@ -163,8 +191,11 @@ class MoELoRALinear(nn.Module):
         if self.disabled or self.merged_task is not None:
             return result
         w = self._broadcast(self.weight_source.rank_weights(self, x), x)
+        delta = self.adapter_output(x, w).to(result.dtype)
+        if self.quantized:  # bitsandbytes' autograd output may be a view: never in place
+            return result + delta
         # in place: the base output is needed by no backward; saves one output-sized pass
-        return result.add_(self.adapter_output(x, w).to(result.dtype))
+        return result.add_(delta)
 
     def adapter_output(self, x: torch.Tensor, rank_weights: torch.Tensor) -> torch.Tensor:
         """``s · B_cat (rank_weights ⊙ A_cat drop(x))``; ``rank_weights`` broadcasts to ``u``."""
@@ -193,6 +224,8 @@ class MoELoRALinear(nn.Module):
         """Fold task ``task_id``'s update into the base weight; the adapter path turns off."""
         if not getattr(self.weight_source, "mergeable", False):
             raise RuntimeError("this layer's expert weights depend on the input; it cannot merge")
+        if self.quantized:
+            raise RuntimeError(f"this layer cannot merge: {NOT_MERGEABLE_QUANTIZED}")
         if self.merged_task is not None:
             self.unmerge()
         weight = self.base_layer.weight

@@ -12,6 +12,9 @@ method by name; it works on:
   (moelora.method.layer.MoELoRALinear);
 * peft tuner layers (LoRA): ``merge()``; the task id is ignored (one update for all tasks),
   and the original weight is restored from a kept copy rather than by subtraction.
+
+A model on a quantized base (bitsandbytes 4-bit or 8-bit linears, QLoRA) cannot merge: its
+packed weights cannot take ``ΔW`` and be restored bit for bit; it generates unmerged.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+
+from moelora.method.layer import NOT_MERGEABLE_QUANTIZED, is_quantized
 
 
 def _is_task_mergeable(m: nn.Module) -> bool:
@@ -45,17 +50,27 @@ def _mergeable_modules(model: nn.Module) -> tuple[list[nn.Module], list[nn.Modul
     return task_layers, peft_layers
 
 
-def supports_merge(model: nn.Module) -> bool:
-    """Whether :func:`merged_for_task` applies: the model has adapter layers and all of them
-    depend on the task only (a token router, as MoLoRA's, cannot be merged)."""
+def merge_blocker(model: nn.Module) -> str | None:
+    """Why :func:`merged_for_task` cannot apply to ``model``, or None when it can: the model
+    has no adapter layers, a layer's expert weights depend on the input (a token router, as
+    MoLoRA's), or a base layer is quantized (QLoRA)."""
     task_layers, peft_layers = _mergeable_modules(model)
     if not task_layers and not peft_layers:
-        return False
+        return "the model has no adapter layers"
     for m in task_layers:
         source = getattr(m, "weight_source", None)
         if source is not None and not getattr(source, "mergeable", False):
-            return False
-    return all(hasattr(m, "get_base_layer") for m in peft_layers)
+            return "its expert weights depend on the input"
+    if not all(hasattr(m, "get_base_layer") for m in peft_layers):
+        return "an adapter layer does not expose its base layer"
+    if any(is_quantized(_base_of(m)) for m in task_layers + peft_layers):
+        return NOT_MERGEABLE_QUANTIZED
+    return None
+
+
+def supports_merge(model: nn.Module) -> bool:
+    """Whether :func:`merged_for_task` applies (:func:`merge_blocker` finds nothing)."""
+    return merge_blocker(model) is None
 
 
 def _base_of(m: nn.Module) -> nn.Module:
@@ -86,10 +101,9 @@ def merged_for_task(model: nn.Module, task_id: int) -> Iterator[nn.Module]:
     Raises:
         ValueError: the model has nothing mergeable (see :func:`supports_merge`).
     """
-    if not supports_merge(model):
+    if reason := merge_blocker(model):
         raise ValueError(
-            "this model cannot be merged per task (no adapter layers, or expert weights that "
-            "depend on the input); use infer: unmerged for this method"
+            f"this model cannot be merged per task: {reason}; use method.infer=unmerged for it"
         )
     task_layers, peft_layers = _mergeable_modules(model)
     kept: list[tuple[nn.Module, torch.Tensor]] = []

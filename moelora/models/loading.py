@@ -114,13 +114,17 @@ def load_base_model(
     trust_remote_code: bool = False,
     gradient_checkpointing: bool = False,
     attn_implementation: str | None = None,
+    quantization: str | None = None,
+    device: str | torch.device | None = None,
 ) -> nn.Module:
     """Load a causal LM, frozen, with non-reentrant gradient checkpointing if asked.
 
     Non-reentrant checkpointing is required: task routing (moelora.method.gate) hands state to
     the layers, which the reentrant variant loses in its no-grad first pass.
     ``attn_implementation`` (``model.attn_implementation``, e.g. ``eager`` | ``sdpa``): None
-    leaves the choice to ``transformers``.
+    leaves the choice to ``transformers``. ``quantization`` (``model.quantization``): None, or
+    ``4bit`` | ``8bit`` for a bitsandbytes-quantized base (:func:`quantization_config`),
+    loaded straight onto ``device`` (default: the current CUDA device, else the CPU).
     """
     from transformers import AutoModelForCausalLM
 
@@ -131,12 +135,19 @@ def load_base_model(
 
         if hint := conversion_hint(path):
             print(hint)
+    kwargs: dict[str, Any] = {}
+    if attn_implementation:
+        kwargs["attn_implementation"] = attn_implementation
+    if quantization is not None:
+        device = quantization_device(quantization, device)
+        kwargs["quantization_config"] = quantization_config(quantization, resolve_dtype(dtype))
+        kwargs["device_map"] = {"": device}
     model = AutoModelForCausalLM.from_pretrained(
         str(path),
         dtype=resolve_dtype(dtype),
         trust_remote_code=_remote_code_allowed(path, trust_remote_code),
         local_files_only=True,
-        **({"attn_implementation": attn_implementation} if attn_implementation else {}),
+        **kwargs,
     )
     model.requires_grad_(False)
     if gradient_checkpointing:
@@ -145,6 +156,61 @@ def load_base_model(
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
     return model
+
+
+QUANTIZATIONS = ("4bit", "8bit")
+
+
+def quantization_config(quantization: str, compute_dtype: torch.dtype) -> Any:
+    """``model.quantization`` → transformers' ``BitsAndBytesConfig``: ``4bit`` is QLoRA's NF4
+    with double quantization, computing in ``compute_dtype`` (the job's); ``8bit`` is
+    LLM.int8(). The adapters on top keep fp32 weights (moelora.method.layer.MoELoRALinear,
+    peft)."""
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"model.quantization={quantization!r}; use null (no quantization), "
+            f"{' or '.join(QUANTIZATIONS)}"
+        )
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def quantization_device(quantization: str, device: str | torch.device | None = None) -> str:
+    """The device a ``model.quantization`` base loads onto (``device``, default the current
+    CUDA device, else the CPU), after checking that bitsandbytes is installed and runs there.
+
+    Raises:
+        ImportError | RuntimeError: naming ``model.quantization`` and the fix.
+    """
+    if device is None:
+        device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    try:
+        import bitsandbytes as bnb
+    except ImportError as e:
+        raise ImportError(
+            f"model.quantization={quantization} needs bitsandbytes, which is not importable "
+            f"({e}); install it (pip install -e '.[gpu]', or pip install bitsandbytes) or set "
+            "model.quantization=null"
+        ) from None
+    supported = set(getattr(bnb, "supported_torch_devices", ()) or ())
+    if device.type not in supported:
+        raise RuntimeError(
+            f"model.quantization={quantization}: bitsandbytes {bnb.__version__} cannot run on "
+            f"{device.type} (it runs on {', '.join(sorted(supported)) or 'no device here'}); "
+            "run on a device it supports or set model.quantization=null"
+        )
+    return str(device)
 
 
 LARGE_PARAMS = 1e9  # a "real" model: gradient checkpointing on by default, the paper's lr
