@@ -18,12 +18,16 @@ reentrant variant's no-grad first pass would cut the gradient to ``E`` and ``W_T
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from moelora.method.gate import MoELoRARouter
-from moelora.method.layer import MoELoRALinear, is_conv1d, validate_layer_args
+from moelora.method.layer import MoELoRALinear, is_conv1d
 from moelora.method.tasks import TaskMap
+
+if TYPE_CHECKING:
+    from moelora.method.config import MoeLoraConfig
 
 ROUTER_NAME = "moelora_router"
 
@@ -148,92 +152,46 @@ def build(
     return get_moelora_model(model, config).get_base_model()
 
 
-def inject(
-    model: nn.Module,
-    *,
-    tasks: Sequence[str],
-    target_modules: str | Sequence[str],
-    num_experts: int = 8,
-    rank: int = 16,
-    alpha: float = 32,
-    dropout: float = 0.1,
-    task_embed_dim: int = 64,
-    gate: str = "dense",
-    top_k: int = 2,
-    sparse_mode: str = "mask_neg_inf",
-    expert_init: str = "normal_0.01",
-    dropout_mode: str = "shared",
-    scaling_rank: str = "total",
-    task_id_scheme: str = "dense",
-    batch_axis: int = 0,
-) -> nn.Module:
+def inject(model: nn.Module, config: MoeLoraConfig) -> nn.Module:
     """Turn ``model`` into MOELoRA in place (Eqs. 4-5; docs/methods.md §6) and return it: the
-    injection itself, which :class:`moelora.method.peft_model.MoeLoraModel` applies (use
-    :func:`build` or ``moelora.get_moelora_model``, which validate the settings first).
-
-    Args:
-        model: a HF causal LM (any architecture whose projections are ``nn.Linear`` or
-            ``Conv1D``).
-        tasks: the ordered task list; with ``task_id_scheme`` it defines the valid task ids.
-        target_modules: module-name suffixes to adapt, or ``all-linear`` (from
-            ``conf/model/``; see moelora.method.model.find_targets).
-        num_experts: ``N`` (``expert_num``).
-        rank: TOTAL rank ``r`` (``lora_r``), a multiple of ``N``.
-        alpha: ``α`` (``lora_alpha``); the scaling is ``α/r``.
-        dropout: adapter-input dropout (``lora_dropout``).
-        task_embed_dim: ``d_T`` (``task_embedding_dim``).
-        gate: ``dense`` | ``sparse`` | ``uniform`` (w/o gate) | ``per_layer`` (MOELoRA(M)).
-        top_k: ``K`` of the sparse gate.
-        sparse_mode: ``mask_neg_inf`` (default) | ``literal_zero`` (Eq. 7 as printed).
-        expert_init: ``normal_0.01`` | ``kaiming``.
-        dropout_mode: ``shared`` | ``per_expert``.
-        scaling_rank: ``total`` (α/r) | ``expert`` (α/(r/N)).
-        task_id_scheme: ``dense`` (ids 0..T-1, a table of T rows) or ``authors`` (1..16, 17
-            rows), see moelora.method.tasks.TaskMap.
-        batch_axis: batch axis of the hidden states (0; 1 for sequence-first ChatGLM-6B).
+    injection itself, which :class:`moelora.method.peft_model.MoeLoraModel` applies. ``config``
+    is a :class:`moelora.method.config.MoeLoraConfig`, validated when it was made; its fields
+    document every setting (``N`` experts of total rank ``r``, ``α``, dropout, the gate, ``d_T``,
+    the task-id scheme, the batch axis). Use :func:`build` or ``moelora.get_moelora_model``.
 
     Returns:
         the same ``model``: only the ``lora_A``/``lora_B`` of the adapted linears and the
         gate's ``E``/``W_T`` require grad.
     """
-    validate_layer_args(
-        num_experts=num_experts,
-        rank=rank,
-        dropout=dropout,
-        expert_init=expert_init,
-        dropout_mode=dropout_mode,
-        scaling_rank=scaling_rank,
-        batch_axis=batch_axis,
-    )
     if hasattr(model, ROUTER_NAME):
         raise ValueError("this model already carries MOELoRA; build it on a fresh base model")
-    task_map = TaskMap(tasks, scheme=task_id_scheme)
-    targets = find_targets(model, target_modules)
+    task_map = TaskMap(config.tasks, scheme=config.task_id_scheme)
+    targets = find_targets(model, config.target_modules)
     device = targets[0][1].weight.device
     router = MoELoRARouter(
-        gate=gate,
-        num_experts=num_experts,
-        rank=rank,
+        gate=config.gate,
+        num_experts=config.num_experts,
+        rank=config.rank,
         task_ids=task_map.ids(),
         task_names=task_map.tasks,
         num_embeddings=task_map.num_embeddings,
-        task_embed_dim=task_embed_dim,
-        top_k=top_k,
-        sparse_mode=sparse_mode,
+        task_embed_dim=config.task_embed_dim,
+        top_k=config.top_k,
+        sparse_mode=config.sparse_mode,
         num_layers=len(targets),
     ).to(device)
     model.requires_grad_(False)
     for index, (name, linear) in enumerate(targets):
         layer = MoELoRALinear(
             linear,
-            num_experts=num_experts,
-            rank=rank,
-            alpha=alpha,
-            dropout=dropout,
-            expert_init=expert_init,
-            dropout_mode=dropout_mode,
-            scaling_rank=scaling_rank,
-            batch_axis=batch_axis,
+            num_experts=config.num_experts,
+            rank=config.rank,
+            alpha=config.alpha,
+            dropout=config.dropout,
+            expert_init=config.expert_init,
+            dropout_mode=config.dropout_mode,
+            scaling_rank=config.scaling_rank,
+            batch_axis=config.batch_axis,
             weight_source=router,
         )
         layer.layer_index = index

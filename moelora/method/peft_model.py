@@ -79,9 +79,7 @@ class MoeLoraModel(nn.Module):
     def __init__(self, model: nn.Module, config: MoeLoraConfig) -> None:
         super().__init__()
         if not hasattr(model, ROUTER_NAME):
-            inject(
-                model, tasks=config.tasks, target_modules=config.target_modules, **config.hparams()
-            )
+            inject(model, config)
         self.model = model
         self.moelora_config = config
         flag = "is_activation_checkpointing"
