@@ -12,6 +12,8 @@ against the transcription source.
 
 from __future__ import annotations
 
+from moelora.data.promptcblue import TABLE1 as PROMPTCBLUE_TABLE1
+
 TASK_COLUMNS: tuple[str, ...] = (
     "CMeIE",
     "CHIP-CDN",
@@ -36,17 +38,8 @@ def _row(*values: float) -> dict[str, float]:
     return dict(zip(TASK_COLUMNS, values))
 
 
-# Table 1: (train, validation, test) examples per task.
-TABLE1: dict[str, tuple[int, int, int]] = {
-    "CMeIE": (2828, 600, 600),
-    "CHIP-CDN": (2381, 600, 600),
-    "CHIP-CDEE": (1562, 600, 600),
-    "CHIP-MDCFNPC": (4935, 600, 600),
-    "CHIP-CTC": (3622, 1100, 1100),
-    "KUAKE-QIC": (3279, 660, 660),
-    "IMCS-V2-MRG": (1799, 600, 600),
-    "MedDG": (4964, 600, 600),
-}
+# Table 1: (train, validation, test) examples per task, as the data preparation checks them.
+TABLE1 = PROMPTCBLUE_TABLE1
 
 # Table 2 (main results). Keys are row keys of analysis.tables (method names, or
 # "chatgpt"/"huatuo" for the reported-only in-context rows).
