@@ -78,6 +78,21 @@ def test_collator_carries_task_ids_and_pads(tokenizer):
         MoeLoraDataCollator(tokenizer, tasks=TASKS)([{"input_ids": [1], "task": "unknown"}])
 
 
+# What both trainers get: checkpointing and gradient accumulation, no checkpoint files.
+TRAINING = dict(
+    max_steps=3,
+    per_device_train_batch_size=2,
+    gradient_accumulation_steps=2,
+    gradient_checkpointing=True,
+    learning_rate=5e-2,
+    logging_steps=1,
+    save_strategy="no",
+    report_to=[],
+    use_cpu=True,
+    seed=0,
+)
+
+
 def test_hf_trainer_with_checkpointing_and_accumulation(tokenizer, tmp_path):
     from transformers import Trainer, TrainingArguments
 
@@ -85,16 +100,7 @@ def test_hf_trainer_with_checkpointing_and_accumulation(tokenizer, tmp_path):
     before = _gate(model)
     args = TrainingArguments(
         output_dir=str(tmp_path / "out"),
-        max_steps=3,
-        per_device_train_batch_size=2,
-        gradient_accumulation_steps=2,
-        gradient_checkpointing=True,
-        learning_rate=5e-2,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        seed=0,
+        **TRAINING,
     )
     trainer = Trainer(
         model=model,
@@ -117,16 +123,7 @@ def test_trl_sft_trainer_with_checkpointing_and_accumulation(tokenizer, tmp_path
     before = _gate(model)
     args = SFTConfig(
         output_dir=str(tmp_path / "out"),
-        max_steps=3,
-        per_device_train_batch_size=2,
-        gradient_accumulation_steps=2,
-        gradient_checkpointing=True,
-        learning_rate=5e-2,
-        logging_steps=1,
-        save_strategy="no",
-        report_to=[],
-        use_cpu=True,
-        seed=0,
+        **TRAINING,
         bf16=False,  # SFTConfig's default autocasts in bf16 (and leaves the forward so wrapped)
         remove_unused_columns=False,
     )
